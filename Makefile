@@ -1,0 +1,159 @@
+# relureg: one non-recursive Makefile for the library, the binaries, the tests and the tools.
+#
+#   make            build/librelureg.a and the binaries (release variant)
+#   make test       install missing Debian packages, build, run every test suite
+#   make run        install missing packages, build, start reluregd with the demo models
+#   make asan       C tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan/)
+#   make bench      benchmarks against PyTorch on this machine (bench/)
+#   make fuzz       libFuzzer harnesses for a bounded time (FUZZ_SECONDS, default 60 each)
+#   make format / format-check / clean
+#
+# Objects go to build/<variant>/<source path>.o so that variants never mix; V=1 shows commands.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+VARIANT ?= release
+B := build
+O := $(B)/$(VARIANT)
+
+# BLAS policy (lib/core/blas.c): the OpenMP build of OpenBLAS, linked by explicit path because
+# Debian's alternatives prefer the pthread build whenever both are installed.
+OPENBLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
+OPENBLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
+
+CC := gcc
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifeq ($(VARIANT),asan)
+  OPT := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+  OPT := -O2
+endif
+ifeq ($(CI),true)
+  WERROR := -Werror
+endif
+CPPFLAGS := -Ilib -Itests/common -isystem $(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L
+CFLAGS := -std=c11 $(WARN) $(WERROR) $(OPT) -g -fopenmp -MMD -MP
+LDFLAGS := $(OPT) -fopenmp -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB)
+LDLIBS := -lopenblas -ljansson -lz -lm
+
+LIB_SRCS := $(sort $(shell find lib -name '*.c'))
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
+LIB_A := $(O)/librelureg.a
+
+UNIT_SRCS := $(sort $(shell find tests/unit tests/common -name '*.c'))
+UNIT_OBJS := $(UNIT_SRCS:%.c=$(O)/%.o)
+REF_SRCS := $(sort $(wildcard tests/reference/*.c)) $(sort $(wildcard tests/common/*.c))
+REF_OBJS := $(REF_SRCS:%.c=$(O)/%.o)
+TEST_LDLIBS := -lcriterion $(LDLIBS)
+
+BINS := $(LIB_A)
+
+PYTHON := /usr/bin/python3
+REF_DIR := $(B)/ref
+TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
+
+.PHONY: all deps test check unit reference run asan bench fuzz format format-check clean
+
+all: $(BINS)
+ifeq ($(VARIANT),release)
+all: $(B)/librelureg.a
+$(B)/librelureg.a: $(LIB_A)
+	$(Q)cp $< $@
+endif
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(O)/test-unit: $(UNIT_OBJS) $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
+
+$(O)/test-reference: $(REF_OBJS) $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
+
+# ---- set-up ----
+deps:
+	$(Q)./scripts/install-deps.sh
+
+# ---- tests ----
+# `test` installs what is missing, then runs every suite in a second make so that the build
+# sees the freshly installed headers.
+test: deps
+	$(Q)$(MAKE) --no-print-directory check
+
+check: unit reference
+
+unit: $(O)/test-unit
+	@echo "== unit tests ($(VARIANT))"
+	$(Q)$(TEST_ENV) $(O)/test-unit --jobs 2
+
+# Reference tests: torch float64 autograd writes the cases at test time (nothing committed),
+# then the C side recomputes and compares.
+reference: $(O)/test-reference
+	@echo "== reference cases (torch float64)"
+	$(Q)mkdir -p $(REF_DIR)
+	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_core.py --out $(REF_DIR)
+	@echo "== reference tests ($(VARIANT))"
+	$(Q)$(TEST_ENV) $(O)/test-reference --jobs 2
+
+# reluregd arrives with issue 11; until then `run` builds the library and says so.
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	@echo "reluregd is not built yet (issue 11): built $(B)/librelureg.a only" >&2
+	@exit 1
+
+asan:
+	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference
+
+# ---- benchmarks (not tests) ----
+$(O)/bench-core: $(O)/bench/bench_core.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory $(O)/bench-core
+	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
+
+# ---- tools ----
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := lib/core/status.c lib/core/tensor.c $(sort $(wildcard lib/io/*.c))
+FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ilib -D_POSIX_C_SOURCE=200809L
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) $(shell find lib -name '*.h')
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang $(FUZZ_CFLAGS) -Wno-unknown-pragmas -o $@ $< $(FUZZ_SRCS) -ljansson -lm
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+fuzz: deps $(FUZZ_TARGETS)
+	$(Q)for f in $(FUZZ_TARGETS); do \
+	    n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
+	    cp -n tests/fuzz/seeds/$$n/* $(B)/fuzz/corpus-$$n/ 2>/dev/null || true; \
+	    echo "== $$n for $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(B)/fuzz/$$n- $(B)/fuzz/corpus-$$n 2>&1 | \
+	        grep -E 'stat::|Done|ERROR|SUMMARY' || exit 1; \
+	done
+
+FORMAT_DIRS := lib server tests bench clients/c tools
+FORMAT_FILES = $(shell find $(FORMAT_DIRS) -name '*.[ch]' 2>/dev/null)
+format:
+	$(Q)clang-format -i $(FORMAT_FILES)
+format-check:
+	$(Q)clang-format --dry-run -Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,44 @@
+// The one door to BLAS (OpenBLAS, OpenMP build) and the library's threading policy.
+//
+// Policy: librelureg runs one level of parallelism per step. Large dense algebra is a single
+// sgemm with the batch as a GEMM dimension, called OUTSIDE any OpenMP region, where OpenBLAS
+// (OpenMP build) uses omp_get_max_threads() of the calling thread; per-row work (im2col,
+// pooling, masks) is an `omp parallel for` that never calls threaded BLAS (and inside a
+// region the OpenMP build of OpenBLAS runs single-threaded by itself). The caller sets the
+// thread count of a computation with rr_set_num_threads on its own thread (the daemon gives
+// each worker max(1, threads / workers)). The pthread build of OpenBLAS fights OpenMP loops
+// (shared/notes/serving.md §6), so the Makefile links the OpenMP build by explicit path and
+// rr_blas_check verifies it at start-up.
+#ifndef RR_CORE_BLAS_H
+#define RR_CORE_BLAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/status.h"
+
+// C = alpha * op(A) * op(B) + beta * C, row-major, op(A) is M x K, op(B) is K x N.
+// Overwrites C when beta == 0 (C may then be uninitialised), accumulates otherwise.
+// Threaded over fixed output panels, so results are bit-identical at any thread count.
+// Call it outside OpenMP regions (inside one it runs on the calling thread only).
+// Dimensions must fit a 32-bit BLAS int (callers chunk their work so that they do).
+void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
+               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+               size_t ldc);
+
+// OpenBLAS's own threaded sgemm on plain row-major C = A B (A is M x K, B is K x N), for
+// benchmarks only: its results depend on the thread count, which rr__sgemm's do not.
+void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float *B, float *C);
+
+// RR_OK when the linked OpenBLAS is the OpenMP build (openblas_get_parallel() == 2), else
+// RR_EINTERNAL with a message naming the variant found.
+rr_status rr_blas_check(rr_error *err);
+// openblas_get_config(): build options and the kernel core chosen at run time. Static storage.
+const char *rr_blas_config(void);
+
+// Threads used by librelureg computations started from the calling thread (OpenMP loops and
+// BLAS alike). n < 1 means 1.
+void rr_set_num_threads(int n);
+int rr_get_num_threads(void);
+
+#endif

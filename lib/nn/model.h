@@ -1,0 +1,92 @@
+// A loaded model: architecture + float32 weights, immutable after load and reference counted
+// (../shared/spec/model-format.md).
+//
+// rr_model_load checks the architecture document, infers every layer's shape, and checks that
+// every tensor the layers need is present with the right shape and a supported dtype and that
+// no tensor is left unused (num_batches_tracked excepted); the first mismatch is reported by
+// name. Weights (converted to float32) live in one 64-byte-aligned block.
+// Thread rules: a loaded model is never written again, so any number of threads may compute
+// with it at once; mutable per-call state lives in rr_workspace. retain/release are atomic.
+#ifndef RR_NN_MODEL_H
+#define RR_NN_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+typedef struct rr_model rr_model;
+
+// One model tensor that takes part in the computation (every tensor of the file except
+// `num_batches_tracked`), in state_dict order. Gradients with respect to the parameters use
+// the same layout: a float array of rr_model_param_size(m) elements in which parameter i
+// occupies [offset, offset + numel).
+typedef struct rr_param {
+    const char *name; // "3.body.0.weight", borrowed from the model
+    rr_shape shape;
+    size_t numel;
+    size_t offset;     // in floats, into the weight block and into gradient arrays
+    const float *data; // borrowed: the model's float32 copy
+} rr_param;
+
+// Parses and validates a model file held in memory (`buf` is borrowed only for the call).
+// Errors: RR_EFORMAT (not safetensors, architecture missing or malformed), RR_EUNSUPPORTED
+// (dtype, layer option or format version relureg does not handle), RR_ESHAPE (a missing, extra
+// or mis-shaped tensor, or layers whose shapes do not chain; field = tensor name or layer
+// path), RR_ENONFINITE (a weight is NaN/Inf, also after conversion to float32), RR_EINVAL
+// (a batchnorm running_var + eps <= 0), RR_ENOMEM. On success *out is owned: the caller holds
+// one reference (rr_model_release).
+rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error *err);
+// Same, reading the file at `path` (RR_EIO when it cannot be read).
+rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err);
+
+// Reference counting (C11 atomics). release frees the model when the count reaches zero;
+// both are no-ops on NULL.
+rr_model *rr_model_retain(rr_model *m);
+void rr_model_release(rr_model *m);
+
+// ---- accessors (all borrowed, valid while the model lives) ----
+const rr_shape *rr_model_input_shape(const rr_model *m); // [d] or [C, H, W]
+size_t rr_model_input_size(const rr_model *m);           // D = product of input_shape
+int rr_model_num_classes(const rr_model *m);             // K
+// False when the model declares no input_range; else sets [lo, hi].
+bool rr_model_input_range(const rr_model *m, float *lo, float *hi);
+// Class name k, or NULL when the model has none.
+const char *rr_model_class_name(const rr_model *m, int k);
+// Number of top-level layers, and the total count including nested ones.
+int rr_model_num_layers(const rr_model *m);
+size_t rr_model_num_params(const rr_model *m);
+const rr_param *rr_model_param(const rr_model *m, size_t i);
+// NULL when no parameter has that name.
+const rr_param *rr_model_param_find(const rr_model *m, const char *name);
+// Floats in the weight block / in a parameter-gradient array (includes alignment padding).
+size_t rr_model_param_size(const rr_model *m);
+// Total number of parameter elements (no padding): what users call the parameter count.
+size_t rr_model_parameter_count(const rr_model *m);
+// The architecture document as stored in the file (JSON text), and any __metadata__ entry.
+const char *rr_model_architecture(const rr_model *m);
+size_t rr_model_metadata_count(const rr_model *m);
+const char *rr_model_metadata_key(const rr_model *m, size_t i);
+const char *rr_model_metadata_value(const rr_model *m, size_t i);
+
+// ---- activation pattern ----
+// The activation pattern of a sample is, in layer order, one byte per unit of every relu /
+// leaky_relu input (1 when the input is > 0, else 0) followed, for max-pool layers, by the
+// arg-max index of every output (int32, little-endian, index h*W + w within its input
+// channel plane, as torch's return_indices). Equal patterns <=> same linear region Q(x).
+size_t rr_model_pattern_bytes(const rr_model *m);
+// Number of pattern layers (relu, leaky_relu, maxpool2d) and, for layer j, its kind, its
+// byte offset in the pattern, its unit count (inputs for relu, outputs for maxpool) and the
+// shape of those units ([C, H, W] or [d]).
+int rr_model_pattern_layers(const rr_model *m);
+typedef struct rr_pattern_layer {
+    bool is_maxpool;
+    size_t offset; // bytes into a sample's pattern
+    size_t units;  // relu: input units (1 byte each); maxpool: outputs (4 bytes each)
+    rr_shape shape;
+} rr_pattern_layer;
+void rr_model_pattern_layer(const rr_model *m, int j, rr_pattern_layer *out);
+
+#endif

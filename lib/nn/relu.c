@@ -1,0 +1,41 @@
+// relu and leaky_relu: y = x if x > 0 else slope * x (slope 0 for relu).
+//
+// Derivative convention at 0, as PyTorch: relu'(0) = 0, leaky_relu'(0) = slope, i.e. the
+// mask is (x > 0). Tangent and backward rows share it: t' = t if x > 0 else slope * t, with x
+// the primal input of the row's sample (row r belongs to sample r / R).
+#include "nn/layers.h"
+
+void rr__relu_forward(const rr_op *op, float *out, const float *in, size_t rows)
+{
+    const size_t n = rows * op->n_in;
+    const float slope = op->slope;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        out[i] = in[i] > 0.0f ? in[i] : slope * in[i];
+}
+
+void rr__relu_jvp(const rr_op *op, float *out, const float *t, const float *x, size_t rows,
+                  size_t R)
+{
+    const size_t n = op->n_in;
+    const float slope = op->slope;
+#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    for (size_t r = 0; r < rows; r++) {
+        const float *xs = x + (r / R) * n;
+        const float *tr = t + r * n;
+        float *o = out + r * n;
+        for (size_t i = 0; i < n; i++)
+            o[i] = xs[i] > 0.0f ? tr[i] : slope * tr[i];
+    }
+}
+
+void rr__relu_pattern(const rr_op *op, uint8_t *pattern, size_t stride, const float *x, size_t nb)
+{
+    const size_t n = op->n_in;
+    for (size_t s = 0; s < nb; s++) {
+        uint8_t *p = pattern + s * stride + op->pattern_off;
+        const float *xs = x + s * n;
+        for (size_t i = 0; i < n; i++)
+            p[i] = xs[i] > 0.0f;
+    }
+}

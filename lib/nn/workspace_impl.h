@@ -1,0 +1,38 @@
+// Internal layout of rr_workspace (see workspace.h) and the chunk drivers' shared helpers.
+#ifndef RR_NN_WORKSPACE_IMPL_H
+#define RR_NN_WORKSPACE_IMPL_H
+
+#include <stdint.h>
+
+#include "nn/model_impl.h"
+#include "nn/workspace.h"
+
+// Conv scratch: im2col columns and GEMM staging for a chunk of rows (see conv2d.c).
+typedef struct rr__scratch {
+    float *col;
+    size_t col_cap; // floats
+    float *tmp;
+    size_t tmp_cap; // floats
+} rr__scratch;
+
+struct rr_workspace {
+    const rr_model *m; // borrowed: the model this workspace was planned for
+    size_t nb;         // samples per chunk
+    size_t rows;       // backward / tangent rows per chunk (nb * planned rows per sample)
+    size_t *act_off;   // per activation buffer: float offset of its [nb, n] block (buffer 0
+                       // is the caller's input and has none)
+    float **act;       // per activation buffer: pointer for the current chunk
+    float *act_block;  // nb * m->act_total floats
+    int32_t *idx;      // nb * m->idx_total max-pool arg-max indices
+    float *g[2];       // ping-pong row buffers, rows * m->max_act floats each
+    float *stash;      // m->res_depth slots of rows * m->max_act floats
+    float *seed;       // rows * K floats (backward seeds)
+    rr__scratch scratch;
+    void *block; // the single allocation everything above points into
+    size_t bytes;
+};
+
+// Samples per chunk when a call needs R rows per sample (0 when even one sample does not fit).
+size_t rr__ws_chunk_for(const rr_workspace *ws, size_t R);
+
+#endif
