@@ -14,18 +14,45 @@ static void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float
                 (int)ldb, beta, C, (int)ldc);
 }
 
-// Panels of the output: rows of C in blocks of PANEL_M, or columns in blocks of PANEL_N.
-#define PANEL_M 64
-#define PANEL_N 256
+// One sgemm on the calling thread only. Inside an active parallel region the OpenMP build of
+// OpenBLAS is serial by itself; elsewhere (no region, or a team of one) it would use the
+// thread's nthreads ICV, so that is set to 1 for the call and restored.
+static void gemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                        float *C, size_t ldc)
+{
+    const int n = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (n > 1)
+        omp_set_num_threads(1);
+    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (n > 1)
+        omp_set_num_threads(n);
+}
+
+void rr__sgemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
+                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                      size_t ldc)
+{
+    RR_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+              ldc <= INT_MAX);
+    if (M == 0 || N == 0)
+        return;
+    gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Output panels: at most MAX_PANELS, each at least MIN_PANEL rows or columns.
+#define MAX_PANELS 4
+#define MIN_PANEL  64
 
 // OpenBLAS's threaded sgemm splits its work by the thread count, and its edge tiles then
 // round differently: results change in the last bit between 1 and 2 threads (measured on
 // this machine's Haswell kernels). relureg promises thread-independent answers, so the
 // threading happens here instead: C is cut into panels whose layout depends only on the
-// shapes, each panel is one single-threaded sgemm (OpenBLAS's OpenMP build runs serially
-// inside a parallel region), and the panels are spread over the OpenMP threads. Each output
-// element is computed by the same call with the same operands whatever the thread count.
-// The parallel region is entered even for a single panel, so that sgemm never runs threaded.
+// shapes, each panel is one serial sgemm, and the panels are spread over the OpenMP threads.
+// Each output element is then computed by the same call with the same operands whatever the
+// thread count. Splitting the rows of C repacks B once per panel and splitting its columns
+// repacks A, so the split runs along the dimension whose other operand is smaller, into few
+// panels (the repacking stays a few percent of the work).
 void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
                const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                size_t ldc)
@@ -34,23 +61,23 @@ void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float a
               ldc <= INT_MAX);
     if (M == 0 || N == 0)
         return;
-    if (M / PANEL_M >= N / PANEL_N) {
-        const size_t np = (M + PANEL_M - 1) / PANEL_M;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (size_t p = 0; p < np; p++) {
-            const size_t i0 = p * PANEL_M, m = M - i0 < PANEL_M ? M - i0 : PANEL_M;
+    const bool split_m = M >= N;
+    const size_t dim = split_m ? M : N;
+    size_t np = dim / MIN_PANEL;
+    np = np < 1 ? 1 : np > MAX_PANELS ? MAX_PANELS : np;
+    const size_t panel = (dim + np - 1) / np;
+    // The region is entered even for a single panel, so that sgemm never runs threaded.
+#pragma omp parallel for schedule(static, 1)
+    for (size_t p = 0; p < np; p++) {
+        const size_t o = p * panel, n = dim - o < panel ? dim - o : panel;
+        if (split_m) {
             // Row i of op(A) is row i of A, or column i of A when transposed.
-            const float *Ap = trans_a ? A + i0 : A + i0 * lda;
-            gemm(trans_a, trans_b, m, N, K, alpha, Ap, lda, B, ldb, beta, C + i0 * ldc, ldc);
-        }
-    } else {
-        const size_t np = (N + PANEL_N - 1) / PANEL_N;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (size_t p = 0; p < np; p++) {
-            const size_t j0 = p * PANEL_N, n = N - j0 < PANEL_N ? N - j0 : PANEL_N;
+            const float *Ap = trans_a ? A + o : A + o * lda;
+            gemm_serial(trans_a, trans_b, n, N, K, alpha, Ap, lda, B, ldb, beta, C + o * ldc, ldc);
+        } else {
             // Column j of op(B) is column j of B, or row j of B when transposed.
-            const float *Bp = trans_b ? B + j0 * ldb : B + j0;
-            gemm(trans_a, trans_b, M, n, K, alpha, A, lda, Bp, ldb, beta, C + j0, ldc);
+            const float *Bp = trans_b ? B + o * ldb : B + o;
+            gemm_serial(trans_a, trans_b, M, n, K, alpha, A, lda, Bp, ldb, beta, C + o, ldc);
         }
     }
 }

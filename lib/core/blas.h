@@ -26,6 +26,12 @@ void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float a
                const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                size_t ldc);
 
+// The same product on the calling thread only: for per-row GEMMs inside OpenMP loops, where
+// each row's result must not depend on how rows are spread over threads.
+void rr__sgemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
+                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                      size_t ldc);
+
 // OpenBLAS's own threaded sgemm on plain row-major C = A B (A is M x K, B is K x N), for
 // benchmarks only: its results depend on the thread count, which rr__sgemm's do not.
 void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float *B, float *C);

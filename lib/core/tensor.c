@@ -1,5 +1,8 @@
 // Dtypes, shapes, aligned allocation and float conversion (see tensor.h).
+#define _DEFAULT_SOURCE // madvise
 #include "core/tensor.h"
+
+#include <sys/mman.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -94,6 +97,11 @@ bool rr_shape_equal(const rr_shape *a, const rr_shape *b)
     return true;
 }
 
+// Blocks of at least HUGE bytes are aligned to it and offered to transparent huge pages:
+// first touches of fresh memory cost a page fault per 4 KiB, which on this kind of VM is
+// several microseconds each (measured: ~10% of a CNN backward pass on a new workspace).
+#define HUGE ((size_t)2 << 20)
+
 void *rr_aligned_alloc(size_t nbytes)
 {
     void *p = NULL;
@@ -103,8 +111,10 @@ void *rr_aligned_alloc(size_t nbytes)
     rounded &= ~(size_t)63;
     if (rounded == 0)
         rounded = 64;
-    if (posix_memalign(&p, 64, rounded) != 0)
+    if (posix_memalign(&p, rounded >= HUGE ? HUGE : 64, rounded) != 0)
         return NULL;
+    if (rounded >= HUGE)
+        madvise(p, rounded & ~(HUGE - 1), MADV_HUGEPAGE); // a hint: failure is harmless
     return p;
 }
 

@@ -25,16 +25,16 @@ void rr__linear_vjp(const rr_model *m, const rr_op *op, float *gin, const float 
 void rr__linear_vjp_params(const rr_model *m, const rr_op *op, float *dparams, const float *gout,
                            const float *in, size_t rows, bool affine);
 
-// ---- conv2d (conv2d.c), im2col + one sgemm per chunk of rows ----
+// ---- conv2d (conv2d.c), im2col + sgemm: per row, or per chunk of rows for parameters ----
 void rr__conv2d_forward(const rr_model *m, const rr_op *op, float *out, const float *in,
                         size_t rows, bool affine, const rr__scratch *s);
 void rr__conv2d_vjp(const rr_model *m, const rr_op *op, float *gin, const float *gout, size_t rows,
                     const rr__scratch *s);
 void rr__conv2d_vjp_params(const rr_model *m, const rr_op *op, float *dparams, const float *gout,
                            const float *in, size_t rows, bool affine, const rr__scratch *s);
-// Rows of one GEMM chunk and the scratch floats it needs (used to plan workspaces).
-size_t rr__conv2d_chunk_rows(const rr_op *op);
-void rr__conv2d_scratch_need(const rr_op *op, size_t rows, size_t *col, size_t *tmp);
+// Scratch the op needs: floats per thread (row), and per partial-sum group the floats of
+// dW (part) and doubles of db (bpart). Used to plan workspaces.
+void rr__conv2d_scratch_need(const rr_op *op, size_t *row, size_t *part, size_t *bpart);
 
 // ---- relu and leaky_relu (relu.c) ----
 void rr__relu_forward(const rr_op *op, float *out, const float *in, size_t rows);

@@ -64,7 +64,7 @@ rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const f
     for (size_t b0 = 0; b0 < B; b0 += ws->nb) {
         const size_t nb = B - b0 < ws->nb ? B - b0 : ws->nb;
         const float *z = rr__forward_chunk(m, ws, x + b0 * D, nb);
-        double chunk_mean;
+        double chunk_mean = 0.0;
         // d mean / d z_b = (p_b - e_y) / B: seeds in the workspace's seed rows.
         st = rr_cross_entropy(z, labels + b0, nb, m->K, loss ? loss + b0 : NULL, NULL, ws->seed,
                               &chunk_mean, err);

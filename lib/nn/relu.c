@@ -3,15 +3,32 @@
 // Derivative convention at 0, as PyTorch: relu'(0) = 0, leaky_relu'(0) = slope, i.e. the
 // mask is (x > 0). Tangent and backward rows share it: t' = t if x > 0 else slope * t, with x
 // the primal input of the row's sample (row r belongs to sample r / R).
+// The loops are selects over restrict-qualified rows, which the compiler turns into vector
+// blends (the Makefile's -O3 -fno-trapping-math): a branch per unit would mispredict on half
+// of them, about 5 ns a unit here. The row helpers stay out of line to keep `restrict`.
 #include "nn/layers.h"
+
+__attribute__((noinline)) static void select_rows(float *restrict out, const float *restrict t,
+                                                  const float *restrict x, size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = x[i] > 0.0f ? t[i] : slope * t[i];
+}
+
+__attribute__((noinline)) static void select_inplace(float *restrict t, const float *restrict x,
+                                                     size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++)
+        t[i] = x[i] > 0.0f ? t[i] : slope * t[i];
+}
 
 void rr__relu_forward(const rr_op *op, float *out, const float *in, size_t rows)
 {
-    const size_t n = rows * op->n_in;
+    const size_t n = op->n_in;
     const float slope = op->slope;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++)
-        out[i] = in[i] > 0.0f ? in[i] : slope * in[i];
+#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    for (size_t r = 0; r < rows; r++)
+        select_rows(out + r * n, in + r * n, in + r * n, n, slope);
 }
 
 void rr__relu_jvp(const rr_op *op, float *out, const float *t, const float *x, size_t rows,
@@ -21,11 +38,10 @@ void rr__relu_jvp(const rr_op *op, float *out, const float *t, const float *x, s
     const float slope = op->slope;
 #pragma omp parallel for schedule(static) if (rows * n > 65536)
     for (size_t r = 0; r < rows; r++) {
-        const float *xs = x + (r / R) * n;
-        const float *tr = t + r * n;
-        float *o = out + r * n;
-        for (size_t i = 0; i < n; i++)
-            o[i] = xs[i] > 0.0f ? tr[i] : slope * tr[i];
+        if (out == t)
+            select_inplace(out + r * n, x + (r / R) * n, n, slope);
+        else
+            select_rows(out + r * n, t + r * n, x + (r / R) * n, n, slope);
     }
 }
 

@@ -4,7 +4,9 @@
 // (idx_total int32) of the forward pass, and for each of its R backward / tangent rows two
 // ping-pong buffers and one stash per residual nesting level (max_act floats each) plus a
 // seed row of K floats. The chunk is as many samples as fit the budget, at most max_batch.
-// Conv scratch is sized for the largest conv GEMM chunk (bounded in conv2d.c).
+// Conv scratch: one im2col row per thread, and RR_CONV_GROUPS partial gradients of the
+// largest conv weight.
+#include <omp.h>
 #include <string.h>
 
 #include "nn/layers.h"
@@ -51,14 +53,21 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
         nb = p->max_batch;
     const size_t rows = nb * R;
 
-    size_t col = 0, tmp = 0;
+    size_t row = 0, part = 0, bpart = 0;
     for (int i = 0; i < m->nops; i++)
         if (m->ops[i].kind == RR_OP_CONV2D) {
-            size_t c, t;
-            rr__conv2d_scratch_need(&m->ops[i], rows, &c, &t);
-            col = c > col ? c : col;
-            tmp = t > tmp ? t : tmp;
+            size_t w, pa, bp;
+            rr__conv2d_scratch_need(&m->ops[i], &w, &pa, &bp);
+            row = w > row ? w : row;
+            part = pa > part ? pa : part;
+            bpart = bp > bpart ? bp : bpart;
         }
+    // Per-thread conv buffers for the threads of the planning thread; calls made later with
+    // more threads use only this many for their conv row loops.
+    const int nthreads = omp_get_max_threads();
+    size_t row_all;
+    if (!rr_size_mul(row, (size_t)nthreads, &row_all))
+        return rr_error_set(err, RR_ENOMEM, "", "workspace too large");
 
     size_t total = 0;
     ok = reserve(&total, 1, sizeof(rr_workspace)) &&
@@ -70,7 +79,9 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
          reserve(&total, rows * m->max_act, sizeof(float)) &&
          reserve(&total, rows * m->max_act * (size_t)m->res_depth, sizeof(float)) &&
          reserve(&total, rows * (size_t)m->K, sizeof(float)) &&
-         reserve(&total, col, sizeof(float)) && reserve(&total, tmp, sizeof(float));
+         reserve(&total, row_all, sizeof(float)) &&
+         reserve(&total, part * RR_CONV_GROUPS, sizeof(float)) &&
+         reserve(&total, bpart * RR_CONV_GROUPS, sizeof(double));
     char *block = ok ? rr_aligned_alloc(total) : NULL;
     if (block == NULL)
         return rr_error_set(err, RR_ENOMEM, "", "out of memory for a %zu MiB workspace",
@@ -92,10 +103,13 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
     ws->g[1] = carve(&q, rows * m->max_act, sizeof(float));
     ws->stash = carve(&q, rows * m->max_act * (size_t)m->res_depth, sizeof(float));
     ws->seed = carve(&q, rows * (size_t)m->K, sizeof(float));
-    ws->scratch.col = carve(&q, col, sizeof(float));
-    ws->scratch.col_cap = col;
-    ws->scratch.tmp = carve(&q, tmp, sizeof(float));
-    ws->scratch.tmp_cap = tmp;
+    ws->scratch.row = carve(&q, row_all, sizeof(float));
+    ws->scratch.row_cap = row;
+    ws->scratch.nthreads = nthreads;
+    ws->scratch.part = carve(&q, part * RR_CONV_GROUPS, sizeof(float));
+    ws->scratch.part_cap = part;
+    ws->scratch.bpart = carve(&q, bpart * RR_CONV_GROUPS, sizeof(double));
+    ws->scratch.bpart_cap = bpart;
 
     size_t off = 0;
     ws->act_off[0] = 0;

@@ -7,12 +7,21 @@
 #include "nn/model_impl.h"
 #include "nn/workspace.h"
 
-// Conv scratch: im2col columns and GEMM staging for a chunk of rows (see conv2d.c).
+// Conv GEMMs take this many rows at a time, and parameter gradients are summed in this many
+// fixed groups of such blocks (conv2d.c).
+#define RR_CONV_BLOCK  4
+#define RR_CONV_GROUPS 8
+
+// Conv scratch (see conv2d.c): per-thread im2col and GEMM output of one block of rows, and
+// per-group partial sums of the weight and bias gradients.
 typedef struct rr__scratch {
-    float *col;
-    size_t col_cap; // floats
-    float *tmp;
-    size_t tmp_cap; // floats
+    float *row; // nthreads blocks of row_cap floats
+    size_t row_cap;
+    int nthreads; // OpenMP threads the row blocks were planned for
+    float *part;  // RR_CONV_GROUPS blocks of part_cap floats
+    size_t part_cap;
+    double *bpart; // RR_CONV_GROUPS blocks of bpart_cap doubles
+    size_t bpart_cap;
 } rr__scratch;
 
 struct rr_workspace {
