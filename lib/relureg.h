@@ -18,5 +18,7 @@
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "nn/workspace.h"
+#include "reg/connections.h"
+#include "reg/reg.h"
 
 #endif

@@ -40,7 +40,7 @@ rr_status rr_jacobian(const rr_model *m, rr_workspace *ws, const float *x, size_
                     ws->seed[(s * K + k) * K + j] = (float)((j == k) - p);
                 }
         }
-        rr__backward_chunk(m, ws, nb, K, ws->seed, J + b0 * K * D, NULL);
+        rr__backward_chunk(m, ws, nb, K, ws->seed, J + b0 * K * D, NULL, NULL);
     }
     return RR_OK;
 }

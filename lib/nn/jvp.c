@@ -10,10 +10,11 @@
 #include "nn/passes.h"
 
 void rr__tangent_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t T, const float *v,
-                       float *out)
+                       float *out, const rr__ustore *us, float *dparams)
 {
     const size_t rows = nb * T;
-    RR_ASSERT(rows <= ws->rows);
+    RR_ASSERT(rows <= ws->rows && (!us || rows <= us->rows));
+    const bool params = us != NULL && dparams != NULL;
     const float *cur = v;
     for (int i = 0; i < m->nops; i++) {
         const rr_op *op = &m->ops[i];
@@ -21,6 +22,15 @@ void rr__tangent_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t T,
         float *inplace = (cur == ws->g[0] || cur == ws->g[1]) ? (float *)cur : next;
         const float *x = ws->act[op->in];
         float *stash = ws->stash + (size_t)op->depth * rows * m->max_act;
+        // d<u, L_theta(t)>/dtheta of the op's linear part L_theta at the tangent t it receives.
+        if (params && us->at[i]) {
+            if (op->kind == RR_OP_LINEAR)
+                rr__linear_vjp_params(m, op, dparams, us->at[i], cur, rows, false);
+            else if (op->kind == RR_OP_CONV2D)
+                rr__conv2d_vjp_params(m, op, dparams, us->at[i], cur, rows, false, &ws->scratch);
+            else if (op->kind == RR_OP_BATCHNORM)
+                rr__batchnorm_vjp_params(m, op, dparams, us->at[i], cur, rows, false);
+        }
         switch (op->kind) {
             case RR_OP_LINEAR:
                 rr__linear_forward(m, op, next, cur, rows, false);
@@ -57,7 +67,8 @@ void rr__tangent_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t T,
                 break;
         }
     }
-    memcpy(out, cur, rows * (size_t)m->K * sizeof(float));
+    if (out)
+        memcpy(out, cur, rows * (size_t)m->K * sizeof(float));
 }
 
 rr_status rr_jvp(const rr_model *m, rr_workspace *ws, const float *x, size_t B, const float *v,
@@ -82,7 +93,7 @@ rr_status rr_jvp(const rr_model *m, rr_workspace *ws, const float *x, size_t B, 
         const float *z = rr__forward_chunk(m, ws, x + b0 * D, nb);
         if (logits)
             memcpy(logits + b0 * K, z, nb * K * sizeof(float));
-        rr__tangent_chunk(m, ws, nb, T, v + b0 * T * D, jv + b0 * T * K);
+        rr__tangent_chunk(m, ws, nb, T, v + b0 * T * D, jv + b0 * T * K, NULL, NULL);
     }
     return RR_OK;
 }

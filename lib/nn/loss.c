@@ -73,7 +73,7 @@ rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const f
         total += chunk_mean * (double)nb;
         for (size_t i = 0; i < nb * K; i++)
             ws->seed[i] /= (float)B;
-        rr__backward_chunk(m, ws, nb, 1, ws->seed, g_x ? g_x + b0 * D : NULL, g_params);
+        rr__backward_chunk(m, ws, nb, 1, ws->seed, g_x ? g_x + b0 * D : NULL, g_params, NULL);
     }
     if (loss_mean)
         *loss_mean = B ? total / (double)B : 0.0;

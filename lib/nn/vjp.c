@@ -15,11 +15,33 @@ static bool has_params(const rr_op *op)
     return op->p_weight >= 0 || op->p_mean >= 0;
 }
 
+size_t rr__ustore_floats(const rr_model *m, size_t rows)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->nops; i++)
+        if (has_params(&m->ops[i]))
+            n += rows * m->ops[i].n_out;
+    return n;
+}
+
+void rr__ustore_init(rr__ustore *us, const rr_model *m, float *block, float **ptrs, size_t rows)
+{
+    us->at = ptrs;
+    us->rows = rows;
+    for (int i = 0; i < m->nops; i++) {
+        ptrs[i] = NULL;
+        if (has_params(&m->ops[i])) {
+            ptrs[i] = block;
+            block += rows * m->ops[i].n_out;
+        }
+    }
+}
+
 void rr__backward_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t R,
-                        const float *g_logits, float *gx, float *dparams)
+                        const float *g_logits, float *gx, float *dparams, rr__ustore *us)
 {
     const size_t rows = nb * R;
-    RR_ASSERT(rows <= ws->rows && (dparams == NULL || R == 1));
+    RR_ASSERT(rows <= ws->rows && (dparams == NULL || R == 1) && (!us || rows <= us->rows));
     int stop = 0;
     if (gx == NULL) {
         // Nothing below the first parameterised op is needed.
@@ -29,7 +51,7 @@ void rr__backward_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t R
                 stop = i;
                 break;
             }
-        if (dparams == NULL)
+        if (dparams == NULL && us == NULL)
             return;
     }
     const float *cur = g_logits;
@@ -44,6 +66,8 @@ void rr__backward_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t R
                                                                 : next;
         const float *x = ws->act[op->in];
         float *stash = ws->stash + (size_t)op->depth * rows * m->max_act;
+        if (us && us->at[i])
+            memcpy(us->at[i], cur, rows * op->n_out * sizeof(float));
         switch (op->kind) {
             case RR_OP_LINEAR:
                 if (dparams)
@@ -110,7 +134,8 @@ rr_status rr_vjp(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
     for (size_t b0 = 0; b0 < B; b0 += ws->nb) {
         const size_t nb = B - b0 < ws->nb ? B - b0 : ws->nb;
         rr__forward_chunk(m, ws, x + b0 * D, nb);
-        rr__backward_chunk(m, ws, nb, 1, g_logits + b0 * K, g_x ? g_x + b0 * D : NULL, g_params);
+        rr__backward_chunk(m, ws, nb, 1, g_logits + b0 * K, g_x ? g_x + b0 * D : NULL, g_params,
+                           NULL);
     }
     return RR_OK;
 }

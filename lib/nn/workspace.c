@@ -91,6 +91,8 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
     rr_workspace *ws = carve(&q, 1, sizeof(rr_workspace));
     memset(ws, 0, sizeof *ws);
     ws->m = m;
+    ws->plan = (rr_workspace_params){
+        .max_batch = p->max_batch, .rows_per_sample = R, .budget_bytes = budget};
     ws->nb = nb;
     ws->rows = rows;
     ws->block = block;
@@ -125,8 +127,32 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
 
 void rr_workspace_free(rr_workspace *ws)
 {
-    if (ws)
+    if (ws) {
+        rr_workspace_free(ws->twin);
+        rr_aligned_free(ws->ext);
         rr_aligned_free(ws->block);
+    }
+}
+
+void *rr__ws_ext(rr_workspace *ws, size_t bytes, rr_error *err)
+{
+    if (bytes <= ws->ext_bytes && ws->ext)
+        return ws->ext;
+    rr_aligned_free(ws->ext);
+    ws->ext_bytes = 0;
+    if ((ws->ext = rr_aligned_alloc(bytes)) == NULL) {
+        rr_error_set(err, RR_ENOMEM, "", "out of memory for %zu MiB of scratch", bytes >> 20);
+        return NULL;
+    }
+    ws->ext_bytes = bytes;
+    return ws->ext;
+}
+
+rr_workspace *rr__ws_twin(rr_workspace *ws, rr_error *err)
+{
+    if (ws->twin == NULL && rr_workspace_new(ws->m, &ws->plan, &ws->twin, err) != RR_OK)
+        return NULL;
+    return ws->twin;
 }
 
 size_t rr_workspace_chunk(const rr_workspace *ws)

@@ -39,7 +39,18 @@ struct rr_workspace {
     rr__scratch scratch;
     void *block; // the single allocation everything above points into
     size_t bytes;
+    rr_workspace_params plan; // what it was planned with (budget resolved)
+    void *ext;                // per-call scratch of callers beyond the plan (rr__ws_ext), kept
+    size_t ext_bytes;
+    rr_workspace *twin; // a second workspace with the same plan (rr__ws_twin), kept
 };
+
+// Scratch of at least `bytes` beyond the plan, grown when needed and kept for the next call
+// (its contents do not survive a call). NULL and RR_ENOMEM when it cannot grow.
+void *rr__ws_ext(rr_workspace *ws, size_t bytes, rr_error *err);
+// A second workspace with the same plan, for computations that need two forward states at
+// once (created on first use, then kept). NULL and an error when it cannot be created.
+rr_workspace *rr__ws_twin(rr_workspace *ws, rr_error *err);
 
 // Samples per chunk when a call needs R rows per sample (0 when even one sample does not fit).
 size_t rr__ws_chunk_for(const rr_workspace *ws, size_t R);

@@ -166,6 +166,35 @@ rr_model *rr_test_model(const char *arch_json, uint64_t seed, double scale, rr_d
     return m;
 }
 
+rr_model *rr_test_model_like(const rr_model *like, const double *theta)
+{
+    rr_error err = {0};
+    rr_st_writer *w = rr_st_writer_new();
+    const size_t n = rr_model_num_params(like);
+    float **bufs = calloc(n, sizeof(float *));
+    for (size_t i = 0; i < n; i++) {
+        const rr_param *p = rr_model_param(like, i);
+        bufs[i] = malloc((p->numel + 1) * sizeof(float));
+        for (size_t j = 0; j < p->numel; j++)
+            bufs[i][j] = (float)theta[p->offset + j];
+        cr_assert(rr_st_writer_add(w, p->name, RR_DTYPE_F32, p->shape.dim, p->shape.ndim, bufs[i],
+                                   &err) == RR_OK);
+    }
+    rr_st_writer_set_metadata(w, "relureg.architecture", rr_model_architecture(like), &err);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert(rr_st_writer_finish(w, &buf, &len, &err) == RR_OK, "%s", err.msg);
+    rr_st_writer_free(w);
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    rr_model *m = NULL;
+    if (rr_model_load(buf, len, &m, &err) != RR_OK)
+        cr_expect_fail("model does not load: %s", err.msg);
+    free(buf);
+    return m;
+}
+
 double *rr_test_params(const rr_model *m)
 {
     double *t = calloc(rr_model_param_size(m) + 1, sizeof(double));

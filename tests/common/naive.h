@@ -20,6 +20,10 @@
 // any error.
 rr_model *rr_test_model(const char *arch_json, uint64_t seed, double scale, rr_dtype dtype);
 
+// A model with the architecture of `like` and the parameters theta (rr_param layout of like),
+// rounded to float32. Fails the test and returns NULL on error.
+rr_model *rr_test_model_like(const rr_model *like, const double *theta);
+
 // The model's parameters as doubles in the rr_param layout (rr_model_param_size entries).
 double *rr_test_params(const rr_model *m);
 

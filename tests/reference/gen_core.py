@@ -45,7 +45,9 @@ def cover(*tags):
 def conv(rng, shape, out_ch=None, k=None, s=None, p=None, bias=None):
     c = shape[0]
     out_ch = out_ch or rng.choice([2, 3, 4])
-    k = k or rng.choice([(1, 1), (3, 3), (5, 5), (3, 1), (1, 3), (3, 5)])
+    # kernels that fit the input even unpadded
+    k = k or rng.choice([kk for kk in [(1, 1), (3, 3), (5, 5), (3, 1), (1, 3), (3, 5)]
+                         if kk[0] <= shape[1] and kk[1] <= shape[2]])
     s = s or rng.choice([(1, 1), (1, 1), (2, 2), (2, 1)])
     p = p if p is not None else (rng.randint(0, k[0] // 2), rng.randint(0, k[1] // 2))
     bias = rng.random() < 0.8 if bias is None else bias
