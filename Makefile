@@ -132,9 +132,14 @@ $(O)/bench-core: $(O)/bench/bench_core.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/bench-reg: $(O)/bench/bench_reg.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 bench: deps
-	$(Q)$(MAKE) --no-print-directory $(O)/bench-core
+	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
+	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
 
 # ---- tools ----
 FUZZ_SECONDS ?= 60

@@ -125,7 +125,7 @@ def per_sample(model, x, y, spec, K, directions):
         if spec.get("directions") == "onehot":
             V = torch.eye(K, dtype=x.dtype).expand(B, K, K)
         else:
-            V = directions.double()
+            V = directions.to(x.dtype)
         n = V.shape[1]
         u = torch.einsum("bnk,bkd->bnd", V, J)
         return (K / n) * (u * u).sum((1, 2))
