@@ -53,7 +53,7 @@ REF_SRCS := $(sort $(wildcard tests/reference/*.c)) $(sort $(wildcard tests/comm
 REF_OBJS := $(REF_SRCS:%.c=$(O)/%.o)
 TEST_LDLIBS := -lcriterion $(LDLIBS)
 
-BINS := $(LIB_A)
+BINS := $(LIB_A) $(B)/relureg-train
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
@@ -79,6 +79,10 @@ $(LIB_OBJS) $(UNIT_OBJS) $(REF_OBJS): Makefile
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/test-unit: $(UNIT_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")

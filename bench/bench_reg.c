@@ -69,10 +69,9 @@ int main(int argc, char **argv)
     double *t = malloc((size_t)reps * sizeof(double));
     for (size_t i = 0; i < sizeof regs / sizeof regs[0]; i++)
         for (int with_params = 0; with_params < 2; with_params++) {
-            rr_reg_result res = {.per_sample = ps, .grad_inputs = gx,
-                                 .grad_parameters = with_params ? gp : NULL};
-            rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = &regs[i].spec,
-                               .nregs = 1};
+            rr_reg_result res = {
+                .per_sample = ps, .grad_inputs = gx, .grad_parameters = with_params ? gp : NULL};
+            rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = &regs[i].spec, .nregs = 1};
             for (int r = -2; r < reps; r++) {
                 double t0 = now_ms();
                 if (rr_reg_compute(m, &p, ws, &res, NULL, &err) != RR_OK) {
@@ -83,8 +82,8 @@ int main(int argc, char **argv)
                     t[r] = now_ms() - t0;
             }
             qsort(t, (size_t)reps, sizeof *t, cmp_double);
-            printf("{\"op\": \"%s%s\", \"ms_min\": %.4f, \"ms_median\": %.4f}\n",
-                   regs[i].name, with_params ? "+params" : "", t[0], t[reps / 2]);
+            printf("{\"op\": \"%s%s\", \"ms_min\": %.4f, \"ms_median\": %.4f}\n", regs[i].name,
+                   with_params ? "+params" : "", t[0], t[reps / 2]);
             fflush(stdout);
         }
     free(t);

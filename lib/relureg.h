@@ -19,6 +19,9 @@
 #include "nn/model.h"
 #include "nn/workspace.h"
 #include "reg/connections.h"
+#include "train/idx.h"
+#include "train/optim.h"
+#include "train/train.h"
 #include "reg/reg.h"
 
 #endif

@@ -303,31 +303,36 @@ static rr_status add_param(rr_model *m, const rr_safetensors *st, const rr_layer
     snprintf(name, sizeof name, "%s.%s", l->name, suffix);
     char want_s[96];
     rr_shape_format(shape, want_s, sizeof want_s);
-    const rr_st_tensor *t = rr_safetensors_find(st, name);
-    if (t == NULL)
-        return rr_error_set(err, RR_ESHAPE, name,
-                            "missing tensor '%s' (%s, %s layer, expects shape %s)", name, l->path,
-                            rr_layer_type_name(l->type), want_s);
-    if (!rr_dtype_is_float(t->dtype))
-        return rr_error_set(err, RR_EUNSUPPORTED, name, "unsupported dtype %s for tensor %s",
-                            rr_dtype_name(t->dtype), name);
-    if (!rr_shape_equal(&t->shape, shape)) {
-        char got[96];
-        rr_shape_format(&t->shape, got, sizeof got);
-        return rr_error_set(err, RR_ESHAPE, name, "tensor '%s' has shape %s, %s expects %s", name,
-                            got, l->path, want_s);
+    size_t numel;
+    if (!rr_shape_numel(shape, &numel))
+        return rr_error_set(err, RR_EUNSUPPORTED, name, "tensor '%s' is too large", name);
+    if (st) { // loading a file: the tensor must be there, float, of this shape
+        const rr_st_tensor *t = rr_safetensors_find(st, name);
+        if (t == NULL)
+            return rr_error_set(err, RR_ESHAPE, name,
+                                "missing tensor '%s' (%s, %s layer, expects shape %s)", name,
+                                l->path, rr_layer_type_name(l->type), want_s);
+        if (!rr_dtype_is_float(t->dtype))
+            return rr_error_set(err, RR_EUNSUPPORTED, name, "unsupported dtype %s for tensor %s",
+                                rr_dtype_name(t->dtype), name);
+        if (!rr_shape_equal(&t->shape, shape)) {
+            char got[96];
+            rr_shape_format(&t->shape, got, sizeof got);
+            return rr_error_set(err, RR_ESHAPE, name, "tensor '%s' has shape %s, %s expects %s",
+                                name, got, l->path, want_s);
+        }
+        used[t - rr_safetensors_at(st, 0)] = true;
     }
-    used[t - rr_safetensors_at(st, 0)] = true;
     rr_param *p = &m->params[m->nparams];
     if ((m->param_names[m->nparams] = strdup(name)) == NULL)
         return rr_error_set(err, RR_ENOMEM, "", "out of memory");
     p->name = m->param_names[m->nparams];
     p->shape = *shape;
-    p->numel = t->numel;
+    p->numel = numel;
     p->offset = m->param_size;
     // Each parameter starts on a 64-byte boundary of the block.
-    m->param_size += (t->numel + 15) & ~(size_t)15;
-    m->param_count += t->numel;
+    m->param_size += (numel + 15) & ~(size_t)15;
+    m->param_count += numel;
     *slot = (int)m->nparams++;
     return RR_OK;
 }
@@ -374,7 +379,7 @@ static rr_status collect_params(rr_model *m, const rr_safetensors *st, bool *use
                 // writes.
                 char name[RR_SPEC_MAX_NAME + 32];
                 snprintf(name, sizeof name, "%s.num_batches_tracked", l->name);
-                const rr_st_tensor *t = rr_safetensors_find(st, name);
+                const rr_st_tensor *t = st ? rr_safetensors_find(st, name) : NULL;
                 if (t) {
                     if (t->dtype != RR_DTYPE_I64)
                         return rr_error_set(err, RR_EUNSUPPORTED, name,
@@ -391,7 +396,7 @@ static rr_status collect_params(rr_model *m, const rr_safetensors *st, bool *use
                 break;
         }
     }
-    size_t n = rr_safetensors_count(st);
+    size_t n = st ? rr_safetensors_count(st) : 0;
     for (size_t i = 0; i < n; i++)
         if (!used[i]) {
             const char *name = rr_safetensors_at(st, i)->name;
@@ -409,8 +414,15 @@ static rr_status convert_weights(rr_model *m, const rr_safetensors *st, rr_error
     memset(m->weights, 0, m->param_size * sizeof(float));
     for (size_t i = 0; i < m->nparams; i++) {
         rr_param *p = &m->params[i];
-        const rr_st_tensor *t = rr_safetensors_find(st, p->name);
         float *dst = m->weights + p->offset;
+        p->data = dst;
+        if (st == NULL) { // a new model: zeros, and running_var 1 so batchnorm is defined
+            if (strstr(p->name, ".running_var"))
+                for (size_t j = 0; j < p->numel; j++)
+                    dst[j] = 1.0f;
+            continue;
+        }
+        const rr_st_tensor *t = rr_safetensors_find(st, p->name);
         rr_convert_to_f32(dst, t->data, t->dtype, p->numel);
         if (!rr_all_finite(dst, p->numel))
             return rr_error_set(err, RR_ENONFINITE, p->name,
@@ -431,8 +443,7 @@ static rr_status derive_batchnorm(rr_model *m, rr_error *err)
             total += 3 * (size_t)m->ops[i].c;
     if (total == 0)
         return RR_OK;
-    m->derived = rr_aligned_alloc(total * sizeof(float));
-    if (m->derived == NULL)
+    if (m->derived == NULL && (m->derived = rr_aligned_alloc(total * sizeof(float))) == NULL)
         return rr_error_set(err, RR_ENOMEM, "", "out of memory");
     float *d = m->derived;
     for (int i = 0; i < m->nops; i++) {
@@ -468,7 +479,7 @@ static rr_status copy_metadata(rr_model *m, const rr_safetensors *st, const char
 {
     if ((m->arch_json = strdup(arch)) == NULL)
         return rr_error_set(err, RR_ENOMEM, "", "out of memory");
-    size_t n = rr_safetensors_metadata_count(st);
+    size_t n = st ? rr_safetensors_metadata_count(st) : 0;
     m->meta_keys = calloc(n ? n : 1, sizeof(char *));
     m->meta_values = calloc(n ? n : 1, sizeof(char *));
     if (!m->meta_keys || !m->meta_values)
@@ -508,23 +519,15 @@ static void model_free(rr_model *m)
     free(m);
 }
 
-rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error *err)
+// Builds a model from its architecture text and, when st is not NULL, the file's tensors
+// (validated); without a file the weights are zeros (rr_model_create).
+static rr_status model_build(const char *arch, const rr_safetensors *st, rr_model **out,
+                             rr_error *err)
 {
-    rr_safetensors *st = NULL;
     bool *used = NULL;
     rr_model *m = NULL;
     rr_status rc;
     *out = NULL;
-
-    if ((rc = rr_safetensors_parse(buf, len, 0, &st, err)))
-        goto fail;
-    const char *arch = rr_safetensors_metadata(st, "relureg.architecture");
-    if (arch == NULL) {
-        rc = rr_error_set(err, RR_EFORMAT, "relureg.architecture",
-                          "the file's __metadata__ has no \"relureg.architecture\" entry; export "
-                          "models with relureg.export()");
-        goto fail;
-    }
     if ((m = calloc(1, sizeof *m)) == NULL) {
         rc = rr_error_set(err, RR_ENOMEM, "", "out of memory");
         goto fail;
@@ -578,11 +581,11 @@ rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error
         if (m->ops[i].pattern >= 0)
             m->pattern_ops[m->ops[i].pattern] = i;
 
-    // Match tensors to layers, then convert them into the weight block.
-    size_t nt = rr_safetensors_count(st);
+    // Match tensors to layers (at most 4 per op), then convert them into the weight block.
+    size_t nt = st ? rr_safetensors_count(st) : 0, np = 4 * (size_t)m->nops + 1;
     used = calloc(nt ? nt : 1, sizeof *used);
-    m->params = calloc(nt ? nt : 1, sizeof *m->params);
-    m->param_names = calloc(nt ? nt : 1, sizeof(char *));
+    m->params = calloc(np, sizeof *m->params);
+    m->param_names = calloc(np, sizeof(char *));
     if (!used || !m->params || !m->param_names) {
         rc = rr_error_set(err, RR_ENOMEM, "", "out of memory");
         goto fail;
@@ -590,17 +593,37 @@ rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error
     if ((rc = collect_params(m, st, used, err)) || (rc = convert_weights(m, st, err)) ||
         (rc = derive_batchnorm(m, err)) || (rc = copy_metadata(m, st, arch, err)))
         goto fail;
-
     free(used);
-    rr_safetensors_free(st);
     *out = m;
     return RR_OK;
 
 fail:
     free(used);
     model_free(m);
+    return rc;
+}
+
+rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error *err)
+{
+    rr_safetensors *st = NULL;
+    *out = NULL;
+    rr_status rc = rr_safetensors_parse(buf, len, 0, &st, err);
+    if (rc != RR_OK)
+        return rc;
+    const char *arch = rr_safetensors_metadata(st, "relureg.architecture");
+    if (arch == NULL)
+        rc = rr_error_set(err, RR_EFORMAT, "relureg.architecture",
+                          "the file's __metadata__ has no \"relureg.architecture\" entry; export "
+                          "models with relureg.export()");
+    else
+        rc = model_build(arch, st, out, err);
     rr_safetensors_free(st);
     return rc;
+}
+
+rr_status rr_model_create(const char *architecture, rr_model **out, rr_error *err)
+{
+    return model_build(architecture, NULL, out, err);
 }
 
 rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err)
@@ -628,6 +651,36 @@ rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err)
 out:
     free(buf);
     fclose(f);
+    return rc;
+}
+
+float *rr__model_weights(rr_model *m)
+{
+    RR_ASSERT(atomic_load(&m->refs) == 1);
+    return m->weights;
+}
+
+rr_status rr__model_refresh(rr_model *m, rr_error *err)
+{
+    return derive_batchnorm(m, err);
+}
+
+rr_status rr_model_save(const rr_model *m, const char *const *meta, size_t n, uint8_t **out,
+                        size_t *len, rr_error *err)
+{
+    rr_st_writer *w = rr_st_writer_new();
+    if (w == NULL)
+        return rr_error_set(err, RR_ENOMEM, "", "out of memory");
+    rr_status rc = rr_st_writer_set_metadata(w, "relureg.architecture", m->arch_json, err);
+    for (size_t i = 0; rc == RR_OK && i < n; i++)
+        rc = rr_st_writer_set_metadata(w, meta[2 * i], meta[2 * i + 1], err);
+    for (size_t i = 0; rc == RR_OK && i < m->nparams; i++) {
+        const rr_param *p = &m->params[i];
+        rc = rr_st_writer_add(w, p->name, RR_DTYPE_F32, p->shape.dim, p->shape.ndim, p->data, err);
+    }
+    if (rc == RR_OK)
+        rc = rr_st_writer_finish(w, out, len, err);
+    rr_st_writer_free(w);
     return rc;
 }
 

@@ -42,6 +42,16 @@ rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error
 // Same, reading the file at `path` (RR_EIO when it cannot be read).
 rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err);
 
+// A model of the given architecture (JSON text, as in a model file) with all weights zero
+// and batchnorm running_var 1: the starting point of training (lib/train). Errors as load.
+rr_status rr_model_create(const char *architecture, rr_model **out, rr_error *err);
+
+// Serialises the model as a model file: its current float32 weights, the architecture and
+// the extra __metadata__ entries meta[0..2n) = key, value, ... (n pairs; may be 0). *out is
+// owned by the caller (free()).
+rr_status rr_model_save(const rr_model *m, const char *const *meta, size_t n, uint8_t **out,
+                        size_t *len, rr_error *err);
+
 // Reference counting (C11 atomics). release frees the model when the count reaches zero;
 // both are no-ops on NULL.
 rr_model *rr_model_retain(rr_model *m);

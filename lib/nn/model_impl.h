@@ -78,4 +78,10 @@ struct rr_model {
     int ntop; // top-level layers
 };
 
+// Training only: the weight block of a model the caller owns exclusively (one reference, not
+// shared with other threads), and the refresh of what load derives from the weights
+// (batchnorm folding) after they changed. RR_EINVAL when running_var + eps <= 0.
+float *rr__model_weights(rr_model *m);
+rr_status rr__model_refresh(rr_model *m, rr_error *err);
+
 #endif

@@ -304,6 +304,8 @@ rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace
         // Forward, softmax, cross-entropy.
         const float *z = rr__forward_chunk(m, ws, c.x, c.nb);
         memcpy(c.z, z, c.nb * K * sizeof(float));
+        if (loss && loss->logits)
+            memcpy(loss->logits + b0 * K, z, c.nb * K * sizeof(float));
         for (size_t s = 0; s < c.nb; s++) {
             const double l = rr__softmax(c.prob + s * K, c.z + s * K, K, c.y[s]);
             c.ce[s] = l;

@@ -81,6 +81,7 @@ typedef struct rr_reg_result {
 typedef struct rr_reg_loss {
     double value;      // mean (or sum) over the batch
     float *per_sample; // [B], may be NULL
+    float *logits;     // [B, K], may be NULL
 } rr_reg_loss;
 
 // Checks one spec's options (ranges of math.md "Ranges"); K is the model's class count.
