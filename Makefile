@@ -53,7 +53,10 @@ REF_SRCS := $(sort $(wildcard tests/reference/*.c)) $(sort $(wildcard tests/comm
 REF_OBJS := $(REF_SRCS:%.c=$(O)/%.o)
 TEST_LDLIBS := -lcriterion $(LDLIBS)
 
-BINS := $(LIB_A) $(B)/relureg-train
+SERVER_SRCS := $(sort $(shell find server -name '*.c'))
+SERVER_OBJS := $(SERVER_SRCS:%.c=$(O)/%.o)
+
+BINS := $(LIB_A) $(B)/relureg-train $(B)/reluregd
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
@@ -74,11 +77,15 @@ $(O)/%.o: %.c
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # Flags live here: objects rebuild when the Makefile changes.
-$(LIB_OBJS) $(UNIT_OBJS) $(REF_OBJS): Makefile
+$(LIB_OBJS) $(UNIT_OBJS) $(REF_OBJS) $(SERVER_OBJS): Makefile
 
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/reluregd: $(SERVER_OBJS) $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd -lpthread $(LDLIBS)
 
 $(B)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")

@@ -1,0 +1,198 @@
+// Flags and environment variables of reluregd (see config.h).
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *usage =
+    "usage: reluregd [options]   (each also settable by the environment variable shown)\n"
+    "  --host H          RELUREG_HOST        listen address (127.0.0.1)\n"
+    "  --port P          RELUREG_PORT        port (8080; 0 picks a free one)\n"
+    "  --threads N       RELUREG_THREADS     total compute threads (cores)\n"
+    "  --workers W       RELUREG_WORKERS     concurrent compute requests (1)\n"
+    "  --models-dir D    RELUREG_MODELS_DIR  load every *.safetensors in D at start\n"
+    "  --token-file F    RELUREG_TOKEN_FILE  bearer token required for PUT/DELETE of models\n"
+    "  --cors-origin O   RELUREG_CORS_ORIGIN allowed browser origin (CORS)\n"
+    "  --max-body-mb M   RELUREG_MAX_BODY_MB largest request body (64)\n"
+    "  --max-batch B     RELUREG_MAX_BATCH   largest batch (4096)\n"
+    "  --max-steps S     RELUREG_MAX_STEPS   largest iteration/count field (10000)\n"
+    "  --timeout-s T     RELUREG_TIMEOUT_S   synchronous compute deadline (300)\n"
+    "  --static-dir D    RELUREG_STATIC_DIR  dashboard files (clients/js)\n"
+    "  --data-dir D      RELUREG_DATA_DIR    Fashion-MNIST IDX files (Debian's dataset path)\n"
+    "  --quiet                               no access log\n";
+
+static int set_str(char *dst, size_t cap, const char *v, const char *what)
+{
+    if (strlen(v) >= cap) {
+        fprintf(stderr, "reluregd: %s is too long\n", what);
+        return 2;
+    }
+    strcpy(dst, v);
+    return 0;
+}
+
+static int set_long(long *dst, const char *v, long lo, long hi, const char *what)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "reluregd: %s must be an integer in [%ld, %ld], got '%s'\n", what, lo, hi,
+                v);
+        return 2;
+    }
+    *dst = x;
+    return 0;
+}
+
+static int read_token(rrd_config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "reluregd: cannot read token file %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    char buf[256] = "";
+    if (fgets(buf, sizeof buf, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0') {
+        fprintf(stderr, "reluregd: token file %s is empty\n", path);
+        return 2;
+    }
+    strcpy(cfg->token, buf);
+    return 0;
+}
+
+// Applies one setting by name (flag name without dashes) from a string value.
+static int apply(rrd_config *cfg, const char *name, const char *v)
+{
+    long x;
+    int rc;
+    if (strcmp(name, "host") == 0)
+        return set_str(cfg->host, sizeof cfg->host, v, "--host");
+    if (strcmp(name, "port") == 0) {
+        if ((rc = set_long(&x, v, 0, 65535, "--port")))
+            return rc;
+        cfg->port = (int)x;
+    } else if (strcmp(name, "threads") == 0) {
+        if ((rc = set_long(&x, v, 1, 1024, "--threads")))
+            return rc;
+        cfg->threads = (int)x;
+    } else if (strcmp(name, "workers") == 0) {
+        if ((rc = set_long(&x, v, 1, 256, "--workers")))
+            return rc;
+        cfg->workers = (int)x;
+    } else if (strcmp(name, "models-dir") == 0) {
+        return set_str(cfg->models_dir, sizeof cfg->models_dir, v, "--models-dir");
+    } else if (strcmp(name, "token-file") == 0) {
+        return read_token(cfg, v);
+    } else if (strcmp(name, "cors-origin") == 0) {
+        return set_str(cfg->cors_origin, sizeof cfg->cors_origin, v, "--cors-origin");
+    } else if (strcmp(name, "max-body-mb") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 16, "--max-body-mb")))
+            return rc;
+        cfg->max_body = (size_t)x << 20;
+    } else if (strcmp(name, "max-batch") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 24, "--max-batch")))
+            return rc;
+        cfg->max_batch = (size_t)x;
+    } else if (strcmp(name, "max-steps") == 0) {
+        if ((rc = set_long(&x, v, 1, 100000000, "--max-steps")))
+            return rc;
+        cfg->max_steps = (int)x;
+    } else if (strcmp(name, "timeout-s") == 0) {
+        if ((rc = set_long(&x, v, 1, 86400 * 7, "--timeout-s")))
+            return rc;
+        cfg->timeout_s = (double)x;
+    } else if (strcmp(name, "static-dir") == 0) {
+        return set_str(cfg->static_dir, sizeof cfg->static_dir, v, "--static-dir");
+    } else if (strcmp(name, "data-dir") == 0) {
+        return set_str(cfg->data_dir, sizeof cfg->data_dir, v, "--data-dir");
+    }
+    return 0;
+}
+
+int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->host, "127.0.0.1");
+    cfg->port = 8080;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = cores > 0 ? (int)cores : 1;
+    cfg->workers = 1;
+    cfg->max_body = (size_t)64 << 20;
+    cfg->max_batch = 4096;
+    cfg->max_steps = 10000;
+    cfg->timeout_s = 300;
+    strcpy(cfg->static_dir, "clients/js");
+    strcpy(cfg->data_dir, "/usr/share/datasets/fashion-mnist");
+
+    static const struct {
+        const char *flag, *env;
+    } vars[] = {{"host", "RELUREG_HOST"},
+                {"port", "RELUREG_PORT"},
+                {"threads", "RELUREG_THREADS"},
+                {"workers", "RELUREG_WORKERS"},
+                {"models-dir", "RELUREG_MODELS_DIR"},
+                {"token-file", "RELUREG_TOKEN_FILE"},
+                {"cors-origin", "RELUREG_CORS_ORIGIN"},
+                {"max-body-mb", "RELUREG_MAX_BODY_MB"},
+                {"max-batch", "RELUREG_MAX_BATCH"},
+                {"max-steps", "RELUREG_MAX_STEPS"},
+                {"timeout-s", "RELUREG_TIMEOUT_S"},
+                {"static-dir", "RELUREG_STATIC_DIR"},
+                {"data-dir", "RELUREG_DATA_DIR"}};
+    const size_t nvars = sizeof vars / sizeof vars[0];
+    for (size_t i = 0; i < nvars; i++) {
+        const char *v = getenv(vars[i].env);
+        int rc;
+        if (v && *v && (rc = apply(cfg, vars[i].flag, v)))
+            return rc;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strcmp(a, "--quiet") == 0) {
+            cfg->quiet = true;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "reluregd: unexpected argument '%s'\n%s", a, usage);
+            return 2;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        char key[64];
+        const char *val;
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - name), name);
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "reluregd: %s needs a value\n", a);
+                return 2;
+            }
+            snprintf(key, sizeof key, "%s", name);
+            val = argv[++i];
+        }
+        bool known = false;
+        for (size_t k = 0; k < nvars; k++)
+            known |= strcmp(vars[k].flag, key) == 0;
+        if (!known) {
+            fprintf(stderr, "reluregd: unknown flag --%s\n%s", key, usage);
+            return 2;
+        }
+        int rc = apply(cfg, key, val);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,30 @@
+// reluregd's settings: api.md "Running the daemon" — each flag also settable by its
+// environment variable, flags winning.
+#ifndef RRD_CONFIG_H
+#define RRD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct rrd_config {
+    char host[256];        // --host (RELUREG_HOST), default 127.0.0.1
+    int port;              // --port (RELUREG_PORT), default 8080; 0 picks a free port
+    int threads;           // --threads (RELUREG_THREADS), total compute threads, default cores
+    int workers;           // --workers (RELUREG_WORKERS), concurrent compute requests, default 1
+    char models_dir[1024]; // --models-dir (RELUREG_MODELS_DIR)
+    char token[256];       // read from --token-file (RELUREG_TOKEN_FILE); "" = no auth
+    char cors_origin[256]; // --cors-origin (RELUREG_CORS_ORIGIN); "" = no CORS headers
+    size_t max_body;       // --max-body-mb (RELUREG_MAX_BODY_MB), default 64 MiB, in bytes
+    size_t max_batch;      // --max-batch (RELUREG_MAX_BATCH), default 4096
+    int max_steps;         // --max-steps (RELUREG_MAX_STEPS), default 10000
+    double timeout_s;      // --timeout-s (RELUREG_TIMEOUT_S), default 300
+    char static_dir[1024]; // --static-dir (RELUREG_STATIC_DIR): the dashboard files
+    char data_dir[1024];   // --data-dir (RELUREG_DATA_DIR): Fashion-MNIST IDX files
+    bool quiet;            // --quiet: no access log
+} rrd_config;
+
+// Fills cfg from defaults, the environment, then argv. Returns 0, or prints the problem and
+// returns 2 (bad flag), or 1 when --help was asked.
+int rrd_config_parse(rrd_config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,322 @@
+// libmicrohttpd glue (see server.h for a request's life): bounded body accumulation, routing,
+// answers with X-Request-Id and CORS headers, suspension while a worker computes, metrics
+// and one access-log line per request in the request-completed callback.
+#include "http.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jobs.h"
+#include "metrics.h"
+#include "pool.h"
+#include "problem.h"
+#include "router.h"
+
+double rrd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// ---- answers ----
+
+void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len)
+{
+    free(r->out.body);
+    r->out.status = status;
+    r->out.body = body;
+    r->out.len = len;
+    snprintf(r->out.type, sizeof r->out.type, "%s", type);
+    r->responded = true;
+}
+
+void rrd_respond(rrd_request *r, int status, const char *type, const char *body, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    rrd_respond_take(r, status, type, copy, len);
+}
+
+void rrd_out_json(rrd_out *out, int status, json_t *doc)
+{
+    char *s = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(doc);
+    if (s == NULL) {
+        rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory rendering the answer");
+        return;
+    }
+    free(out->body);
+    out->status = status;
+    out->body = s;
+    out->len = strlen(s);
+    snprintf(out->type, sizeof out->type, "application/json; charset=utf-8");
+    out->retry_after = 0;
+}
+
+void rrd_respond_json(rrd_request *r, int status, json_t *doc)
+{
+    rrd_out_json(&r->out, status, doc);
+    r->responded = true;
+}
+
+void rrd_add_header(rrd_request *r, const char *name, const char *value)
+{
+    if (r->nhdr < (int)(sizeof r->hdr / sizeof r->hdr[0])) {
+        snprintf(r->hdr[r->nhdr].name, sizeof r->hdr[r->nhdr].name, "%s", name);
+        snprintf(r->hdr[r->nhdr].value, sizeof r->hdr[r->nhdr].value, "%s", value);
+        r->nhdr++;
+    }
+}
+
+bool rrd_ctl_abort(void *p)
+{
+    rrd_ctl *c = p;
+    if (atomic_load(&c->cancel))
+        return true;
+    if (c->deadline > 0 && rrd_now() > c->deadline) {
+        c->timed_out = true;
+        return true;
+    }
+    return false;
+}
+
+// ---- compute ----
+
+static void run_sync(void *arg, rrd_worker *w)
+{
+    rrd_request *r = arg;
+    rrd_task *t = r->task;
+    if (rrd_ctl_abort(&t->ctl)) // waited in the queue past the deadline
+        rrd_problem_out(&r->out, RRD_P_TIMEOUT, NULL,
+                        "the request waited longer than --timeout-s (%g s) for a worker",
+                        r->srv->cfg.timeout_s);
+    else
+        t->run(t, w, &r->out);
+    if (t->ctl.timed_out && r->out.status != 503)
+        rrd_problem_out(&r->out, RRD_P_TIMEOUT, NULL,
+                        "the computation ran longer than "
+                        "--timeout-s (%g s) and was cancelled",
+                        r->srv->cfg.timeout_s);
+    r->responded = true;
+    MHD_resume_connection(r->conn); // a barrier: the answer is visible to the I/O thread
+}
+
+void rrd_submit(rrd_request *r, rrd_task *t)
+{
+    r->task = t;
+    t->t_submit = rrd_now();
+    t->ctl.deadline = t->t_submit + r->srv->cfg.timeout_s;
+    // Suspend before queueing, so that a fast worker cannot resume first.
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    if (!rrd_pool_submit(r->srv->pool, run_sync, r)) {
+        rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
+                    "all %d workers are busy and %d requests are queued; retry shortly",
+                    r->srv->cfg.workers, 2 * r->srv->cfg.workers);
+        MHD_resume_connection(r->conn);
+    }
+}
+
+// ---- the access handler ----
+
+static void add_headers(rrd_server *s, rrd_request *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "Content-Type", r->out.type[0] ? r->out.type : "text/plain");
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (s->cfg.cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "X-Request-Id, Retry-After, Inference-Header-Content-Length");
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    if (r->out.retry_after > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", r->out.retry_after);
+        MHD_add_response_header(resp, "Retry-After", v);
+    }
+    if (r->out.header_len > 0) {
+        char v[24];
+        snprintf(v, sizeof v, "%zu", r->out.header_len);
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", v);
+    }
+    for (int i = 0; i < r->nhdr; i++)
+        MHD_add_response_header(resp, r->hdr[i].name, r->hdr[i].value);
+}
+
+static enum MHD_Result queue(rrd_server *s, rrd_request *r)
+{
+    struct MHD_Response *resp;
+    if (r->out.body) {
+        resp = MHD_create_response_from_buffer(r->out.len, r->out.body, MHD_RESPMEM_MUST_FREE);
+        if (resp)
+            r->out.body = NULL; // now MHD's
+    } else {
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (resp == NULL)
+        return MHD_NO;
+    add_headers(s, r, resp);
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->out.status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+static void preflight(rrd_server *s, rrd_request *r)
+{
+    rrd_respond(r, 204, "text/plain", "", 0);
+    if (s->cfg.cors_origin[0]) {
+        rrd_add_header(r, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
+        rrd_add_header(r, "Access-Control-Allow-Headers",
+                       "Content-Type, Accept, Authorization, X-Request-Id, "
+                       "Inference-Header-Content-Length");
+        rrd_add_header(r, "Access-Control-Max-Age", "600");
+    }
+}
+
+static void dispatch(rrd_server *s, rrd_request *r)
+{
+    if (r->too_large) {
+        rrd_problem(r, RRD_P_BODY_SIZE, NULL,
+                    "the request body is larger than --max-body-mb "
+                    "(%zu MiB)",
+                    s->cfg.max_body >> 20);
+        return;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        preflight(s, r);
+        return;
+    }
+    bool known;
+    char allow[64];
+    r->route = rrd_route_match(r->method, r->url, r->params, &known, allow, sizeof allow);
+    if (r->route == NULL) {
+        if (known) {
+            rrd_problem(r, RRD_P_METHOD, NULL, "%s is not allowed on %s (allowed: %s)", r->method,
+                        r->url, allow);
+            rrd_add_header(r, "Allow", allow);
+        } else {
+            rrd_problem(r, RRD_P_NOT_FOUND, NULL, "no resource at %s", r->url);
+        }
+        return;
+    }
+    r->route->fn(r);
+}
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+// X-Request-Id: echoed when the client sent a sane one, else generated.
+static void request_id(rrd_request *r)
+{
+    const char *id = header(r->conn, "X-Request-Id");
+    bool ok = id && *id && strlen(id) < sizeof r->request_id;
+    for (const char *p = id; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || strchr("-_.:", *p);
+    if (ok) {
+        snprintf(r->request_id, sizeof r->request_id, "%s", id);
+        return;
+    }
+    static atomic_ulong counter;
+    snprintf(r->request_id, sizeof r->request_id, "%d-%lx-%lu", r->srv->port,
+             (unsigned long)time(NULL), atomic_fetch_add(&counter, 1) + 1);
+}
+
+enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                const char *method, const char *version, const char *upload,
+                                size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    rrd_server *s = cls;
+    rrd_request *r = *con_cls;
+    if (r == NULL) {
+        if ((r = calloc(1, sizeof *r)) == NULL || (r->url = strdup(url)) == NULL) {
+            free(r);
+            return MHD_NO;
+        }
+        r->srv = s;
+        r->conn = conn;
+        r->t0 = rrd_now();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        request_id(r);
+        r->content_type = header(conn, "Content-Type");
+        r->accept = header(conn, "Accept");
+        atomic_fetch_add(&s->inflight, 1);
+        *con_cls = r;
+        // A declared length over the limit is refused before reading the body.
+        const char *cl = header(conn, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body) {
+            r->too_large = true;
+            dispatch(s, r);
+            return queue(s, r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->too_large || r->responded)
+            return MHD_YES; // discard what follows a refusal
+        if (r->body_len + n > s->cfg.max_body) {
+            r->too_large = true;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 16384;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            uint8_t *b = realloc(r->body, cap);
+            if (b == NULL) {
+                rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory receiving the body");
+                return MHD_YES;
+            }
+            r->body = b;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return MHD_YES;
+    }
+    if (!r->responded && !r->suspended)
+        dispatch(s, r);
+    if (!r->responded)
+        return MHD_YES; // suspended: a worker answers and resumes us
+    return queue(s, r);
+}
+
+void rrd_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                        enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    rrd_server *s = cls;
+    rrd_request *r = *con_cls;
+    if (r == NULL)
+        return;
+    const double dt = rrd_now() - r->t0;
+    const int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->out.status : 0;
+    const char *route = r->route ? r->route->name : "unmatched";
+    rrd_metrics_request(s->metrics, route, status ? status : 499, dt, r->body_len, r->out.len);
+    if (!s->cfg.quiet)
+        fprintf(stderr, "%s %s %d %.1fms in=%zu out=%zu id=%s%s\n", r->method, r->url, status,
+                dt * 1e3, r->body_len, r->out.len, r->request_id,
+                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection dropped)");
+    if (r->task)
+        r->task->free(r->task);
+    free(r->out.body);
+    free(r->body);
+    free(r->url);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->inflight, 1);
+}

@@ -1,0 +1,163 @@
+// reluregd: the relureg HTTP daemon (api.md). Parses its settings, checks the BLAS build,
+// preloads --models-dir, serves with libmicrohttpd (an epoll thread pool for I/O, compute on
+// the worker pool), prints one "reluregd listening on http://HOST:PORT" line once it accepts
+// connections, and on SIGTERM / SIGINT stops accepting, drains in-flight requests, exits 0.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "jobs.h"
+#include "metrics.h"
+#include "pool.h"
+#include "registry.h"
+#include "server.h"
+
+// Every *.safetensors in dir, named after the file's stem; invalid names and files are
+// skipped with a log line.
+static void preload(rrd_server *s)
+{
+    const char *dir = s->cfg.models_dir;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        fprintf(stderr, "reluregd: cannot open --models-dir %s: %s\n", dir, strerror(errno));
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *suffix = ".safetensors";
+        size_t n = strlen(e->d_name), sl = strlen(suffix);
+        if (n <= sl || strcmp(e->d_name + n - sl, suffix) != 0)
+            continue;
+        char name[256], path[2048];
+        snprintf(name, sizeof name, "%.*s", (int)(n - sl), e->d_name);
+        if (!rrd_valid_model_name(name)) {
+            fprintf(stderr, "reluregd: skipping %s: '%s' is not a valid model name\n", e->d_name,
+                    name);
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        uint8_t *buf = NULL;
+        long len = -1;
+        if (f && fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 &&
+            fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
+            fread(buf, 1, (size_t)len, f) != (size_t)len) {
+            free(buf);
+            buf = NULL;
+        }
+        if (f)
+            fclose(f);
+        rr_model *m = NULL;
+        rr_error err = {0};
+        if (buf == NULL || rr_model_load(buf, (size_t)len, &m, &err) != RR_OK) {
+            fprintf(stderr, "reluregd: skipping %s: %s\n", path,
+                    buf ? err.msg : "cannot read the file");
+            free(buf);
+            continue;
+        }
+        bool created;
+        if (rrd_registry_put(s->models, name, m, buf, (size_t)len, &created) > 0)
+            fprintf(stderr, "reluregd: loaded model '%s' from %s\n", name, path);
+    }
+    closedir(d);
+}
+
+int main(int argc, char **argv)
+{
+    static rrd_server srv;
+    rrd_server *s = &srv;
+    int rc = rrd_config_parse(&s->cfg, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    rr_error err = {0};
+    if (rr_blas_check(&err) != RR_OK) {
+        fprintf(stderr, "reluregd: %s\n", err.msg);
+        return 1;
+    }
+    if (s->cfg.workers > s->cfg.threads)
+        s->cfg.workers = s->cfg.threads;
+    // jansson hashes with a random seed; set it once before any thread starts.
+    json_object_seed(0);
+
+    // Signals: SIGPIPE ignored; SIGTERM / SIGINT taken by sigwait below, so every thread
+    // (created after this) inherits the mask.
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    s->models = rrd_registry_new();
+    s->metrics = rrd_metrics_new();
+    s->jobs = rrd_jobs_new(1024);
+    s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, 2 * (size_t)s->cfg.workers);
+    if (!s->models || !s->metrics || !s->jobs || !s->pool) {
+        fprintf(stderr, "reluregd: out of memory at start-up\n");
+        return 1;
+    }
+    if (s->cfg.models_dir[0])
+        preload(s);
+
+    struct sockaddr_in addr4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.port)};
+    struct sockaddr_in6 addr6 = {.sin6_family = AF_INET6,
+                                 .sin6_port = htons((uint16_t)s->cfg.port)};
+    const struct sockaddr *sa;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, s->cfg.host, &addr4.sin_addr) == 1) {
+        sa = (const struct sockaddr *)&addr4;
+    } else if (inet_pton(AF_INET6, s->cfg.host, &addr6.sin6_addr) == 1) {
+        sa = (const struct sockaddr *)&addr6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        fprintf(stderr, "reluregd: --host must be an IPv4 or IPv6 address, got '%s'\n",
+                s->cfg.host);
+        return 2;
+    }
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, rrd_http_access, s, MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_NOTIFY_COMPLETED, rrd_http_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)128 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
+    if (s->mhd == NULL) {
+        fprintf(stderr, "reluregd: cannot listen on %s:%d: %s\n", s->cfg.host, s->cfg.port,
+                strerror(errno));
+        return 1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : s->cfg.port;
+    atomic_store(&s->ready, true);
+    fprintf(stderr, "reluregd: %d compute threads, %d workers, BLAS %s\n", s->cfg.threads,
+            s->cfg.workers, rr_blas_config());
+    printf("reluregd listening on http://%s:%d\n", s->cfg.host, s->port);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    // Drain: not ready, stop accepting, let in-flight requests finish (up to the timeout).
+    fprintf(stderr, "reluregd: %s, draining %d requests\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            atomic_load(&s->inflight));
+    atomic_store(&s->ready, false);
+    MHD_socket listen_fd = MHD_quiesce_daemon(s->mhd);
+    const double until = rrd_now() + s->cfg.timeout_s + 5;
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+    while (atomic_load(&s->inflight) > 0 && rrd_now() < until)
+        nanosleep(&tick, NULL);
+    MHD_stop_daemon(s->mhd);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
+    rrd_pool_free(s->pool);
+    rrd_jobs_free(s->jobs);
+    rrd_registry_free(s->models);
+    rrd_metrics_free(s->metrics);
+    fprintf(stderr, "reluregd: stopped\n");
+    return 0;
+}

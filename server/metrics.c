@@ -1,0 +1,170 @@
+// Counters and histograms for /metrics (see metrics.h).
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                 0.5,   1,     2.5,  5,     10,   30,  60};
+#define NB         (sizeof buckets / sizeof buckets[0])
+#define MAX_ROUTES 48
+#define MAX_CODES  16
+
+typedef struct route_stats {
+    char name[48];
+    int codes[MAX_CODES];
+    unsigned long long count_by_code[MAX_CODES];
+    int ncodes;
+    unsigned long long hist[NB + 1]; // the last is +Inf
+    double sum;
+    unsigned long long count;
+} route_stats;
+
+struct rrd_metrics {
+    pthread_mutex_t mu;
+    route_stats routes[MAX_ROUTES];
+    int nroutes;
+    unsigned long long bytes_in, bytes_out;
+};
+
+rrd_metrics *rrd_metrics_new(void)
+{
+    rrd_metrics *m = calloc(1, sizeof *m);
+    if (m)
+        pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+void rrd_metrics_free(rrd_metrics *m)
+{
+    if (m) {
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+    }
+}
+
+void rrd_metrics_request(rrd_metrics *m, const char *route, int status, double seconds,
+                         size_t bytes_in, size_t bytes_out)
+{
+    pthread_mutex_lock(&m->mu);
+    route_stats *r = NULL;
+    for (int i = 0; i < m->nroutes && !r; i++)
+        if (strcmp(m->routes[i].name, route) == 0)
+            r = &m->routes[i];
+    if (r == NULL && m->nroutes < MAX_ROUTES) {
+        r = &m->routes[m->nroutes++];
+        snprintf(r->name, sizeof r->name, "%s", route);
+    }
+    if (r) {
+        int c = 0;
+        while (c < r->ncodes && r->codes[c] != status)
+            c++;
+        if (c == r->ncodes && r->ncodes < MAX_CODES)
+            r->codes[r->ncodes++] = status;
+        if (c < r->ncodes)
+            r->count_by_code[c]++;
+        size_t b = 0;
+        while (b < NB && seconds > buckets[b])
+            b++;
+        r->hist[b]++;
+        r->sum += seconds;
+        r->count++;
+    }
+    m->bytes_in += bytes_in;
+    m->bytes_out += bytes_out;
+    pthread_mutex_unlock(&m->mu);
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void
+put(sbuf *s, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(s->p ? s->p + s->len : NULL, s->p ? s->cap - s->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (s->p && s->len + (size_t)n < s->cap) {
+            s->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (s->cap ? 2 * s->cap : 4096) + (size_t)n;
+        char *p = realloc(s->p, ncap);
+        if (p == NULL)
+            return;
+        s->p = p;
+        s->cap = ncap;
+    }
+}
+
+char *rrd_metrics_render(rrd_metrics *m, int inflight, size_t queue_depth, size_t busy,
+                         size_t models, size_t jobs, size_t *len)
+{
+    sbuf s = {0};
+    pthread_mutex_lock(&m->mu);
+    put(&s, "# HELP relureg_requests_total HTTP requests answered, by route and status code.\n"
+            "# TYPE relureg_requests_total counter\n");
+    for (int i = 0; i < m->nroutes; i++)
+        for (int c = 0; c < m->routes[i].ncodes; c++)
+            put(&s, "relureg_requests_total{route=\"%s\",code=\"%d\"} %llu\n", m->routes[i].name,
+                m->routes[i].codes[c], m->routes[i].count_by_code[c]);
+    put(&s, "# HELP relureg_request_duration_seconds Time from the first byte of a request to "
+            "its answer.\n# TYPE relureg_request_duration_seconds histogram\n");
+    for (int i = 0; i < m->nroutes; i++) {
+        const route_stats *r = &m->routes[i];
+        unsigned long long cum = 0;
+        for (size_t b = 0; b < NB; b++) {
+            cum += r->hist[b];
+            put(&s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                r->name, buckets[b], cum);
+        }
+        cum += r->hist[NB];
+        put(&s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", r->name,
+            cum);
+        put(&s, "relureg_request_duration_seconds_sum{route=\"%s\"} %.6f\n", r->name, r->sum);
+        put(&s, "relureg_request_duration_seconds_count{route=\"%s\"} %llu\n", r->name, r->count);
+    }
+    put(&s,
+        "# HELP relureg_received_bytes_total Request body bytes received.\n"
+        "# TYPE relureg_received_bytes_total counter\nrelureg_received_bytes_total %llu\n",
+        m->bytes_in);
+    put(&s,
+        "# HELP relureg_sent_bytes_total Response body bytes sent.\n"
+        "# TYPE relureg_sent_bytes_total counter\nrelureg_sent_bytes_total %llu\n",
+        m->bytes_out);
+    pthread_mutex_unlock(&m->mu);
+    put(&s,
+        "# HELP relureg_requests_in_flight Requests being received, computed or answered.\n"
+        "# TYPE relureg_requests_in_flight gauge\nrelureg_requests_in_flight %d\n",
+        inflight);
+    put(&s,
+        "# HELP relureg_queue_depth Compute tasks waiting for a worker.\n"
+        "# TYPE relureg_queue_depth gauge\nrelureg_queue_depth %zu\n",
+        queue_depth);
+    put(&s,
+        "# HELP relureg_workers_busy Compute workers running a task.\n"
+        "# TYPE relureg_workers_busy gauge\nrelureg_workers_busy %zu\n",
+        busy);
+    put(&s,
+        "# HELP relureg_models_loaded Models in the registry.\n"
+        "# TYPE relureg_models_loaded gauge\nrelureg_models_loaded %zu\n",
+        models);
+    put(&s,
+        "# HELP relureg_jobs Async jobs held (any status).\n"
+        "# TYPE relureg_jobs gauge\nrelureg_jobs %zu\n",
+        jobs);
+    *len = s.len;
+    return s.p;
+}

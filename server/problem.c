@@ -1,0 +1,113 @@
+// problem+json rendering and the librelureg status -> HTTP mapping (see problem.h).
+#include "problem.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    int status;
+    const char *type, *title;
+} kinds[] = {
+    [RRD_P_MALFORMED] = {400, "/problems/malformed-body", "Malformed request body"},
+    [RRD_P_UNAUTHORIZED] = {401, "/problems/unauthorized", "Missing or invalid bearer token"},
+    [RRD_P_NOT_FOUND] = {404, "/problems/not-found", "Not found"},
+    [RRD_P_METHOD] = {405, "/problems/method-not-allowed", "Method not allowed"},
+    [RRD_P_VERSION] = {409, "/problems/version-mismatch", "Model version mismatch"},
+    [RRD_P_BODY_SIZE] = {413, "/problems/body-too-large", "Request body too large"},
+    [RRD_P_BATCH_SIZE] = {413, "/problems/batch-too-large", "Batch too large"},
+    [RRD_P_MEDIA_TYPE] = {415, "/problems/unsupported-media-type", "Unsupported media type"},
+    [RRD_P_INVALID] = {422, "/problems/invalid-request", "Invalid request"},
+    [RRD_P_SHAPE] = {422, "/problems/shape-mismatch", "Shape mismatch"},
+    [RRD_P_NONFINITE] = {422, "/problems/non-finite", "Non-finite value"},
+    [RRD_P_DTYPE] = {422, "/problems/unsupported-dtype", "Unsupported dtype"},
+    [RRD_P_UNAVAILABLE] = {503, "/problems/unavailable", "Service unavailable"},
+    [RRD_P_QUEUE_FULL] = {503, "/problems/queue-full", "Compute queue full"},
+    [RRD_P_TIMEOUT] = {503, "/problems/timeout", "Computation timed out"},
+    [RRD_P_INTERNAL] = {500, "/problems/internal", "Internal error"},
+};
+
+int rrd_problem_status(rrd_problem_kind k)
+{
+    return kinds[k].status;
+}
+
+const char *rrd_problem_type(rrd_problem_kind k)
+{
+    return kinds[k].type;
+}
+
+static void render(rrd_out *out, rrd_problem_kind k, const char *field, const char *fmt, va_list ap)
+{
+    char detail[512];
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", kinds[k].type, "title", kinds[k].title,
+                  "status", kinds[k].status, "detail", detail, "error", detail);
+    if (doc && field && *field)
+        json_object_set_new(doc, "field", json_string(field));
+    free(out->body);
+    out->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (out->body == NULL) // out of memory, or detail not valid UTF-8: a fixed body
+        out->body = strdup("{\"type\":\"/problems/internal\",\"status\":500}");
+    out->len = out->body ? strlen(out->body) : 0;
+    out->status = kinds[k].status;
+    snprintf(out->type, sizeof out->type, "application/problem+json");
+    out->retry_after = kinds[k].status == 503 ? 1 : 0;
+    json_decref(doc);
+}
+
+void rrd_problem_out(rrd_out *out, rrd_problem_kind k, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    render(out, k, field, fmt, ap);
+    va_end(ap);
+}
+
+void rrd_problem(rrd_request *r, rrd_problem_kind k, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    render(&r->out, k, field, fmt, ap);
+    va_end(ap);
+    r->responded = true;
+}
+
+void rrd_problem_from(rrd_out *out, rr_status st, const rr_error *err)
+{
+    const char *field = err ? err->field : NULL, *msg = err && err->msg[0] ? err->msg : "";
+    switch (st) {
+        case RR_OK:
+            return;
+        case RR_ENOMEM:
+            rrd_problem_out(out, RRD_P_UNAVAILABLE, field, "out of memory: %s", msg);
+            return;
+        case RR_ESHAPE:
+            rrd_problem_out(out, RRD_P_SHAPE, field, "%s", msg);
+            return;
+        case RR_ENONFINITE:
+            rrd_problem_out(out, RRD_P_NONFINITE, field, "%s", msg);
+            return;
+        case RR_EUNSUPPORTED:
+            rrd_problem_out(out, strstr(msg, "dtype") ? RRD_P_DTYPE : RRD_P_INVALID, field, "%s",
+                            msg);
+            return;
+        case RR_EINVAL:
+            rrd_problem_out(out, RRD_P_INVALID, field, "%s", msg);
+            return;
+        case RR_EFORMAT:
+            rrd_problem_out(out, RRD_P_MALFORMED, field, "%s", msg);
+            return;
+        case RR_ENOTFOUND:
+            rrd_problem_out(out, RRD_P_NOT_FOUND, field, "%s", msg);
+            return;
+        case RR_ECANCELLED:
+            rrd_problem_out(out, RRD_P_TIMEOUT, NULL, "the computation was cancelled");
+            return;
+        case RR_EIO:
+        case RR_EINTERNAL:
+            break;
+    }
+    rrd_problem_out(out, RRD_P_INTERNAL, field, "internal error: %s", msg);
+}

@@ -1,0 +1,85 @@
+// Route matching (see router.h). The table lists every resource of api.md.
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "routes/routes.h"
+
+static const rrd_route routes[] = {
+    {"GET", "/v1/health/live", rrd_route_health_live, "health"},
+    {"GET", "/v1/health/ready", rrd_route_health_ready, "health"},
+    {"GET", "/metrics", rrd_route_metrics, "metrics"},
+    {"GET", "/v1/models", rrd_route_models_list, "models"},
+    {"PUT", "/v1/models/{name}", rrd_route_model_put, "model_put"},
+    {"GET", "/v1/models/{name}", rrd_route_model_get, "model_get"},
+    {"DELETE", "/v1/models/{name}", rrd_route_model_delete, "model_delete"},
+    {"GET", "/v1/models/{name}/weights", rrd_route_model_weights, "model_weights"},
+    {"POST", "/v1/models/{name}/predict", rrd_route_predict, "predict"},
+    {"POST", "/v1/models/{name}/jacobian", rrd_route_jacobian, "jacobian"},
+    {"POST", "/v1/models/{name}/regularizers", rrd_route_regularizers, "regularizers"},
+    {"POST", "/v1/models/{name}/connections", rrd_route_connections, "connections"},
+    {"GET", "/v1/jobs/{id}", rrd_route_job_get, "jobs"},
+    {"DELETE", "/v1/jobs/{id}", rrd_route_job_delete, "jobs"},
+    {"GET", "/v1/datasets/fashion-mnist/{split}", rrd_route_dataset, "datasets"},
+    {"GET", "/v2", rrd_route_v2_server, "v2"},
+    {"GET", "/v2/health/live", rrd_route_v2_live, "v2"},
+    {"GET", "/v2/health/ready", rrd_route_v2_ready, "v2"},
+    {"GET", "/v2/models/{name}", rrd_route_v2_model, "v2"},
+    {"GET", "/v2/models/{name}/ready", rrd_route_v2_model_ready, "v2"},
+    {"POST", "/v2/models/{name}/infer", rrd_route_v2_infer, "v2_infer"},
+    {"GET", "/v2/models/{name}/versions/{v}", rrd_route_v2_model, "v2"},
+    {"GET", "/v2/models/{name}/versions/{v}/ready", rrd_route_v2_model_ready, "v2"},
+    {"POST", "/v2/models/{name}/versions/{v}/infer", rrd_route_v2_infer, "v2_infer"},
+    {"GET", "/", rrd_route_static, "static"},
+    {"GET", "/static/*", rrd_route_static, "static"},
+};
+
+// Matches one pattern; fills params on success.
+static bool match(const char *pat, const char *path, char params[3][128])
+{
+    int np = 0;
+    while (*pat && *path) {
+        if (pat[0] == '*')
+            return true; // the rest of the path, whatever it is
+        if (pat[0] == '{') {
+            const char *close = strchr(pat, '}');
+            size_t n = strcspn(path, "/");
+            if (close == NULL || n == 0 || n >= 128 || np >= 3)
+                return false;
+            memcpy(params[np], path, n);
+            params[np++][n] = '\0';
+            pat = close + 1;
+            path += n;
+            continue;
+        }
+        if (*pat != *path)
+            return false;
+        pat++;
+        path++;
+    }
+    return (*pat == '\0' || strcmp(pat, "*") == 0) && *path == '\0';
+}
+
+const rrd_route *rrd_route_match(const char *method, const char *path, char params[3][128],
+                                 bool *path_known, char *allow, size_t allow_cap)
+{
+    *path_known = false;
+    if (allow_cap)
+        allow[0] = '\0';
+    const rrd_route *hit = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        char tmp[3][128] = {{0}};
+        if (!match(routes[i].pattern, path, tmp))
+            continue;
+        *path_known = true;
+        size_t used = strlen(allow);
+        if (used + 10 < allow_cap && !strstr(allow, routes[i].method))
+            snprintf(allow + used, allow_cap - used, "%s%s", used ? ", " : "", routes[i].method);
+        if (hit == NULL && strcmp(routes[i].method, method) == 0) {
+            hit = &routes[i];
+            memcpy(params, tmp, sizeof tmp);
+        }
+    }
+    return hit;
+}

@@ -1,0 +1,25 @@
+// The route table: method + path pattern ({param} segments, a trailing * for the rest) ->
+// handler and a fixed name for metrics and logs.
+#ifndef RRD_ROUTER_H
+#define RRD_ROUTER_H
+
+#include <stdbool.h>
+
+#include "server.h"
+
+typedef void (*rrd_handler)(rrd_request *r);
+
+struct rrd_route {
+    const char *method;
+    const char *pattern;
+    rrd_handler fn;
+    const char *name;
+};
+
+// The route for method and path, filling params (at most 3). NULL when none matches; then
+// *path_known says whether the path matched with another method (405) or not (404), and
+// allow receives the methods the path accepts ("GET, PUT").
+const rrd_route *rrd_route_match(const char *method, const char *path, char params[3][128],
+                                 bool *path_known, char *allow, size_t allow_cap);
+
+#endif

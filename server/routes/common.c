@@ -1,0 +1,220 @@
+// What the compute routes share (see routes.h): model look-up, the parse of inputs, labels,
+// version pin and seed, and the hand-off to a worker or a job.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../jobs.h"
+#include "routes.h"
+
+rrd_loaded *rrd_route_entry(rrd_request *r)
+{
+    const char *name = r->params[0];
+    if (!rrd_valid_model_name(name)) {
+        rrd_problem(r, RRD_P_INVALID, "name",
+                    "model name '%.64s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+        return NULL;
+    }
+    rrd_loaded *l = rrd_registry_get(r->srv->models, name);
+    if (l == NULL)
+        rrd_problem(r, RRD_P_NOT_FOUND, "name", "no model named '%s'", name);
+    return l;
+}
+
+bool rrd_wants_binary(const rrd_request *r)
+{
+    return r->accept && strstr(r->accept, "application/vnd.safetensors") != NULL;
+}
+
+bool rrd_only_members(json_t *obj, const char *allowed, const char *where, rrd_out *out)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        size_t n = strlen(key);
+        const char *p = allowed;
+        bool ok = false;
+        while (*p && !ok) {
+            while (*p == ' ')
+                p++;
+            size_t m = strcspn(p, " ");
+            ok = m == n && strncmp(p, key, n) == 0;
+            p += m;
+        }
+        if (!ok) {
+            rrd_problem_out(out, RRD_P_INVALID, key, "unknown member '%.64s' in %s", key, where);
+            return false;
+        }
+    }
+    return true;
+}
+
+void rrd_compute_free(rrd_task *t)
+{
+    rrd_compute *c = (rrd_compute *)t;
+    if (c->free_extra)
+        c->free_extra(c->extra);
+    rrd_doc_clear(&c->doc);
+    free(c->x);
+    free(c->y);
+    rrd_loaded_release(c->entry);
+    free(c);
+}
+
+static void shape_str(const rr_shape *s, char *buf, size_t cap)
+{
+    rr_shape_format(s, buf, cap);
+}
+
+rrd_compute *rrd_compute_parse(rrd_request *r, bool labels_required,
+                               void (*run)(rrd_task *, rrd_worker *, rrd_out *))
+{
+    if (!atomic_load(&r->srv->ready)) {
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "the server is draining");
+        return NULL;
+    }
+    rrd_loaded *entry = rrd_route_entry(r);
+    if (entry == NULL)
+        return NULL;
+    rrd_compute *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        rrd_loaded_release(entry);
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
+        return NULL;
+    }
+    c->entry = entry;
+    c->base.run = run;
+    c->base.free = rrd_compute_free;
+    c->base.model = entry->model;
+    c->base.version = entry->version;
+    c->base.binary = rrd_wants_binary(r);
+    snprintf(c->base.model_name, sizeof c->base.model_name, "%s", entry->name);
+    rrd_out *o = &r->out;
+    const rr_model *m = entry->model;
+    const rr_shape *in = rr_model_input_shape(m);
+    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
+    rr_shape s;
+    char have[96], want[96];
+
+    if (!rrd_doc_parse(&c->doc, r, o))
+        goto fail;
+    json_t *root = c->doc.root;
+    json_t *ver = json_object_get(root, "version");
+    if (ver) {
+        if (!json_is_integer(ver)) {
+            rrd_problem_out(o, RRD_P_INVALID, "version", "version must be an integer");
+            goto fail;
+        }
+        if (json_integer_value(ver) != entry->version) {
+            rrd_problem_out(o, RRD_P_VERSION, "version",
+                            "model '%s' is at version %d, the request pins version %lld",
+                            entry->name, entry->version, (long long)json_integer_value(ver));
+            goto fail;
+        }
+    }
+    json_t *seed = json_object_get(root, "seed");
+    if (seed) {
+        if (!json_is_integer(seed) || json_integer_value(seed) < 0) {
+            rrd_problem_out(o, RRD_P_INVALID, "seed", "seed must be an integer >= 0");
+            goto fail;
+        }
+        c->seed = (uint64_t)json_integer_value(seed);
+    }
+    json_t *as = json_object_get(root, "async");
+    if (as && !json_is_boolean(as)) {
+        rrd_problem_out(o, RRD_P_INVALID, "async", "async must be true or false");
+        goto fail;
+    }
+    if (!rrd_doc_tensor(&c->doc, "inputs", true, &s, &c->x, o))
+        goto fail;
+    // [B, ...input_shape], or input_shape alone for one sample.
+    bool batch = s.ndim == in->ndim + 1, one = s.ndim == in->ndim;
+    for (int i = 0; i < in->ndim && (batch || one); i++) {
+        batch = batch && s.dim[i + 1] == in->dim[i];
+        one = one && s.dim[i] == in->dim[i];
+    }
+    if (!batch && !one) {
+        shape_str(&s, have, sizeof have);
+        shape_str(in, want, sizeof want);
+        rrd_problem_out(o, RRD_P_SHAPE, "inputs",
+                        "inputs has shape %s, model '%s' expects [B, %s (or %s for one sample)",
+                        have, entry->name, want + 1, want);
+        goto fail;
+    }
+    c->single = !batch;
+    c->B = batch ? (size_t)s.dim[0] : 1;
+    if (c->B == 0) {
+        rrd_problem_out(o, RRD_P_SHAPE, "inputs", "inputs holds no samples");
+        goto fail;
+    }
+    if (c->B > r->srv->cfg.max_batch) {
+        rrd_problem_out(o, RRD_P_BATCH_SIZE, "inputs",
+                        "batch of %zu samples is over --max-batch "
+                        "(%zu)",
+                        c->B, r->srv->cfg.max_batch);
+        goto fail;
+    }
+    size_t ny = 0;
+    if (!rrd_doc_labels(&c->doc, "labels", labels_required, &ny, &c->y, o))
+        goto fail;
+    if (c->y) {
+        if (ny != c->B) {
+            rrd_problem_out(o, RRD_P_SHAPE, "labels", "labels has %zu entries for %zu samples", ny,
+                            c->B);
+            goto fail;
+        }
+        for (size_t i = 0; i < ny; i++)
+            if (c->y[i] < 0 || c->y[i] >= (int64_t)K) {
+                rrd_problem_out(o, RRD_P_INVALID, "labels",
+                                "labels[%zu] = %lld is out of range [0, %zu)", i,
+                                (long long)c->y[i], K);
+                goto fail;
+            }
+    }
+    (void)D;
+    return c;
+
+fail:
+    r->responded = true;
+    rrd_compute_free(&c->base);
+    return NULL;
+}
+
+void rrd_compute_dispatch(rrd_request *r, rrd_compute *c)
+{
+    if (json_is_true(json_object_get(c->doc.root, "async"))) {
+        rrd_job *job = rrd_jobs_submit(r->srv->jobs, r->srv->pool, &c->base);
+        if (job == NULL) {
+            rrd_problem(r, RRD_P_QUEUE_FULL, NULL, "the job table or the compute queue is full");
+            return;
+        }
+        char loc[96];
+        snprintf(loc, sizeof loc, "/v1/jobs/%s", rrd_job_id(job));
+        rrd_add_header(r, "Location", loc);
+        rrd_respond_json(r, 202,
+                         json_pack("{s:s, s:s}", "job", rrd_job_id(job), "status", "queued"));
+        rrd_job_release(job);
+        return;
+    }
+    rrd_submit(r, &c->base);
+}
+
+void rrd_compute_stamp(const rrd_compute *c, json_t *root)
+{
+    json_object_set_new(root, "model", json_string(c->entry->name));
+    json_object_set_new(root, "version", json_integer(c->entry->version));
+    json_object_set_new(root, "elapsed_ms", json_real((rrd_now() - c->base.t_submit) * 1e3));
+}
+
+rr_shape rrd_compute_shape(const rrd_compute *c, size_t lead)
+{
+    const rr_shape *in = rr_model_input_shape(c->entry->model);
+    rr_shape s = {0};
+    s.dim[s.ndim++] = (int64_t)c->B; // a single sample is answered as a batch of one
+    if (lead)
+        s.dim[s.ndim++] = (int64_t)lead;
+    for (int i = 0; i < in->ndim; i++)
+        s.dim[s.ndim++] = in->dim[i];
+    return s;
+}

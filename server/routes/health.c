@@ -1,0 +1,36 @@
+// GET /v1/health/live, /v1/health/ready and /metrics.
+#include <stdlib.h>
+
+#include "../jobs.h"
+#include "../metrics.h"
+#include "../pool.h"
+#include "routes.h"
+
+void rrd_route_health_live(rrd_request *r)
+{
+    rrd_respond_json(r, 200, json_pack("{s:s}", "status", "live"));
+}
+
+void rrd_route_health_ready(rrd_request *r)
+{
+    if (atomic_load(&r->srv->ready))
+        rrd_respond_json(r, 200,
+                         json_pack("{s:s, s:I}", "status", "ready", "models",
+                                   (json_int_t)rrd_registry_count(r->srv->models)));
+    else
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "starting or draining");
+}
+
+void rrd_route_metrics(rrd_request *r)
+{
+    rrd_server *s = r->srv;
+    size_t len = 0;
+    char *text = rrd_metrics_render(s->metrics, atomic_load(&s->inflight), rrd_pool_depth(s->pool),
+                                    rrd_pool_busy(s->pool), rrd_registry_count(s->models),
+                                    rrd_jobs_count(s->jobs), &len);
+    if (text == NULL) {
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
+        return;
+    }
+    rrd_respond_take(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}

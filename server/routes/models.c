@@ -1,0 +1,183 @@
+// Models: GET /v1/models, PUT / GET / DELETE /v1/models/{name}, GET .../weights.
+// PUT and DELETE need the bearer token when --token-file is set.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "routes.h"
+
+static bool authorized(rrd_request *r)
+{
+    const char *token = r->srv->cfg.token;
+    if (token[0] == '\0')
+        return true;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const size_t n = strlen(token);
+    if (h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n) {
+        // Compare in constant time.
+        unsigned char diff = 0;
+        for (size_t i = 0; i < n; i++)
+            diff |= (unsigned char)(h[7 + i] ^ token[i]);
+        if (diff == 0)
+            return true;
+    }
+    rrd_problem(r, RRD_P_UNAUTHORIZED, "Authorization",
+                h ? "the bearer token is not valid"
+                  : "this server requires a bearer token for "
+                    "PUT and DELETE of models");
+    rrd_add_header(r, "WWW-Authenticate", "Bearer realm=\"relureg\"");
+    return false;
+}
+
+static json_t *shape_json(const rr_shape *s)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < s->ndim; i++)
+        json_array_append_new(a, json_integer(s->dim[i]));
+    return a;
+}
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// The summary every model listing shows.
+static json_t *summary(const rrd_loaded *l)
+{
+    const rr_model *m = l->model;
+    return json_pack("{s:s, s:i, s:o, s:i, s:I, s:i, s:s}", "name", l->name, "version", l->version,
+                     "input_shape", shape_json(rr_model_input_shape(m)), "num_classes",
+                     rr_model_num_classes(m), "parameter_count",
+                     (json_int_t)rr_model_parameter_count(m), "layers", rr_model_num_layers(m),
+                     "loaded_at", l->loaded_at);
+}
+
+void rrd_route_models_list(rrd_request *r)
+{
+    rrd_loaded **items;
+    size_t n = rrd_registry_list(r->srv->models, &items);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(arr, summary(items[i]));
+        rrd_loaded_release(items[i]);
+    }
+    free(items);
+    rrd_respond_json(r, 200, json_pack("{s:o}", "models", arr));
+}
+
+void rrd_route_model_get(rrd_request *r)
+{
+    rrd_loaded *l = rrd_route_entry(r);
+    if (l == NULL)
+        return;
+    const rr_model *m = l->model;
+    json_t *doc = summary(l);
+    float lo, hi;
+    if (rr_model_input_range(m, &lo, &hi))
+        json_object_set_new(doc, "input_range", json_pack("[f, f]", (double)lo, (double)hi));
+    if (rr_model_class_name(m, 0)) {
+        json_t *names = json_array();
+        for (int k = 0; k < rr_model_num_classes(m); k++)
+            json_array_append_new(names, json_string(rr_model_class_name(m, k)));
+        json_object_set_new(doc, "class_names", names);
+    }
+    json_object_set_new(doc, "architecture", json_loads(rr_model_architecture(m), 0, NULL));
+    json_t *meta = json_object();
+    for (size_t i = 0; i < rr_model_metadata_count(m); i++) {
+        const char *k = rr_model_metadata_key(m, i), *v = rr_model_metadata_value(m, i);
+        if (strcmp(k, "relureg.architecture") == 0)
+            continue;
+        json_t *parsed = strcmp(k, "relureg.training") == 0 ? json_loads(v, 0, NULL) : NULL;
+        json_object_set_new(meta, k, parsed ? parsed : json_string(v));
+    }
+    json_object_set_new(doc, "metadata", meta);
+    json_t *params = json_array();
+    for (size_t i = 0; i < rr_model_num_params(m); i++) {
+        const rr_param *p = rr_model_param(m, i);
+        json_array_append_new(
+            params, json_pack("{s:s, s:o}", "name", p->name, "shape", shape_json(&p->shape)));
+    }
+    json_object_set_new(doc, "parameters", params);
+    char hash[40];
+    snprintf(hash, sizeof hash, "fnv1a64:%016llx", (unsigned long long)fnv1a(l->bytes, l->len));
+    json_object_set_new(doc, "content_hash", json_string(hash));
+    json_object_set_new(doc, "bytes", json_integer((json_int_t)l->len));
+    rrd_respond_json(r, 200, doc);
+    rrd_loaded_release(l);
+}
+
+void rrd_route_model_weights(rrd_request *r)
+{
+    rrd_loaded *l = rrd_route_entry(r);
+    if (l == NULL)
+        return;
+    rrd_respond(r, 200, "application/vnd.safetensors", (const char *)l->bytes, l->len);
+    rrd_loaded_release(l);
+}
+
+void rrd_route_model_put(rrd_request *r)
+{
+    const char *name = r->params[0];
+    if (!authorized(r))
+        return;
+    if (!rrd_valid_model_name(name)) {
+        rrd_problem(r, RRD_P_INVALID, "name",
+                    "model name '%.64s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+        return;
+    }
+    const char *ct = r->content_type;
+    if (ct == NULL || (strncmp(ct, "application/vnd.safetensors", 27) != 0 &&
+                       strncmp(ct, "application/octet-stream", 24) != 0)) {
+        rrd_problem(r, RRD_P_MEDIA_TYPE, "Content-Type",
+                    "upload a model file as application/vnd.safetensors or "
+                    "application/octet-stream (got %s)",
+                    ct ? ct : "none");
+        return;
+    }
+    rr_model *m = NULL;
+    rr_error err = {0};
+    rr_status st = rr_model_load(r->body, r->body_len, &m, &err);
+    if (st != RR_OK) {
+        rrd_problem_from(&r->out, st, &err);
+        r->responded = true;
+        return;
+    }
+    // The registry keeps the bytes exactly as uploaded.
+    uint8_t *bytes = r->body ? r->body : malloc(1);
+    size_t len = r->body_len;
+    r->body = NULL;
+    r->body_cap = 0;
+    bool created = false;
+    int version = rrd_registry_put(r->srv->models, name, m, bytes, len, &created);
+    if (version < 0) {
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory registering the model");
+        return;
+    }
+    rrd_loaded *l = rrd_registry_get(r->srv->models, name);
+    json_t *doc = l ? summary(l) : json_pack("{s:s, s:i}", "name", name, "version", version);
+    json_object_set_new(doc, "version", json_integer(version));
+    json_object_set_new(doc, "created", json_boolean(created));
+    rrd_loaded_release(l);
+    rrd_respond_json(r, created ? 201 : 200, doc);
+}
+
+void rrd_route_model_delete(rrd_request *r)
+{
+    if (!authorized(r))
+        return;
+    const char *name = r->params[0];
+    if (!rrd_valid_model_name(name)) {
+        rrd_problem(r, RRD_P_INVALID, "name",
+                    "model name '%.64s' must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}", name);
+        return;
+    }
+    if (!rrd_registry_delete(r->srv->models, name)) {
+        rrd_problem(r, RRD_P_NOT_FOUND, "name", "no model named '%s'", name);
+        return;
+    }
+    rrd_respond(r, 204, "text/plain", "", 0);
+}

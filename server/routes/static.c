@@ -1,0 +1,63 @@
+// GET / and GET /static/*: the dashboard page and its assets, from --static-dir. Paths are
+// checked segment by segment (no "..", no hidden files); only regular files are served.
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "routes.h"
+
+static const char *media_type(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".html", "text/html; charset=utf-8"},
+                 {".js", "text/javascript; charset=utf-8"},
+                 {".mjs", "text/javascript; charset=utf-8"},
+                 {".css", "text/css; charset=utf-8"},
+                 {".json", "application/json"},
+                 {".svg", "image/svg+xml"},
+                 {".png", "image/png"},
+                 {".ico", "image/x-icon"},
+                 {".txt", "text/plain; charset=utf-8"}};
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+void rrd_route_static(rrd_request *r)
+{
+    const char *rel = strcmp(r->url, "/") == 0 ? "index.html" : r->url + strlen("/static/");
+    // Every segment must be a plain name.
+    for (const char *p = rel; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || p[0] == '.') {
+            rrd_problem(r, RRD_P_NOT_FOUND, NULL, "no file at %s", r->url);
+            return;
+        }
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", r->srv->cfg.static_dir, rel);
+    struct stat sb;
+    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    if (f == NULL) {
+        rrd_problem(r, RRD_P_NOT_FOUND, NULL, "no file at %s", r->url);
+        return;
+    }
+    char *buf = malloc((size_t)sb.st_size + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)sb.st_size, f) : 0;
+    fclose(f);
+    if (buf == NULL || n != (size_t)sb.st_size) {
+        free(buf);
+        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "cannot read %s", r->url);
+        return;
+    }
+    rrd_respond_take(r, 200, media_type(path), buf, n);
+    rrd_add_header(r, "Cache-Control", "no-cache");
+}

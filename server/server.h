@@ -1,0 +1,119 @@
+// reluregd's shared types: the server, a request's state, the output of a computation and the
+// task a worker runs. Transport only: every computation is a librelureg call.
+//
+// Life of a request (http.c): libmicrohttpd calls the access handler with the headers, then
+// with body chunks (copied into the request's buffer, bounded by --max-body-mb), then once
+// more; the route handler then either answers at once (cheap routes) or parses and validates
+// the request into a task that a compute worker runs (pool.c) while the connection is
+// suspended; the worker writes an rrd_out and resumes the connection, whose next call queues
+// the response. Async requests become jobs (jobs.c). The request is freed in MHD's
+// request-completed callback, so no error path can leak.
+#ifndef RRD_SERVER_H
+#define RRD_SERVER_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "relureg.h"
+
+typedef struct rrd_server rrd_server;
+typedef struct rrd_registry rrd_registry;
+typedef struct rrd_pool rrd_pool;
+typedef struct rrd_jobs rrd_jobs;
+typedef struct rrd_metrics rrd_metrics;
+typedef struct rrd_worker rrd_worker;
+typedef struct rrd_route rrd_route;
+
+// A finished answer: status, body (malloc'd, owned) and its media type, plus a Retry-After
+// header for 503s.
+typedef struct rrd_out {
+    int status;
+    char *body;
+    size_t len;
+    char type[64];
+    int retry_after;   // seconds, 0 = none
+    size_t header_len; // > 0: the Inference-Header-Content-Length of a binary v2 answer
+} rrd_out;
+
+// Cancellation and progress of a running computation (a synchronous request's deadline, or a
+// job's DELETE).
+typedef struct rrd_ctl {
+    double deadline; // monotonic seconds; 0 = none
+    atomic_bool cancel;
+    _Atomic double progress; // in [0, 1]
+    bool timed_out;          // set by the abort check when the deadline passed
+} rrd_ctl;
+
+// Work for a compute worker. Route files embed it as the first member of their own struct.
+typedef struct rrd_task {
+    void (*run)(struct rrd_task *t, rrd_worker *w, rrd_out *out);
+    void (*free)(struct rrd_task *t);
+    rr_model *model; // retained for the task's life (registry.c)
+    char model_name[72];
+    int version;
+    bool binary; // answer as application/vnd.safetensors
+    double t_submit;
+    rrd_ctl ctl;
+} rrd_task;
+
+typedef struct rrd_request {
+    rrd_server *srv;
+    struct MHD_Connection *conn;
+    char method[16];
+    char *url;              // the path, owned
+    const rrd_route *route; // NULL until routed
+    char params[3][128];    // path parameters in pattern order
+    char request_id[80];
+    const char *content_type, *accept; // borrowed from MHD, valid during the request
+    uint8_t *body;                     // the request body (owned), body_len bytes, NUL-terminated
+    size_t body_len, body_cap;
+    bool too_large; // the body went over --max-body-mb
+    bool responded; // out holds the answer
+    bool suspended;
+    rrd_out out;
+    struct {
+        char name[40];
+        char value[160];
+    } hdr[4]; // extra response headers
+    int nhdr;
+    double t0;      // arrival, monotonic seconds
+    rrd_task *task; // submitted synchronous task, freed with the request
+} rrd_request;
+
+struct rrd_server {
+    rrd_config cfg;
+    struct MHD_Daemon *mhd;
+    rrd_registry *models;
+    rrd_pool *pool;
+    rrd_jobs *jobs;
+    rrd_metrics *metrics;
+    atomic_bool ready;   // false while starting and draining
+    atomic_int inflight; // requests between first byte and completion
+    int port;            // the bound port
+};
+
+// Monotonic time in seconds.
+double rrd_now(void);
+
+// ---- answers (http.c) ----
+// Sets the answer to `body` (copied) with the given status and type.
+void rrd_respond(rrd_request *r, int status, const char *type, const char *body, size_t len);
+// Takes ownership of a malloc'd body.
+void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len);
+// Dumps a JSON value (stolen) as the answer.
+void rrd_respond_json(rrd_request *r, int status, json_t *doc);
+void rrd_out_json(rrd_out *out, int status, json_t *doc);
+void rrd_add_header(rrd_request *r, const char *name, const char *value);
+
+// Submits a task for a compute worker and suspends the request until it is done; answers
+// 503 + Retry-After itself when the queue is full. The task is owned by the request.
+void rrd_submit(rrd_request *r, rrd_task *t);
+
+// The abort callback librelureg polls: true once the deadline passed or cancel was set.
+bool rrd_ctl_abort(void *ctl);
+
+#endif
