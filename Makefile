@@ -56,13 +56,16 @@ TEST_LDLIBS := -lcriterion $(LDLIBS)
 SERVER_SRCS := $(sort $(shell find server -name '*.c'))
 SERVER_OBJS := $(SERVER_SRCS:%.c=$(O)/%.o)
 
-BINS := $(LIB_A) $(B)/relureg-train $(B)/reluregd
+# Release binaries live in build/, other variants' in build/<variant>/.
+BIN_DIR := $(if $(filter release,$(VARIANT)),$(B),$(O))
+DAEMON := $(BIN_DIR)/reluregd
+BINS := $(LIB_A) $(BIN_DIR)/relureg-train $(DAEMON)
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference run asan bench fuzz format format-check clean
+.PHONY: all deps test check unit python reference e2e run demo results asan bench fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -83,11 +86,11 @@ $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(B)/reluregd: $(SERVER_OBJS) $(LIB_A)
+$(DAEMON): $(SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd -lpthread $(LDLIBS)
 
-$(B)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
+$(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -109,7 +112,7 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
 
-check: unit python reference
+check: unit python reference e2e
 
 unit: $(O)/test-unit
 	@echo "== unit tests ($(VARIANT))"
@@ -129,14 +132,55 @@ reference: $(O)/test-reference
 	@echo "== reference tests ($(VARIANT))"
 	$(Q)$(TEST_ENV) $(O)/test-reference --jobs 2
 
-# reluregd arrives with issue 11; until then `run` builds the library and says so.
-run: deps
+# ---- demo models (trained from Debian's Fashion-MNIST, cached under build/demo) ----
+# lambda per regularizer: the largest of tools/sweep_lambda.sh's sweep whose clean test
+# accuracy stays within 4 points of the plain MLP (docs/lambda-sweep.txt).
+DEMO_DIR := $(B)/demo
+DEMO_TRAIN = $(B)/relureg-train --epochs 5 --seed 1 --out $@
+DEMO_FILES := $(addprefix $(DEMO_DIR)/,mlp.safetensors cnn.safetensors \
+	mlp-input-gradient.safetensors mlp-jacobian.safetensors \
+	mlp-cross-lipschitz.safetensors mlp-curvature.safetensors)
+
+$(DEMO_DIR)/mlp.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch mlp
+$(DEMO_DIR)/cnn.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch cnn
+$(DEMO_DIR)/mlp-input-gradient.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch mlp --regularizer input_gradient --lambda 0.1
+$(DEMO_DIR)/mlp-jacobian.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch mlp --regularizer jacobian --lambda 0.01
+$(DEMO_DIR)/mlp-cross-lipschitz.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch mlp --regularizer cross_lipschitz --lambda 0.1
+$(DEMO_DIR)/mlp-curvature.safetensors: | $(B)/relureg-train
+	@mkdir -p $(DEMO_DIR) && echo "== demo model $@"
+	$(Q)$(DEMO_TRAIN) --arch mlp --regularizer curvature --lambda 0.1
+
+demo: deps
 	$(Q)$(MAKE) --no-print-directory all
-	@echo "reluregd is not built yet (issue 11): built $(B)/librelureg.a only" >&2
-	@exit 1
+	$(Q)$(MAKE) --no-print-directory $(DEMO_FILES)
+
+# docs/results.md from the demo models (not run by `make test`).
+results: demo
+	$(Q)$(PYTHON) tools/results.py --trainer $(B)/relureg-train --demo $(DEMO_DIR) --out docs/results.md
+
+# Build, train the demo models when missing, and serve them on 127.0.0.1:8080.
+RUN_ARGS ?=
+run: demo
+	@echo "== reluregd on http://127.0.0.1:8080 with the demo models (Ctrl-C stops it)"
+	$(Q)exec $(B)/reluregd --models-dir $(DEMO_DIR) --static-dir clients/js $(RUN_ARGS)
+
+# End-to-end: reluregd on a free loopback port, driven over HTTP (tests/e2e).
+e2e: $(DAEMON)
+	@echo "== end-to-end tests ($(VARIANT))"
+	$(Q)cd tests/e2e && RELUREGD=$(abspath $(DAEMON)) $(PYTHON) -m unittest -q test_api
 
 asan:
-	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference
+	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e
 
 # ---- benchmarks (not tests) ----
 $(O)/bench-core: $(O)/bench/bench_core.o $(LIB_A)

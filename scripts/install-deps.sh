@@ -8,7 +8,7 @@ PKGS="
 build-essential pkg-config ca-certificates curl
 libmicrohttpd-dev libjansson-dev libopenblas-openmp-dev libcriterion-dev zlib1g-dev
 libcurl4-openssl-dev
-python3-torch python3-numpy python3-jsonschema
+python3-torch python3-numpy python3-jsonschema python3-yaml
 dataset-fashion-mnist
 clang libclang-rt-14-dev libomp-dev
 nginx wrk

@@ -23,6 +23,8 @@ static const char *usage =
     "  --timeout-s T     RELUREG_TIMEOUT_S   synchronous compute deadline (300)\n"
     "  --static-dir D    RELUREG_STATIC_DIR  dashboard files (clients/js)\n"
     "  --data-dir D      RELUREG_DATA_DIR    Fashion-MNIST IDX files (Debian's dataset path)\n"
+    "  --drain-grace-s S RELUREG_DRAIN_GRACE_S  after SIGTERM, serve S seconds with readiness\n"
+    "                                        503 before draining (1)\n"
     "  --quiet                               no access log\n";
 
 static int set_str(char *dst, size_t cap, const char *v, const char *what)
@@ -112,6 +114,10 @@ static int apply(rrd_config *cfg, const char *name, const char *v)
         cfg->timeout_s = (double)x;
     } else if (strcmp(name, "static-dir") == 0) {
         return set_str(cfg->static_dir, sizeof cfg->static_dir, v, "--static-dir");
+    } else if (strcmp(name, "drain-grace-s") == 0) {
+        if ((rc = set_long(&x, v, 0, 600, "--drain-grace-s")))
+            return rc;
+        cfg->drain_grace_s = (double)x;
     } else if (strcmp(name, "data-dir") == 0) {
         return set_str(cfg->data_dir, sizeof cfg->data_dir, v, "--data-dir");
     }
@@ -130,6 +136,7 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
     cfg->max_batch = 4096;
     cfg->max_steps = 10000;
     cfg->timeout_s = 300;
+    cfg->drain_grace_s = 1;
     strcpy(cfg->static_dir, "clients/js");
     strcpy(cfg->data_dir, "/usr/share/datasets/fashion-mnist");
 
@@ -147,7 +154,8 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
                 {"max-steps", "RELUREG_MAX_STEPS"},
                 {"timeout-s", "RELUREG_TIMEOUT_S"},
                 {"static-dir", "RELUREG_STATIC_DIR"},
-                {"data-dir", "RELUREG_DATA_DIR"}};
+                {"data-dir", "RELUREG_DATA_DIR"},
+                {"drain-grace-s", "RELUREG_DRAIN_GRACE_S"}};
     const size_t nvars = sizeof vars / sizeof vars[0];
     for (size_t i = 0; i < nvars; i++) {
         const char *v = getenv(vars[i].env);

@@ -20,6 +20,8 @@ typedef struct rrd_config {
     double timeout_s;      // --timeout-s (RELUREG_TIMEOUT_S), default 300
     char static_dir[1024]; // --static-dir (RELUREG_STATIC_DIR): the dashboard files
     char data_dir[1024];   // --data-dir (RELUREG_DATA_DIR): Fashion-MNIST IDX files
+    double drain_grace_s;  // --drain-grace-s (RELUREG_DRAIN_GRACE_S), default 1: after SIGTERM,
+                           // seconds of serving with readiness 503 before accepting stops
     bool quiet;            // --quiet: no access log
 } rrd_config;
 

@@ -146,9 +146,13 @@ int main(int argc, char **argv)
     fprintf(stderr, "reluregd: %s, draining %d requests\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             atomic_load(&s->inflight));
     atomic_store(&s->ready, false);
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+    // Keep serving, unready, while balancers notice (Kubernetes removes the endpoint).
+    const double grace_end = rrd_now() + s->cfg.drain_grace_s;
+    while (rrd_now() < grace_end)
+        nanosleep(&tick, NULL);
     MHD_socket listen_fd = MHD_quiesce_daemon(s->mhd);
     const double until = rrd_now() + s->cfg.timeout_s + 5;
-    const struct timespec tick = {0, 10 * 1000 * 1000};
     while (atomic_load(&s->inflight) > 0 && rrd_now() < until)
         nanosleep(&tick, NULL);
     MHD_stop_daemon(s->mhd);

@@ -70,10 +70,6 @@ static void shape_str(const rr_shape *s, char *buf, size_t cap)
 rrd_compute *rrd_compute_parse(rrd_request *r, bool labels_required,
                                void (*run)(rrd_task *, rrd_worker *, rrd_out *))
 {
-    if (!atomic_load(&r->srv->ready)) {
-        rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "the server is draining");
-        return NULL;
-    }
     rrd_loaded *entry = rrd_route_entry(r);
     if (entry == NULL)
         return NULL;

@@ -1,0 +1,486 @@
+"""End-to-end tests of reluregd over HTTP: every route and documented status code (500 aside),
+answers validated against api/openapi.yaml, values equal to torch's and identical between the
+JSON and binary paths, the bad-input table of tests/cases/http, concurrency with model
+replacement, async jobs, a body that stops half way, and the drain on SIGTERM.
+"""
+import base64
+import glob
+import http.client
+import json
+import os
+import random
+import socket
+import threading
+import time
+import unittest
+
+import jsonschema
+import torch
+import torch.nn.functional as F
+
+import harness
+from harness import ORIGIN, TOKEN, check
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BIN = "application/vnd.safetensors"
+# float32 server values against float64 torch on the same float32 weights and inputs.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def tensor(obj):
+    return torch.tensor(obj["data"], dtype=torch.float64).reshape(obj["shape"])
+
+
+def tensor32(obj):
+    """The float32 values a JSON tensor carries (9 significant digits round-trip them)."""
+    return torch.tensor(obj["data"], dtype=torch.float32).reshape(obj["shape"])
+
+
+class Base(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon()
+        cls.models = {"mlp": harness.mlp(1).double(), "cnn": harness.cnn(2).double()}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def call(self, method, path, body=None, headers=None, status=None):
+        st, h, b = self.d.request(method, path, body, headers)
+        check(self, method, path, st, h, b)
+        if status is not None:
+            self.assertEqual(st, status, f"{method} {path}: {b[:300]!r}")
+        return st, h, b
+
+    def jcall(self, method, path, body=None, headers=None, status=200):
+        st, h, b = self.call(method, path, body, headers, status)
+        return json.loads(b) if b else None
+
+    def inputs(self, B=3, shape=(12,), seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand(B, *shape, generator=g) * 2 - 1).float()
+
+
+class Routes(Base):
+    def test_health_metrics_and_listing(self):
+        self.assertEqual(self.jcall("GET", "/v1/health/live")["status"], "live")
+        self.assertEqual(self.jcall("GET", "/v1/health/ready")["status"], "ready")
+        names = [m["name"] for m in self.jcall("GET", "/v1/models")["models"]]
+        self.assertEqual(names, ["cnn", "mlp"], "the invalid file name in --models-dir is skipped")
+        st, h, b = self.call("GET", "/metrics", status=200)
+        text = b.decode()
+        self.assertTrue(text.endswith("\n"))
+        for metric in ["relureg_requests_total", "relureg_request_duration_seconds_bucket",
+                       "relureg_requests_in_flight", "relureg_queue_depth",
+                       "relureg_models_loaded 2", "relureg_received_bytes_total"]:
+            self.assertIn(metric, text)
+        self.assertIn('le="+Inf"', text)
+
+    def test_model_detail_and_weights_byte_identical(self):
+        doc = self.jcall("GET", "/v1/models/mlp")
+        self.assertEqual(doc["input_shape"], [12])
+        self.assertEqual(doc["input_range"], [-1.0, 1.0])
+        self.assertEqual([p["name"] for p in doc["parameters"]],
+                         ["0.weight", "0.bias", "2.weight", "2.bias"])
+        st, h, b = self.call("GET", "/v1/models/mlp/weights", status=200)
+        with open(os.path.join(self.d.dir, "models", "mlp.safetensors"), "rb") as f:
+            self.assertEqual(b, f.read())
+        self.call("GET", "/v1/models/none/weights", status=404)
+
+    def test_put_replace_delete_with_versions(self):
+        data = harness.export(harness.mlp(9), [12])
+        hdr = dict(AUTH, **{"Content-Type": BIN})
+        r1 = self.jcall("PUT", "/v1/models/tmp", data, hdr, status=201)
+        self.assertEqual((r1["version"], r1["created"]), (1, True))
+        r2 = self.jcall("PUT", "/v1/models/tmp", data, dict(AUTH, **{"Content-Type": "application/octet-stream"}), status=200)
+        self.assertEqual((r2["version"], r2["created"]), (2, False))
+        st, h, b = self.call("GET", "/v1/models/tmp/weights", status=200)
+        self.assertEqual(b, data)
+        self.call("DELETE", "/v1/models/tmp", headers=AUTH, status=204)
+        self.call("DELETE", "/v1/models/tmp", headers=AUTH, status=404)
+        r3 = self.jcall("PUT", "/v1/models/tmp", data, hdr, status=201)
+        self.assertEqual(r3["version"], 3, "versions never repeat after a delete")
+        self.call("DELETE", "/v1/models/tmp", headers=AUTH, status=204)
+
+    def test_cors_preflight_and_headers(self):
+        st, h, b = self.call("OPTIONS" if False else "GET", "/v1/models", headers={"Origin": ORIGIN})
+        self.assertEqual(h.get("Access-Control-Allow-Origin"), ORIGIN)
+        st, h, b = self.d.request("OPTIONS", "/v1/models/mlp/predict",
+                                  headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+        self.assertEqual(st, 204)
+        self.assertIn("POST", h.get("Access-Control-Allow-Methods", ""))
+        self.assertIn("Content-Type", h.get("Access-Control-Allow-Headers", ""))
+        st, h, b = self.d.request("GET", "/v1/health/live", headers={"X-Request-Id": "abc-123"})
+        self.assertEqual(h.get("X-Request-Id"), "abc-123")
+
+    def test_static_and_dataset(self):
+        st, h, b = self.call("GET", "/", status=200)
+        self.assertIn(b"<html", b)
+        self.call("GET", "/static/index.html", status=200)
+        self.call("GET", "/static/nope.js", status=404)
+        doc = self.jcall("GET", "/v1/datasets/fashion-mnist/test?offset=3&limit=2")
+        self.assertEqual(doc["images"]["shape"], [2, 1, 28, 28])
+        self.assertEqual(len(doc["labels"]), 2)
+        self.assertTrue(0 <= min(doc["images"]["data"]) and max(doc["images"]["data"]) <= 1)
+        st, h, b = self.d.request("GET", "/v1/datasets/fashion-mnist/train?limit=1",
+                                  headers={"Accept": BIN})
+        t, meta = harness.safetensors.load(b)
+        self.assertEqual(list(t["/images"].shape), [1, 1, 28, 28])
+        self.call("GET", "/v1/datasets/fashion-mnist/test?offset=-1", status=422)
+
+    def test_kserve_v2(self):
+        self.assertIn("binary_tensor_data", self.jcall("GET", "/v2")["extensions"])
+        self.assertTrue(self.jcall("GET", "/v2/health/live")["live"])
+        self.assertTrue(self.jcall("GET", "/v2/health/ready")["ready"])
+        meta = self.jcall("GET", "/v2/models/cnn")
+        self.assertEqual(meta["inputs"][0]["shape"], [-1, 1, 8, 8])
+        self.jcall("GET", "/v2/models/cnn/versions/1")
+        self.assertTrue(self.jcall("GET", "/v2/models/cnn/ready")["ready"])
+        self.jcall("GET", "/v2/models/cnn/versions/1/ready")
+        self.call("GET", "/v2/models/zzz", status=404)
+        x = self.inputs(2, (1, 8, 8))
+        req = {"id": "q1", "inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32",
+                                       "data": x.flatten().tolist()}]}
+        out = self.jcall("POST", "/v2/models/cnn/infer", req)
+        self.assertEqual(out["id"], "q1")
+        want = self.models["cnn"](x.double())
+        got = {o["name"]: torch.tensor(o["data"]).reshape(o["shape"]) for o in out["outputs"]}
+        torch.testing.assert_close(got["logits"].double(), want, rtol=RTOL, atol=ATOL)
+        # binary input and binary output (the extension)
+        head = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": 2 * 64 * 4}}],
+                           "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+        body = head + x.numpy().tobytes()
+        st, h, b = self.d.request("POST", "/v2/models/cnn/versions/1/infer", body,
+                                  {"Content-Type": "application/octet-stream",
+                                   "Inference-Header-Content-Length": str(len(head))})
+        self.assertEqual(st, 200)
+        hl = int(h["Inference-Header-Content-Length"])
+        doc = json.loads(b[:hl])
+        self.assertEqual(doc["outputs"][0]["parameters"]["binary_data_size"], 2 * 5 * 4)
+        harness.validate(harness.spec()["components"]["schemas"]["V2InferResponse"], doc)
+        logits = torch.frombuffer(bytearray(b[hl:]), dtype=torch.float32).reshape(2, 5)
+        self.assertTrue(torch.equal(logits, got["logits"]), "binary and JSON outputs are the same")
+
+    def test_async_job_and_cancel(self):
+        x = self.inputs(4)
+        acc = self.jcall("POST", "/v1/models/mlp/regularizers",
+                         {"inputs": x.tolist(), "labels": [0, 1, 2, 3], "async": True,
+                          "regularizers": [{"name": "jacobian"}]}, status=202)
+        job = acc["job"]
+        for _ in range(200):
+            doc = self.jcall("GET", f"/v1/jobs/{job}")
+            if doc["status"] in ("done", "failed"):
+                break
+            time.sleep(0.02)
+        self.assertEqual(doc["status"], "done")
+        self.assertEqual(doc["progress"], 1.0)
+        sync = self.jcall("POST", "/v1/models/mlp/regularizers",
+                          {"inputs": x.tolist(), "labels": [0, 1, 2, 3],
+                           "regularizers": [{"name": "jacobian"}]})
+        self.assertEqual(doc["result"]["regularizers"][0]["value"], sync["regularizers"][0]["value"])
+        after = self.jcall("DELETE", f"/v1/jobs/{job}")
+        self.assertEqual(after["status"], "done", "cancelling a finished job keeps its result")
+        self.call("DELETE", "/v1/jobs/" + "f" * 32, status=404)
+        # A failing job reports its problem.
+        acc = self.jcall("POST", "/v1/models/mlp/regularizers",
+                         {"inputs": x.tolist(), "labels": [0, 1, 2, 3], "async": True,
+                          "regularizers": [{"name": "curvature", "h": 1e300}]}, status=202)
+        for _ in range(200):
+            doc = self.jcall("GET", f"/v1/jobs/{acc['job']}")
+            if doc["status"] in ("done", "failed"):
+                break
+            time.sleep(0.02)
+        self.assertEqual(doc["status"], "failed")
+        self.assertEqual(doc["error"]["status"], 422)
+
+
+class Values(Base):
+    def test_predict_matches_torch_and_hashes_regions(self):
+        x = self.inputs(5, (1, 8, 8), seed=3)
+        doc = self.jcall("POST", "/v1/models/cnn/predict", {"inputs": x.tolist()})
+        want = self.models["cnn"](x.double())
+        torch.testing.assert_close(tensor(doc["logits"]), want, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(tensor(doc["probabilities"]), F.softmax(want, 1), rtol=RTOL, atol=ATOL)
+        self.assertEqual(doc["predictions"], want.argmax(1).tolist())
+        # the same input twice: same hash; a single sample is a batch of one
+        one = self.jcall("POST", "/v1/models/cnn/predict", {"inputs": x[0].tolist()})
+        self.assertEqual(one["logits"]["shape"], [1, 5])
+        self.assertEqual(one["activation_pattern_hash"][0], doc["activation_pattern_hash"][0])
+
+    def test_jacobian_matches_torch(self):
+        x = self.inputs(2, seed=4)
+        for of in ["logits", "log_probabilities"]:
+            doc = self.jcall("POST", "/v1/models/mlp/jacobian", {"inputs": x.tolist(), "of": of})
+            f = self.models["mlp"] if of == "logits" else (lambda t: F.log_softmax(self.models["mlp"](t), 1))
+            J = torch.stack([torch.autograd.functional.jacobian(f, xi.double()[None])[0, :, 0]
+                             for xi in x])
+            torch.testing.assert_close(tensor(doc["jacobian"]), J, rtol=1e-4, atol=1e-6)
+
+    def test_regularizers_match_torch_json_and_binary(self):
+        x = self.inputs(3, seed=5)
+        y = [0, 1, 3]
+        req = {"inputs": x.tolist(), "labels": y, "gradients": ["inputs", "parameters"],
+               "regularizers": [{"name": "input_gradient"}, {"name": "cross_lipschitz"},
+                                {"name": "jacobian", "estimator": "projection", "projections": 2, "seed": 4},
+                                {"name": "weight_decay"}]}
+        doc = self.jcall("POST", "/v1/models/mlp/regularizers", req)
+        m = harness.mlp(1).double()
+        xr = x.double().requires_grad_(True)
+        l = F.cross_entropy(m(xr), torch.tensor(y), reduction="sum")
+        g = torch.autograd.grad(l, xr, create_graph=True)[0]
+        ig = (g * g).sum(1)
+        gx, *gp = torch.autograd.grad(ig.mean(), [xr] + list(m.parameters()))
+        r0 = doc["regularizers"][0]
+        torch.testing.assert_close(torch.tensor(r0["per_sample"], dtype=torch.float64), ig.detach(), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(tensor(r0["grad_inputs"]), gx, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(tensor(r0["grad_parameters"]["0.weight"]), gp[0], rtol=1e-4, atol=1e-6)
+        self.assertEqual(doc["regularizers"][2]["seed"], 4, "the seed used is echoed")
+        self.assertIsNone(doc["regularizers"][3]["per_sample"])
+        # The binary path gives the same bits: request in safetensors, answer in safetensors.
+        body = harness.binary_doc({"/inputs": x, "/labels": torch.tensor(y)}, "relureg.request",
+                                  {k: v for k, v in req.items() if k not in ("inputs", "labels")})
+        st, h, b = self.d.request("POST", "/v1/models/mlp/regularizers", body,
+                                  {"Content-Type": BIN, "Accept": BIN})
+        self.assertEqual(st, 200, b[:300])
+        self.assertEqual(h["Content-Type"], BIN)
+        t, meta = harness.safetensors.load(b)
+        rest = json.loads(meta["relureg.response"])
+        self.assertNotIn("grad_inputs", rest["regularizers"][0])
+        self.assertEqual(rest["regularizers"][0]["grad_parameters"], {})
+        self.assertEqual(rest["regularizers"][0]["value"], r0["value"])
+        for i in range(4):
+            self.assertTrue(torch.equal(t[f"/regularizers/{i}/grad_inputs"],
+                                        tensor32(doc["regularizers"][i]["grad_inputs"])))
+            self.assertTrue(torch.equal(t[f"/regularizers/{i}/grad_parameters/2.weight"],
+                                        tensor32(doc["regularizers"][i]["grad_parameters"]["2.weight"])))
+        # JSON request with a KServe tensor object and INT64 labels, binary answer only.
+        req2 = dict(req, inputs={"shape": [3, 12], "datatype": "FP32", "data": x.flatten().tolist()},
+                    labels={"shape": [3], "datatype": "INT64", "data": y})
+        st, h, b = self.d.request("POST", "/v1/models/mlp/regularizers", req2, {"Accept": BIN})
+        t2, _ = harness.safetensors.load(b)
+        self.assertTrue(torch.equal(t2["/regularizers/1/grad_parameters/0.weight"],
+                                    t["/regularizers/1/grad_parameters/0.weight"]))
+
+    def test_connections(self):
+        x = self.inputs(2, (1, 8, 8), seed=6)
+        doc = self.jcall("POST", "/v1/models/cnn/connections",
+                         {"inputs": x.tolist(), "labels": [1, 2], "h": 0.5})
+        for k in ["jacobian_fro2", "hessian_trace", "curvature_fd", "left_region"]:
+            self.assertEqual(len(doc[k]), 2)
+        for b in range(2):
+            self.assertLessEqual(doc["input_gradient_norm2"][b], doc["input_gradient_bound"][b] * (1 + 1e-6))
+
+    def test_version_pin(self):
+        x = self.inputs(1)
+        self.jcall("POST", "/v1/models/mlp/predict", {"inputs": x.tolist(), "version": 1})
+        self.call("POST", "/v1/models/mlp/predict", {"inputs": x.tolist(), "version": 2}, status=409)
+
+
+class Schema(Base):
+    def test_validator_rejects_an_answer_missing_a_required_member(self):
+        doc = self.jcall("POST", "/v1/models/mlp/predict", {"inputs": self.inputs(1).tolist()})
+        schema = harness.response_schema("POST", "/v1/models/mlp/predict", 200, "application/json")
+        harness.validate(schema, doc)
+        del doc["activation_pattern_hash"]
+        with self.assertRaises(jsonschema.ValidationError):
+            harness.validate(schema, doc)
+        problem = harness.spec()["components"]["schemas"]["Problem"]
+        with self.assertRaises(jsonschema.ValidationError):
+            harness.validate(problem, {"type": "/problems/x", "title": "t", "status": 400, "detail": "d"})
+
+
+class BadInputs(Base):
+    def test_bad_input_table(self):
+        files = sorted(glob.glob(os.path.join(harness.ROOT, "tests", "cases", "http", "*.json")))
+        self.assertGreaterEqual(len(files), 40)
+        x = self.inputs(2)
+        before = self.jcall("POST", "/v1/models/mlp/predict", {"inputs": x.tolist()})
+        for path in files:
+            name = os.path.basename(path)[:-5]
+            with open(path) as f:
+                c = json.load(f)
+            headers = dict(c.get("headers", {}))
+            if c.get("auth"):
+                headers.update(AUTH)
+            if "json" in c:
+                body = json.dumps(c["json"]).encode()
+                headers.setdefault("Content-Type", "application/json")
+            elif "body_b64" in c:
+                body = base64.b64decode(c["body_b64"])
+            elif "body_fill" in c:
+                body = b" " * c["body_fill"]
+            else:
+                body = c.get("body")
+                if body is not None:
+                    body = body.encode()
+                    headers.setdefault("Content-Type", "application/json")
+            with self.subTest(case=name):
+                st, h, b = self.d.request(c["method"], c["path"], body, headers)
+                self.assertEqual(st, c["status"], f"{name}: {b[:300]!r}")
+                self.assertTrue(h.get("Content-Type", "").startswith("application/problem+json"), name)
+                doc = json.loads(b)
+                self.assertEqual(doc["type"], "/problems/" + c["type"], name)
+                self.assertEqual(doc["error"], doc["detail"])
+                if st == 503:
+                    self.assertIn("Retry-After", h)
+                check(self, c["method"], c["path"].split("?")[0], st, h, b)
+        self.assertTrue(self.d.alive())
+        after = self.jcall("POST", "/v1/models/mlp/predict", {"inputs": x.tolist()})
+        self.assertEqual(after["logits"], before["logits"], "the models answer exactly as before")
+        self.assertEqual([m["version"] for m in self.jcall("GET", "/v1/models")["models"]], [1, 1])
+
+    def test_body_that_stops_half_way_is_dropped(self):
+        s = socket.create_connection((self.d.host, self.d.port))
+        s.sendall(b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{\"inputs\": [[0.1, 0.2")
+        s.close()
+        time.sleep(0.2)
+        self.assertTrue(self.d.alive())
+        self.jcall("GET", "/v1/health/live")
+
+
+class Concurrency(unittest.TestCase):
+    """Parallel clients mixing compute, PUT-replace and DELETE: no crash, no 5xx but documented
+    503s, every predict answer consistent with the version it reports."""
+
+    def test_mixed_load(self):
+        d = harness.Daemon(extra=("--workers", "2", "--threads", "2"))
+        try:
+            nets = [harness.mlp(100 + i).double() for i in range(3)]
+            files = [harness.export(harness.mlp(100 + i), [12]) for i in range(3)]
+            x = (torch.rand(4, 12) * 2 - 1).float()
+            want = [n(x.double()) for n in nets]
+            version_net = {}
+            lock = threading.Lock()
+            hdr = dict(AUTH, **{"Content-Type": BIN})
+            st, h, b = d.request("PUT", "/v1/models/hot", files[0], hdr)
+            version_net[json.loads(b)["version"]] = 0
+            errors, counts, answers = [], {}, []
+            stop = time.time() + 5
+
+            def worker(seed):
+                rng = random.Random(seed)
+                while time.time() < stop:
+                    op = rng.random()
+                    if op < 0.15:
+                        i = rng.randrange(3)
+                        st, h, b = d.request("PUT", "/v1/models/hot", files[i], hdr)
+                        if st in (200, 201):
+                            with lock:
+                                version_net[json.loads(b)["version"]] = i
+                    elif op < 0.2:
+                        st, h, b = d.request("DELETE", "/v1/models/hot", headers=AUTH)
+                    elif op < 0.6:
+                        st, h, b = d.request("POST", "/v1/models/hot/predict", {"inputs": x.tolist()})
+                        if st == 200:
+                            with lock:  # checked at the end, once every PUT's answer is known
+                                answers.append(json.loads(b))
+                    else:
+                        st, h, b = d.request("POST", "/v1/models/hot/regularizers",
+                                             {"inputs": x.tolist(), "labels": [0, 1, 2, 3],
+                                              "regularizers": [{"name": "curvature"}],
+                                              "gradients": ["parameters"]})
+                    with lock:
+                        counts[st] = counts.get(st, 0) + 1
+                    if st >= 500 and st != 503:
+                        errors.append(f"status {st}: {b[:200]!r}")
+                    if st not in (200, 201, 204, 404, 503):
+                        errors.append(f"unexpected status {st}: {b[:200]!r}")
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertTrue(d.alive())
+            for doc in answers:
+                i = version_net.get(doc["version"])
+                if i is None:
+                    errors.append(f"unknown version {doc['version']}")
+                elif not torch.allclose(tensor(doc["logits"]), want[i], rtol=1e-5, atol=1e-6):
+                    errors.append(f"version {doc['version']} answered another net's logits")
+            self.assertEqual(errors, [])
+            self.assertGreater(len(answers), 20, counts)
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+
+class Drain(unittest.TestCase):
+    def test_sigterm_finishes_in_flight_requests_then_exits_0(self):
+        d = harness.Daemon(extra=("--workers", "1", "--drain-grace-s", "1"))
+        try:
+            x = (torch.rand(64, 1, 8, 8)).tolist()
+            result = {}
+
+            def slow():
+                result["r"] = d.request("POST", "/v1/models/cnn/regularizers",
+                                        {"inputs": x, "labels": [0] * 64,
+                                         "regularizers": [{"name": "cross_lipschitz"}] * 16,
+                                         "gradients": ["parameters"]})
+
+            self.assertEqual(d.request("GET", "/v1/health/ready")[0], 200)
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.3)
+            d.proc.send_signal(15)
+            time.sleep(0.1)
+            # During the grace period readiness is 503 (so balancers stop sending), requests
+            # are still served; then the daemon stops accepting and drains.
+            st, h, b = d.request("GET", "/v1/health/ready")
+            self.assertEqual(st, 503, b)
+            self.assertEqual(d.request("GET", "/v1/health/live")[0], 200)
+            t.join()
+            self.assertEqual(result["r"][0], 200)
+            self.assertEqual(d.proc.wait(timeout=30), 0)
+        finally:
+            d.stop()
+
+
+class QueueFull(unittest.TestCase):
+    def test_queue_full_is_503_with_retry_after(self):
+        d = harness.Daemon(extra=("--workers", "1", "--threads", "1"))
+        try:
+            x = (torch.rand(64, 1, 8, 8)).tolist()
+            req = {"inputs": x, "labels": [0] * 64, "gradients": ["parameters"],
+                   "regularizers": [{"name": "cross_lipschitz"}] * 8}
+            results = []
+
+            def call():
+                results.append(d.request("POST", "/v1/models/cnn/regularizers", req))
+
+            threads = [threading.Thread(target=call) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            codes = sorted(r[0] for r in results)
+            self.assertIn(503, codes, codes)
+            self.assertIn(200, codes, codes)
+            for st, h, b in results:
+                if st == 503:
+                    self.assertEqual(json.loads(b)["type"], "/problems/queue-full")
+                    self.assertIn("Retry-After", h)
+        finally:
+            d.stop()
+
+
+class Timeout(unittest.TestCase):
+    def test_request_past_timeout_is_503(self):
+        d = harness.Daemon(extra=("--timeout-s", "1", "--threads", "1"))
+        try:
+            x = (torch.rand(64, 1, 8, 8)).tolist()
+            heavy = {"name": "jacobian", "estimator": "projection", "projections": 1000}
+            st, h, b = d.request("POST", "/v1/models/cnn/regularizers",
+                                 {"inputs": x, "labels": [0] * 64, "gradients": ["parameters"],
+                                  "regularizers": [heavy] * 16})
+            self.assertEqual(st, 503, b[:200])
+            self.assertEqual(json.loads(b)["type"], "/problems/timeout")
+            self.assertTrue(d.alive())
+        finally:
+            d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
