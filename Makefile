@@ -203,18 +203,21 @@ FUZZ_SECONDS ?= 60
 # the kernels run serially; BLAS is the same OpenMP OpenBLAS as everywhere else.
 FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Wno-unknown-pragmas \
                -Ilib -isystem $(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L
-FUZZ_LIBS := -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas -l:libgomp.so.1 -ljansson -lm
+FUZZ_LIBS := -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas -l:libgomp.so.1 -ljansson -lz -lm
 
-$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(shell find lib -name '*.h')
+FUZZ_SERVER := server/tensor_json.c server/problem.c
+
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_SERVER) $(shell find lib server -name '*.h')
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(FUZZ_LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(FUZZ_SERVER) $(FUZZ_LIBS)
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS)
 	$(Q)$(PYTHON) tests/fuzz/make_model_seeds.py $(B)/fuzz/corpus-fuzz_model
+	$(Q)$(PYTHON) tests/fuzz/make_request_seeds.py $(B)/fuzz/corpus-fuzz_request
 	$(Q)for f in $(FUZZ_TARGETS); do \
 	    n=$$(basename $$f); mkdir -p $(B)/fuzz/corpus-$$n; \
 	    cp -n tests/fuzz/seeds/$$n/* $(B)/fuzz/corpus-$$n/ 2>/dev/null || true; \
