@@ -79,3 +79,24 @@ rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const f
         *loss_mean = B ? total / (double)B : 0.0;
     return RR_OK;
 }
+
+rr_status rr_cross_entropy_input_gradient(const rr_model *m, rr_workspace *ws, const float *x,
+                                          const int64_t *labels, size_t B, float *g_x,
+                                          float *logits, rr_error *err)
+{
+    rr_status st = rr__check_call(m, ws, x, B, err);
+    if (st != RR_OK)
+        return st;
+    const size_t D = m->D, K = (size_t)m->K;
+    for (size_t b0 = 0; b0 < B; b0 += ws->nb) {
+        const size_t nb = B - b0 < ws->nb ? B - b0 : ws->nb;
+        const float *z = rr__forward_chunk(m, ws, x + b0 * D, nb);
+        if (logits)
+            memcpy(logits + b0 * K, z, nb * K * sizeof(float));
+        st = rr_cross_entropy(z, labels + b0, nb, m->K, NULL, NULL, ws->seed, NULL, err);
+        if (st != RR_OK)
+            return st;
+        rr__backward_chunk(m, ws, nb, 1, ws->seed, g_x + b0 * D, NULL, NULL);
+    }
+    return RR_OK;
+}

@@ -27,4 +27,11 @@ rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const f
                                     const int64_t *labels, size_t B, double *loss_mean, float *loss,
                                     float *g_x, float *g_params, rr_error *err);
 
+// Per-sample input gradients of the cross-entropy, g_x[b] = grad_x l(x_b, labels[b]) (not
+// divided by B: what attacks step along), and the logits [B, K] (may be NULL). Errors as
+// rr_cross_entropy_backward.
+rr_status rr_cross_entropy_input_gradient(const rr_model *m, rr_workspace *ws, const float *x,
+                                          const int64_t *labels, size_t B, float *g_x,
+                                          float *logits, rr_error *err);
+
 #endif

@@ -103,6 +103,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.proc.returncode
 
