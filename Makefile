@@ -102,6 +102,10 @@ $(O)/test-reference: $(REF_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
 
+$(O)/attack-probe: $(O)/tests/probe/attack_probe.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- set-up ----
 deps:
 	$(Q)./scripts/install-deps.sh
@@ -124,13 +128,16 @@ python:
 
 # Reference tests: torch float64 autograd writes the cases at test time (nothing committed),
 # then the C side recomputes and compares.
-reference: $(O)/test-reference
+reference: $(O)/test-reference $(O)/attack-probe
 	@echo "== reference cases (torch float64)"
 	$(Q)mkdir -p $(REF_DIR)
 	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_core.py --out $(REF_DIR)
 	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_reg.py --out $(REF_DIR)
 	@echo "== reference tests ($(VARIANT))"
 	$(Q)$(TEST_ENV) $(O)/test-reference --jobs 2
+	@echo "== attack and certificate tests against torch ($(VARIANT))"
+	$(Q)OMP_NUM_THREADS=2 RR_PROBE=$(abspath $(O)/attack-probe) RR_REF_DIR=$(abspath $(REF_DIR)) \
+		$(PYTHON) -m unittest discover -s tests/reference -p 'test_*.py'
 
 # ---- demo models (trained from Debian's Fashion-MNIST, cached under build/demo) ----
 # lambda per regularizer: the largest of tools/sweep_lambda.sh's sweep whose clean test

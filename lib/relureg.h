@@ -23,5 +23,7 @@
 #include "train/optim.h"
 #include "train/train.h"
 #include "reg/reg.h"
+#include "attack/attack.h"
+#include "attack/certify.h"
 
 #endif

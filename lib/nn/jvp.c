@@ -12,12 +12,21 @@
 void rr__tangent_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t T, const float *v,
                        float *out, const rr__ustore *us, float *dparams)
 {
+    rr__tangent_chunk_hook(m, ws, nb, T, v, out, us, dparams, NULL, NULL);
+}
+
+void rr__tangent_chunk_hook(const rr_model *m, rr_workspace *ws, size_t nb, size_t T,
+                            const float *v, float *out, const rr__ustore *us, float *dparams,
+                            rr__tangent_hook hook, void *hook_ctx)
+{
     const size_t rows = nb * T;
     RR_ASSERT(rows <= ws->rows && (!us || rows <= us->rows));
     const bool params = us != NULL && dparams != NULL;
     const float *cur = v;
     for (int i = 0; i < m->nops; i++) {
         const rr_op *op = &m->ops[i];
+        if (hook && op->pattern >= 0)
+            hook(hook_ctx, i, cur, rows);
         float *next = cur == ws->g[0] ? ws->g[1] : ws->g[0];
         float *inplace = (cur == ws->g[0] || cur == ws->g[1]) ? (float *)cur : next;
         const float *x = ws->act[op->in];

@@ -39,6 +39,13 @@ void rr__backward_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t R
 void rr__tangent_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t T, const float *v,
                        float *out, const rr__ustore *us, float *dparams);
 
+// The same, calling hook(ctx, op, t, rows) with the tangent rows t [rows, n_in] that reach
+// every pattern op (relu / leaky_relu / max-pool) before the op applies (certificates: with
+// identity tangents these rows are the gradients of the op's inputs).
+typedef void (*rr__tangent_hook)(void *ctx, int op, const float *t, size_t rows);
+void rr__tangent_chunk_hook(const rr_model *m, rr_workspace *ws, size_t nb, size_t T,
+                            const float *v, float *out, const rr__ustore *us, float *dparams,
+                            rr__tangent_hook hook, void *hook_ctx);
 // Pattern bytes of the chunk's samples (rows of `stride` bytes) and their 64-bit hashes.
 void rr__pattern_chunk(const rr_model *m, const rr_workspace *ws, size_t nb, uint8_t *pattern,
                        size_t stride);

@@ -1,0 +1,100 @@
+// Adversarial perturbations (../shared/spec/math.md, "Attacks"): FGSM, PGD, BIM, DeepFool,
+// C&W L2, JSMA, EAD and ZOO on a batch, with the defaults and sources math.md names.
+//
+// Every attack clips to the model's input_range where math.md says (after each step for the
+// iterative ones), draws its randomness from (seed, sample index) streams so that a sample's
+// outcome depends on nothing else, runs batched (one forward / backward per step for the whole
+// batch, OpenMP across samples where GEMM is not the shape), and reports per sample the
+// adversarial input, success, L2 and L-inf norms of the perturbation, the prediction on the
+// adversarial input and the iterations used.
+// Threads and determinism as the rest of librelureg; results do not depend on the thread
+// count. Errors: RR_EINVAL (field = the option) for options out of math.md's ranges,
+// RR_ENONFINITE, RR_ENOMEM, RR_ECANCELLED (abort callback).
+#ifndef RR_ATTACK_ATTACK_H
+#define RR_ATTACK_ATTACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "nn/model.h"
+#include "nn/workspace.h"
+#include "reg/reg.h"
+
+#define RR_ATTACK_DEFAULT (__builtin_nan(""))
+
+typedef enum rr_attack_name {
+    RR_ATTACK_FGSM,
+    RR_ATTACK_PGD,
+    RR_ATTACK_BIM,
+    RR_ATTACK_DEEPFOOL,
+    RR_ATTACK_CW_L2,
+    RR_ATTACK_JSMA,
+    RR_ATTACK_EAD,
+    RR_ATTACK_ZOO,
+} rr_attack_name;
+
+typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
+
+// Options. A double left NaN (RR_ATTACK_DEFAULT) or an integer <= 0 takes the default of
+// math.md ("Attacks"); rr_attack_params_init sets every field to "default". Explicit values
+// out of math.md's "Ranges" are RR_EINVAL naming the option (integers are checked by the
+// caller, which sees what the user sent: 0 here is indistinguishable from "default").
+typedef struct rr_attack_params {
+    rr_attack_name name;
+    rr_norm norm;                 // fgsm, pgd, bim, deepfool: linf (default) or l2
+    double epsilon;               // fgsm / pgd / bim (linf 0.3, l2 1.0)
+    double step_size;             // pgd / bim alpha (linf 0.01, l2 0.2)
+    int steps;                    // pgd / bim (40)
+    int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false
+    int restarts;                 // pgd / bim (1)
+    bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
+    const int64_t *target_labels; // [B] when targeted (borrowed)
+    uint64_t seed;
+    double overshoot;        // deepfool (0.02)
+    int max_iter;            // deepfool (50), cw_l2 / ead (1000 per binary step), zoo (10),
+                             // jsma (ceil(gamma * D / 2) when left default)
+    int candidates;          // deepfool: top classes considered (10)
+    int binary_search_steps; // cw_l2, ead (9); zoo (1)
+    double learning_rate;    // cw_l2, ead (1e-2); zoo (1e-2)
+    double c;                // cw_l2, ead initial constant (1e-3); zoo (1e-3)
+    double confidence;       // cw_l2, ead, zoo kappa (0)
+    double theta;            // jsma (1.0)
+    double gamma;            // jsma (0.1)
+    double beta;             // ead (1e-2)
+    double h;                // zoo coordinate step (1e-4)
+    int max_steps;           // the largest value any count may take (0 = 10000)
+    rr_abort_fn abort;       // may be NULL
+    void *abort_ctx;
+    void (*progress)(void *ctx, double fraction); // may be NULL
+    void *progress_ctx;
+    // Test hooks: a start point [B, D] replacing PGD's random start (restarts must be 1), and
+    // a trace [steps, B, D] receiving after every step the iterate (PGD / BIM; rows of
+    // samples that stopped repeat) or, for DeepFool, the accumulated r_tot before overshoot.
+    const float *start;
+    float *trace;
+} rr_attack_params;
+
+typedef struct rr_attack_result {
+    float *adversarial;   // [B, D]
+    bool *success;        // [B]: prediction != label (untargeted) or == target
+    float *l2, *linf;     // [B] norms of adversarial - input
+    int64_t *predictions; // [B] argmax on the adversarial input
+    int *iterations;      // [B] steps / iterations used
+    long gradient_calls;  // model gradients evaluated (ZOO: 0)
+    long forward_calls;   // model forward passes (batched calls)
+} rr_attack_result;
+
+// Every option at "default".
+void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
+// Resolves defaults for a model with K classes and checks ranges (answers echo the result).
+rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *out,
+                            rr_error *err);
+
+// Runs the attack on x [B, D] with labels [B]. All result arrays must be non-NULL. Plan ws
+// with rows_per_sample >= K for DeepFool / JSMA.
+rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
+                    size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err);
+
+#endif

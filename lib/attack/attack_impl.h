@@ -1,0 +1,74 @@
+// Shared state and helpers of the attacks (attack.h): the oracle calls with their counters,
+// projections, norms and the per-sample result bookkeeping.
+#ifndef RR_ATTACK_IMPL_H
+#define RR_ATTACK_IMPL_H
+
+#include "attack/attack.h"
+#include "core/rng.h"
+
+typedef struct rr__atk {
+    const rr_model *m;
+    rr_workspace *ws;
+    size_t B, D;
+    int K;
+    const float *x0;        // [B, D] clean inputs (borrowed)
+    const int64_t *labels;  // [B]
+    const int64_t *targets; // [B] when targeted, else NULL
+    rr_attack_params p;     // resolved
+    bool has_range;
+    float lo, hi;
+    rr_attack_result *out;
+    rr_error *err;
+    double progress_done, progress_total; // units of work for the progress callback
+} rr__atk;
+
+// The class a sample aims at (target) or away from (label).
+static inline int64_t rr__atk_class(const rr__atk *a, size_t b)
+{
+    return a->targets ? a->targets[b] : a->labels[b];
+}
+
+// Whether prediction k counts as success for sample b.
+static inline bool rr__atk_hit(const rr__atk *a, size_t b, int64_t k)
+{
+    return a->targets ? k == a->targets[b] : k != a->labels[b];
+}
+
+// Oracle calls on n samples (x [n, D]); the counters are the result's.
+rr_status rr__atk_forward(rr__atk *a, const float *x, size_t n, float *logits);
+// g [n, D] = d CE(z(x), cls) / dx for the classes cls [n], and the logits [n, K] (may be NULL).
+rr_status rr__atk_ce_grad(rr__atk *a, const float *x, const int64_t *cls, size_t n, float *g,
+                          float *logits);
+// g_x [n, D] = sum_k seed[b, k] dz_k/dx (one VJP per sample).
+rr_status rr__atk_vjp(rr__atk *a, const float *x, size_t n, const float *seed, float *g_x);
+// One forward and one backward over x [n, D]: fn writes the seeds [nb, K] of samples
+// b0..b0+nb-1 (indices into x) from their logits z [nb, K]; g_x [n, D] = seeds^T J.
+typedef void (*rr__atk_seed_fn)(void *ctx, size_t b0, size_t nb, const float *z, float *seeds);
+rr_status rr__atk_grad_seeded(rr__atk *a, const float *x, size_t n, rr__atk_seed_fn fn, void *ctx,
+                              float *g_x, float *logits);
+// J [n, K, D] and logits [n, K].
+rr_status rr__atk_jacobian(rr__atk *a, const float *x, size_t n, float *J, float *logits);
+
+// Clips v [n] to the model's input_range (no-op without one).
+void rr__atk_clip(const rr__atk *a, float *v, size_t n);
+// argmax of a row of K logits (first maximum, as torch.argmax).
+int64_t rr__atk_argmax(const float *z, int K);
+
+// Polls the abort callback (RR_ECANCELLED when it asks to stop) and reports progress.
+rr_status rr__atk_poll(rr__atk *a, double units_done);
+
+// Fills out->success, l2, linf, predictions from out->adversarial with one forward pass.
+rr_status rr__atk_finalize(rr__atk *a);
+
+// Scratch of n floats (RR_ENOMEM into a->err when it fails); free with rr_aligned_free.
+float *rr__atk_alloc(rr__atk *a, size_t n);
+
+// The attacks (each fills out->adversarial and out->iterations; finalize does the rest).
+rr_status rr__attack_fgsm(rr__atk *a);
+rr_status rr__attack_pgd(rr__atk *a);
+rr_status rr__attack_deepfool(rr__atk *a);
+rr_status rr__attack_cw(rr__atk *a, bool elastic);
+rr_status rr__attack_jsma(rr__atk *a);
+rr_status rr__attack_zoo(rr__atk *a);
+
+#endif

@@ -1,0 +1,319 @@
+// rr_attack: option defaults and ranges, the oracle calls with their counters, projections,
+// and the per-sample result (attack.h).
+#include <math.h>
+#include <string.h>
+
+#include "attack/attack_impl.h"
+#include "core/tensor.h"
+#include "nn/forward.h"
+#include "nn/jacobian.h"
+#include "nn/loss.h"
+#include "nn/passes.h"
+
+void rr_attack_params_init(rr_attack_params *p, rr_attack_name name)
+{
+    memset(p, 0, sizeof *p);
+    p->name = name;
+    p->norm = RR_NORM_LINF;
+    p->random_start = -1;
+    p->epsilon = p->step_size = p->overshoot = p->learning_rate = p->c = p->confidence = p->theta =
+        p->gamma = p->beta = p->h = RR_ATTACK_DEFAULT;
+}
+
+static rr_status check_double(double v, double lo, bool lo_open, double hi, const char *name,
+                              const char *range, rr_error *err)
+{
+    if (isnan(v) || !isfinite(v) || (lo_open ? v <= lo : v < lo) || v > hi)
+        return rr_error_set(err, RR_EINVAL, name, "%s must be %s, got %g", name, range, v);
+    return RR_OK;
+}
+
+static rr_status check_int(int v, int max, const char *name, rr_error *err)
+{
+    if (v < 1 || v > max)
+        return rr_error_set(err, RR_EINVAL, name, "%s must be in [1, %d], got %d", name, max, v);
+    return RR_OK;
+}
+
+#define DEF(field, value)                                                                          \
+    do {                                                                                           \
+        if (isnan(o->field))                                                                       \
+            o->field = (value);                                                                    \
+    } while (0)
+#define DEFI(field, value)                                                                         \
+    do {                                                                                           \
+        if (o->field <= 0)                                                                         \
+            o->field = (value);                                                                    \
+    } while (0)
+
+rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *o, rr_error *err)
+{
+    *o = *in;
+    const bool l2 = o->norm == RR_NORM_L2;
+    if (o->max_steps <= 0)
+        o->max_steps = 10000;
+    switch (o->name) {
+        case RR_ATTACK_FGSM:
+            DEF(epsilon, l2 ? 1.0 : 0.3);
+            break;
+        case RR_ATTACK_PGD:
+        case RR_ATTACK_BIM:
+            DEF(epsilon, l2 ? 1.0 : 0.3);
+            DEF(step_size, l2 ? 0.2 : 0.01);
+            DEFI(steps, 40);
+            DEFI(restarts, 1);
+            if (o->name == RR_ATTACK_BIM) {
+                if (o->random_start == 1)
+                    return rr_error_set(err, RR_EINVAL, "random_start",
+                                        "bim is pgd without random start; use pgd");
+                o->random_start = 0;
+            } else if (o->random_start < 0) {
+                o->random_start = 1;
+            }
+            break;
+        case RR_ATTACK_DEEPFOOL:
+            DEF(overshoot, 0.02);
+            DEFI(max_iter, 50);
+            DEFI(candidates, 10);
+            if (o->candidates > K)
+                o->candidates = K;
+            break;
+        case RR_ATTACK_CW_L2:
+        case RR_ATTACK_EAD:
+            DEFI(binary_search_steps, 9);
+            DEF(learning_rate, 1e-2);
+            DEF(c, 1e-3);
+            DEF(confidence, 0.0);
+            DEFI(max_iter, 1000);
+            if (o->name == RR_ATTACK_EAD)
+                DEF(beta, 1e-2);
+            break;
+        case RR_ATTACK_JSMA:
+            DEF(theta, 1.0);
+            DEF(gamma, 0.1);
+            break;
+        case RR_ATTACK_ZOO:
+            DEF(h, 1e-4);
+            DEFI(max_iter, 10);
+            DEFI(binary_search_steps, 1);
+            DEF(learning_rate, 1e-2);
+            DEF(c, 1e-3);
+            DEF(confidence, 0.0);
+            break;
+        default:
+            return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
+    }
+    if (o->norm != RR_NORM_LINF && o->norm != RR_NORM_L2)
+        return rr_error_set(err, RR_EINVAL, "norm", "norm must be linf or l2");
+    rr_status st = RR_OK;
+    const double inf = INFINITY;
+#define CHK(field, lo, open, hi, range)                                                            \
+    if (st == RR_OK && !isnan(in->field))                                                          \
+    st = check_double(o->field, lo, open, hi, #field, range, err)
+    CHK(epsilon, 0, false, inf, ">= 0");
+    CHK(step_size, 0, true, inf, "> 0");
+    CHK(overshoot, 0, false, inf, ">= 0");
+    CHK(learning_rate, 0, true, inf, "> 0");
+    CHK(c, 0, true, inf, "> 0");
+    CHK(confidence, 0, false, inf, ">= 0");
+    CHK(theta, -1, false, 1, "in [-1, 1]");
+    CHK(gamma, 0, true, 1, "in (0, 1]");
+    CHK(beta, 0, false, inf, ">= 0");
+    CHK(h, 0, true, inf, "> 0");
+#undef CHK
+    if (st != RR_OK)
+        return st;
+    const int mx = o->max_steps;
+    if (o->steps > 0 && (st = check_int(o->steps, mx, "steps", err)) != RR_OK)
+        return st;
+    if (o->restarts > 0 && (st = check_int(o->restarts, mx, "restarts", err)) != RR_OK)
+        return st;
+    if (o->max_iter > 0 && (st = check_int(o->max_iter, mx, "max_iter", err)) != RR_OK)
+        return st;
+    if (o->binary_search_steps > 0 &&
+        (st = check_int(o->binary_search_steps, mx, "binary_search_steps", err)) != RR_OK)
+        return st;
+    if (o->targeted && o->name == RR_ATTACK_DEEPFOOL)
+        return rr_error_set(err, RR_EINVAL, "targeted", "deepfool is untargeted");
+    if (o->targeted && !o->target_labels)
+        return rr_error_set(err, RR_EINVAL, "target_labels", "targeted requires target_labels");
+    if (o->start && o->restarts > 1)
+        return rr_error_set(err, RR_EINVAL, "start", "a start point needs restarts = 1");
+    return RR_OK;
+}
+#undef DEF
+#undef DEFI
+
+float *rr__atk_alloc(rr__atk *a, size_t n)
+{
+    float *p = rr_aligned_alloc((n ? n : 1) * sizeof(float));
+    if (!p)
+        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu floats)", n);
+    return p;
+}
+
+rr_status rr__atk_forward(rr__atk *a, const float *x, size_t n, float *logits)
+{
+    a->out->forward_calls++;
+    return rr_forward(a->m, a->ws, x, n, logits, NULL, NULL, a->err);
+}
+
+rr_status rr__atk_ce_grad(rr__atk *a, const float *x, const int64_t *cls, size_t n, float *g,
+                          float *logits)
+{
+    a->out->gradient_calls++;
+    a->out->forward_calls++;
+    return rr_cross_entropy_input_gradient(a->m, a->ws, x, cls, n, g, logits, a->err);
+}
+
+rr_status rr__atk_vjp(rr__atk *a, const float *x, size_t n, const float *seed, float *g_x)
+{
+    a->out->gradient_calls++;
+    a->out->forward_calls++;
+    return rr_vjp(a->m, a->ws, x, n, seed, g_x, NULL, a->err);
+}
+
+rr_status rr__atk_jacobian(rr__atk *a, const float *x, size_t n, float *J, float *logits)
+{
+    a->out->gradient_calls++;
+    a->out->forward_calls++;
+    return rr_jacobian(a->m, a->ws, x, n, RR_JACOBIAN_LOGITS, J, logits, a->err);
+}
+
+void rr__atk_clip(const rr__atk *a, float *v, size_t n)
+{
+    if (!a->has_range)
+        return;
+    const float lo = a->lo, hi = a->hi;
+    for (size_t i = 0; i < n; i++)
+        v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
+}
+
+int64_t rr__atk_argmax(const float *z, int K)
+{
+    int best = 0;
+    for (int k = 1; k < K; k++)
+        if (z[k] > z[best])
+            best = k;
+    return best;
+}
+
+rr_status rr__atk_poll(rr__atk *a, double units_done)
+{
+    a->progress_done += units_done;
+    if (a->p.progress && a->progress_total > 0) {
+        double f = a->progress_done / a->progress_total;
+        a->p.progress(a->p.progress_ctx, f > 1 ? 1 : f);
+    }
+    if (a->p.abort && a->p.abort(a->p.abort_ctx))
+        return rr_error_set(a->err, RR_ECANCELLED, NULL, "the attack was cancelled");
+    return RR_OK;
+}
+
+rr_status rr__atk_finalize(rr__atk *a)
+{
+    const size_t B = a->B, D = a->D, K = (size_t)a->K;
+    rr_attack_result *r = a->out;
+    if (!rr_all_finite(r->adversarial, B * D))
+        return rr_error_set(a->err, RR_EINTERNAL, NULL, "the attack produced non-finite inputs");
+    float *z = rr__atk_alloc(a, B * K);
+    if (!z)
+        return RR_ENOMEM;
+    rr_status st = rr__atk_forward(a, r->adversarial, B, z);
+    if (st == RR_OK) {
+#pragma omp parallel for schedule(static)
+        for (size_t b = 0; b < B; b++) {
+            const float *xa = r->adversarial + b * D, *x = a->x0 + b * D;
+            double s2 = 0.0, mx = 0.0;
+            for (size_t i = 0; i < D; i++) {
+                const double d = (double)xa[i] - (double)x[i];
+                s2 += d * d;
+                mx = fabs(d) > mx ? fabs(d) : mx;
+            }
+            r->l2[b] = (float)sqrt(s2);
+            r->linf[b] = (float)mx;
+            r->predictions[b] = rr__atk_argmax(z + b * K, (int)K);
+            r->success[b] = rr__atk_hit(a, b, r->predictions[b]);
+        }
+    }
+    rr_aligned_free(z);
+    return st;
+}
+
+rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
+                    size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err)
+{
+    rr__atk a = {.m = m, .ws = ws, .B = B, .x0 = x, .labels = labels, .out = out, .err = err};
+    a.D = rr_model_input_size(m);
+    a.K = rr_model_num_classes(m);
+    rr_status st = rr_attack_resolve(p, a.K, &a.p, err);
+    if (st != RR_OK)
+        return st;
+    out->gradient_calls = out->forward_calls = 0;
+    if (B == 0)
+        return RR_OK;
+    if (!rr_all_finite(x, B * a.D))
+        return rr_error_set(err, RR_ENONFINITE, "inputs", "inputs contain NaN or Inf");
+    for (size_t b = 0; b < B; b++) {
+        if (labels[b] < 0 || labels[b] >= a.K)
+            return rr_error_set(err, RR_EINVAL, "labels",
+                                "labels[%zu] = %lld is out of range [0, %d)", b,
+                                (long long)labels[b], a.K);
+        if (a.p.targeted && (a.p.target_labels[b] < 0 || a.p.target_labels[b] >= a.K))
+            return rr_error_set(err, RR_EINVAL, "target_labels",
+                                "target_labels[%zu] = %lld is out of range [0, %d)", b,
+                                (long long)a.p.target_labels[b], a.K);
+    }
+    if (a.p.start && !rr_all_finite(a.p.start, B * a.D))
+        return rr_error_set(err, RR_ENONFINITE, "start", "start contains NaN or Inf");
+    a.targets = a.p.targeted ? a.p.target_labels : NULL;
+    a.has_range = rr_model_input_range(m, &a.lo, &a.hi);
+    switch (a.p.name) {
+        case RR_ATTACK_FGSM:
+            st = rr__attack_fgsm(&a);
+            break;
+        case RR_ATTACK_PGD:
+        case RR_ATTACK_BIM:
+            st = rr__attack_pgd(&a);
+            break;
+        case RR_ATTACK_DEEPFOOL:
+            st = rr__attack_deepfool(&a);
+            break;
+        case RR_ATTACK_CW_L2:
+            st = rr__attack_cw(&a, false);
+            break;
+        case RR_ATTACK_EAD:
+            st = rr__attack_cw(&a, true);
+            break;
+        case RR_ATTACK_JSMA:
+            st = rr__attack_jsma(&a);
+            break;
+        case RR_ATTACK_ZOO:
+            st = rr__attack_zoo(&a);
+            break;
+    }
+    if (st != RR_OK)
+        return st;
+    return rr__atk_finalize(&a);
+}
+
+rr_status rr__atk_grad_seeded(rr__atk *a, const float *x, size_t n, rr__atk_seed_fn fn, void *ctx,
+                              float *g_x, float *logits)
+{
+    rr_status st = rr__check_call(a->m, a->ws, x, n, a->err);
+    if (st != RR_OK)
+        return st;
+    a->out->gradient_calls++;
+    a->out->forward_calls++;
+    rr_workspace *ws = a->ws;
+    const size_t D = a->D, K = (size_t)a->K;
+    for (size_t b0 = 0; b0 < n; b0 += ws->nb) {
+        const size_t nb = n - b0 < ws->nb ? n - b0 : ws->nb;
+        const float *z = rr__forward_chunk(a->m, ws, x + b0 * D, nb);
+        if (logits)
+            memcpy(logits + b0 * K, z, nb * K * sizeof(float));
+        fn(ctx, b0, nb, z, ws->seed);
+        rr__backward_chunk(a->m, ws, nb, 1, ws->seed, g_x + b0 * D, NULL, NULL);
+    }
+    return RR_OK;
+}

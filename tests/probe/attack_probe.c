@@ -1,0 +1,230 @@
+// attack_probe: runs one attack or certificate of librelureg for the Python reference tests
+// (tests/reference/test_attacks.py), which compare it with torch.
+//
+//   attack_probe MODEL IN OUT
+//
+// IN (safetensors): inputs F32 [B, ...], labels I64 [B], optional target_labels I64 [B] and
+// start F32 [B, ...], and __metadata__["options"], a JSON object: {"op": "attack" | "certify",
+// "attack": name, "norm": "linf" | "l2", "trace": steps, "threads": n, and the numeric options
+// of attack.h by name}. "use_labels": false certifies the predicted class.
+// OUT (safetensors): attack: adversarial, success U8, l2, linf, predictions I64, iterations I64,
+// counts I64 [2] (gradient_calls, forward_calls) and trace [steps, B, D] when asked;
+// certify: predictions, decision_distance F64, region_distance F64, certified_radius F64,
+// exact U8, adversarial, decision_class I64, region_layer I64, region_unit I64, region_other I64.
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relureg.h"
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void die(const char *what, const rr_error *err)
+{
+    fprintf(stderr, "attack_probe: %s: %s (%s)\n", what, err ? err->msg : "",
+            err ? err->field : "");
+    exit(1);
+}
+
+static const struct {
+    const char *name;
+    rr_attack_name id;
+} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
+             {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
+             {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO}};
+
+static double num(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return v ? json_number_value(v) : RR_ATTACK_DEFAULT;
+}
+
+static int inum(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return v ? (int)json_integer_value(v) : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: attack_probe MODEL IN OUT\n");
+        return 2;
+    }
+    rr_error err = {0};
+    rr_model *m = NULL;
+    if (rr_model_load_file(argv[1], &m, &err))
+        die("model", &err);
+    size_t len;
+    uint8_t *buf = slurp(argv[2], &len);
+    rr_safetensors *st = NULL;
+    if (!buf || rr_safetensors_parse(buf, len, 1 << 20, &st, &err))
+        die("input", &err);
+    json_error_t je;
+    const char *ot = rr_safetensors_metadata(st, "options");
+    json_t *o = ot ? json_loads(ot, 0, &je) : json_object();
+    if (!o)
+        die("options JSON", NULL);
+    const rr_st_tensor *ti = rr_safetensors_find(st, "inputs"),
+                       *tl = rr_safetensors_find(st, "labels");
+    if (!ti || !tl)
+        die("inputs and labels are required", NULL);
+    const size_t D = rr_model_input_size(m), B = ti->numel / D;
+    const int K = rr_model_num_classes(m);
+    float *x = malloc(B * D * sizeof(float));
+    int64_t *y = malloc(B * sizeof(int64_t)), *tgt = NULL;
+    float *start = NULL;
+    if (rr_st_tensor_to_f32(ti, x, &err) || rr_st_tensor_to_i64(tl, y, &err))
+        die("tensors", &err);
+    const rr_st_tensor *tt = rr_safetensors_find(st, "target_labels");
+    if (tt) {
+        tgt = malloc(B * sizeof(int64_t));
+        if (rr_st_tensor_to_i64(tt, tgt, &err))
+            die("target_labels", &err);
+    }
+    const rr_st_tensor *ts = rr_safetensors_find(st, "start");
+    if (ts) {
+        start = malloc(B * D * sizeof(float));
+        if (rr_st_tensor_to_f32(ts, start, &err))
+            die("start", &err);
+    }
+    if (inum(o, "threads") > 0)
+        rr_set_num_threads(inum(o, "threads"));
+    const char *op = json_string_value(json_object_get(o, "op"));
+    const char *norm = json_string_value(json_object_get(o, "norm"));
+    const bool certify = op && !strcmp(op, "certify");
+    rr_workspace_params wp = {.max_batch = B,
+                              .rows_per_sample = certify ? (D < 128 ? D : 128) : (size_t)K};
+    rr_workspace *ws = NULL;
+    if (rr_workspace_new(m, &wp, &ws, &err))
+        die("workspace", &err);
+    rr_st_writer *w = rr_st_writer_new();
+    int64_t shB[1] = {(int64_t)B}, shBD[2] = {(int64_t)B, (int64_t)D};
+    float *adv = malloc(B * D * sizeof(float));
+    int64_t *pred = malloc(B * sizeof(int64_t));
+    uint8_t *flag = malloc(B);
+    if (certify) {
+        double *dD = malloc(B * 8), *dB = malloc(B * 8), *rad = malloc(B * 8);
+        bool *ex = malloc(B);
+        int *jc = malloc(B * sizeof(int)), *rl = malloc(B * sizeof(int));
+        int64_t *ru = malloc(B * 8), *ro = malloc(B * 8), *jc64 = malloc(B * 8),
+                *rl64 = malloc(B * 8);
+        rr_certify_params cp = {.norm = norm && !strcmp(norm, "linf") ? RR_NORM_LINF : RR_NORM_L2};
+        json_t *ul = json_object_get(o, "use_labels");
+        cp.labels = (ul && json_is_false(ul)) ? NULL : y;
+        rr_certify_result cr = {pred, dD, dB, rad, ex, adv, jc, rl, ru, ro};
+        if (rr_certify(m, ws, x, B, &cp, &cr, &err))
+            die("certify", &err);
+        for (size_t b = 0; b < B; b++) {
+            flag[b] = ex[b];
+            jc64[b] = jc[b];
+            rl64[b] = rl[b];
+        }
+        rr_st_writer_add(w, "predictions", RR_DTYPE_I64, shB, 1, pred, &err);
+        rr_st_writer_add(w, "decision_distance", RR_DTYPE_F64, shB, 1, dD, &err);
+        rr_st_writer_add(w, "region_distance", RR_DTYPE_F64, shB, 1, dB, &err);
+        rr_st_writer_add(w, "certified_radius", RR_DTYPE_F64, shB, 1, rad, &err);
+        rr_st_writer_add(w, "exact", RR_DTYPE_U8, shB, 1, flag, &err);
+        rr_st_writer_add(w, "adversarial", RR_DTYPE_F32, shBD, 2, adv, &err);
+        rr_st_writer_add(w, "decision_class", RR_DTYPE_I64, shB, 1, jc64, &err);
+        rr_st_writer_add(w, "region_layer", RR_DTYPE_I64, shB, 1, rl64, &err);
+        rr_st_writer_add(w, "region_unit", RR_DTYPE_I64, shB, 1, ru, &err);
+        rr_st_writer_add(w, "region_other", RR_DTYPE_I64, shB, 1, ro, &err);
+        uint8_t *ob;
+        size_t ol;
+        if (err.code || rr_st_writer_finish(w, &ob, &ol, &err))
+            die("output", &err);
+        FILE *f = fopen(argv[3], "wb");
+        if (!f || fwrite(ob, 1, ol, f) != ol)
+            die("write", NULL);
+        fclose(f);
+        return 0;
+    }
+    const char *an = json_string_value(json_object_get(o, "attack"));
+    rr_attack_params p;
+    size_t ni = 0;
+    for (; an && ni < sizeof NAMES / sizeof NAMES[0]; ni++)
+        if (!strcmp(NAMES[ni].name, an))
+            break;
+    if (!an || ni == sizeof NAMES / sizeof NAMES[0])
+        die("unknown attack", NULL);
+    rr_attack_params_init(&p, NAMES[ni].id);
+    p.norm = norm && !strcmp(norm, "l2") ? RR_NORM_L2 : RR_NORM_LINF;
+    p.epsilon = num(o, "epsilon");
+    p.step_size = num(o, "step_size");
+    p.steps = inum(o, "steps");
+    p.restarts = inum(o, "restarts");
+    json_t *rs = json_object_get(o, "random_start");
+    p.random_start = rs ? json_is_true(rs) : -1;
+    p.seed = (uint64_t)inum(o, "seed");
+    p.overshoot = num(o, "overshoot");
+    p.max_iter = inum(o, "max_iter");
+    p.candidates = inum(o, "candidates");
+    p.binary_search_steps = inum(o, "binary_search_steps");
+    p.learning_rate = num(o, "learning_rate");
+    p.c = num(o, "c");
+    p.confidence = num(o, "confidence");
+    p.theta = num(o, "theta");
+    p.gamma = num(o, "gamma");
+    p.beta = num(o, "beta");
+    p.h = num(o, "h");
+    p.targeted = tgt != NULL;
+    p.target_labels = tgt;
+    p.start = start;
+    const int tsteps = inum(o, "trace");
+    float *trace = NULL;
+    if (tsteps > 0) {
+        trace = calloc((size_t)tsteps * B * D, sizeof(float));
+        p.trace = trace;
+    }
+    bool *succ = malloc(B);
+    float *l2 = malloc(B * 4), *linf = malloc(B * 4);
+    int *iters = malloc(B * sizeof(int));
+    int64_t *it64 = malloc(B * 8);
+    rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0};
+    if (rr_attack(m, ws, x, y, B, &p, &r, &err))
+        die("attack", &err);
+    for (size_t b = 0; b < B; b++) {
+        flag[b] = succ[b];
+        it64[b] = iters[b];
+    }
+    int64_t counts[2] = {r.gradient_calls, r.forward_calls}, sh2[1] = {2};
+    rr_st_writer_add(w, "adversarial", RR_DTYPE_F32, shBD, 2, adv, &err);
+    rr_st_writer_add(w, "success", RR_DTYPE_U8, shB, 1, flag, &err);
+    rr_st_writer_add(w, "l2", RR_DTYPE_F32, shB, 1, l2, &err);
+    rr_st_writer_add(w, "linf", RR_DTYPE_F32, shB, 1, linf, &err);
+    rr_st_writer_add(w, "predictions", RR_DTYPE_I64, shB, 1, pred, &err);
+    rr_st_writer_add(w, "iterations", RR_DTYPE_I64, shB, 1, it64, &err);
+    rr_st_writer_add(w, "counts", RR_DTYPE_I64, sh2, 1, counts, &err);
+    if (trace) {
+        int64_t sh3[3] = {tsteps, (int64_t)B, (int64_t)D};
+        rr_st_writer_add(w, "trace", RR_DTYPE_F32, sh3, 3, trace, &err);
+    }
+    uint8_t *ob;
+    size_t ol;
+    if (err.code || rr_st_writer_finish(w, &ob, &ol, &err))
+        die("output", &err);
+    FILE *f = fopen(argv[3], "wb");
+    if (!f || fwrite(ob, 1, ol, f) != ol)
+        die("write", NULL);
+    fclose(f);
+    return 0;
+}
