@@ -25,5 +25,6 @@
 #include "reg/reg.h"
 #include "attack/attack.h"
 #include "attack/certify.h"
+#include "attack/report.h"
 
 #endif

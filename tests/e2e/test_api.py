@@ -272,6 +272,127 @@ class Values(Base):
         for b in range(2):
             self.assertLessEqual(doc["input_gradient_norm2"][b], doc["input_gradient_bound"][b] * (1 + 1e-6))
 
+    def test_attacks_answer_true_outcomes_json_and_binary(self):
+        x = self.inputs(4, seed=7)
+        m = self.models["mlp"]
+        y = m(x.double()).argmax(1).tolist()
+        for req in ({"attack": "pgd", "epsilon": 0.3, "steps": 10, "seed": 3},
+                    {"attack": "fgsm", "norm": "l2", "epsilon": 1.0},
+                    {"attack": "deepfool", "norm": "linf"},
+                    {"attack": "cw_l2", "binary_search_steps": 3, "max_iter": 50},
+                    {"attack": "jsma"}, {"attack": "ead", "max_iter": 30, "binary_search_steps": 2},
+                    {"attack": "zoo", "max_iter": 5}):
+            doc = self.jcall("POST", "/v1/models/mlp/attacks", dict(req, inputs=x.tolist(), labels=y))
+            adv = tensor32(doc["adversarial"]).double()
+            self.assertEqual(list(adv.shape), [4, 12])
+            self.assertLessEqual(float(adv.max()), 1.0, "clipped to input_range")
+            self.assertGreaterEqual(float(adv.min()), -1.0)
+            pred = m(adv).argmax(1)
+            self.assertEqual(doc["predictions"], pred.tolist())
+            self.assertEqual(doc["success"], [p != t for p, t in zip(pred.tolist(), y)])
+            d = adv - x.double()
+            torch.testing.assert_close(torch.tensor(doc["perturbation_norms"]["l2"], dtype=torch.float64),
+                                       d.norm(dim=1), rtol=1e-5, atol=1e-6)
+            self.assertEqual(doc["attack"], req["attack"])
+            self.assertEqual(doc["seed"], req.get("seed", 0))
+            if req["attack"] == "zoo":
+                self.assertEqual(doc["gradient_calls"], 0)
+        # Defaults echoed; the same seed gives the same bits, in JSON and in binary.
+        req = {"attack": "pgd", "inputs": x.tolist(), "labels": y, "seed": 9, "epsilon": 0.2}
+        a = self.jcall("POST", "/v1/models/mlp/attacks", req)
+        self.assertEqual((a["steps"], a["step_size"], a["random_start"], a["restarts"]), (40, 0.01, True, 1))
+        b = self.jcall("POST", "/v1/models/mlp/attacks", req)
+        self.assertEqual(a["adversarial"], b["adversarial"])
+        st, h, body = self.d.request("POST", "/v1/models/mlp/attacks", req, {"Accept": BIN})
+        self.assertEqual(st, 200)
+        t, meta = harness.safetensors.load(body)
+        self.assertTrue(torch.equal(t["/adversarial"], tensor32(a["adversarial"])))
+        # Targeted.
+        tgt = [(v + 1) % 4 for v in y]
+        doc = self.jcall("POST", "/v1/models/mlp/attacks",
+                         {"attack": "pgd", "inputs": x.tolist(), "labels": y, "targeted": True,
+                          "target_labels": tgt, "epsilon": 1.0, "step_size": 0.1})
+        self.assertEqual(doc["success"], [p == t for p, t in zip(doc["predictions"], tgt)])
+
+    def test_attack_option_errors_are_422(self):
+        x = self.inputs(2).tolist()
+        for bad, field in (({"attack": "nope"}, "attack"), ({"attack": "pgd", "epsilon": -1}, "epsilon"),
+                           ({"attack": "pgd", "steps": 0}, "steps"), ({"attack": "pgd", "steps": 10001}, "steps"),
+                           ({"attack": "jsma", "gamma": 0}, "gamma"), ({"attack": "jsma", "theta": 2}, "theta"),
+                           ({"attack": "cw_l2", "c": 0}, "c"), ({"attack": "zoo", "h": 0}, "h"),
+                           ({"attack": "pgd", "targeted": True}, "target_labels"),
+                           ({"attack": "pgd", "targeted": True, "target_labels": [0, 9]}, "target_labels"),
+                           ({"attack": "deepfool", "targeted": True, "target_labels": [0, 1]}, "targeted"),
+                           ({"attack": "pgd", "norm": "l1"}, "norm"), ({"attack": "pgd", "bogus": 1}, "bogus")):
+            st, h, b = self.call("POST", "/v1/models/mlp/attacks", dict(bad, inputs=x, labels=[0, 1]), status=422)
+            self.assertEqual(json.loads(b)["field"], field, b)
+
+    def test_certify_matches_its_definition(self):
+        x = self.inputs(3, (1, 8, 8), seed=8)
+        m = self.models["cnn"]
+        doc = self.jcall("POST", "/v1/models/cnn/certify", {"inputs": x.tolist()})
+        self.assertEqual(doc["norm"], "l2")
+        z = m(x.double())
+        self.assertEqual(doc["predictions"], z.argmax(1).tolist())
+        for b in range(3):
+            r = doc["certified_radius"][b]
+            dd, db = doc["decision_distance"][b], doc["region_distance"][b]
+            self.assertAlmostEqual(r, min(v for v in (dd, db) if v is not None), places=9)
+            # d_D from torch float64: min_j (z_c - z_j) / ||grad z_c - grad z_j||_2
+            J = torch.autograd.functional.jacobian(m, x[b:b + 1].double())[0, :, 0].reshape(5, -1)
+            c = int(z[b].argmax())
+            want = min(float((z[b, c] - z[b, j]) / (J[c] - J[j]).norm()) for j in range(5) if j != c)
+            self.assertLess(abs(dd - want), 1e-4 * want)
+            adv = tensor32(doc["adversarial"])[b:b + 1].double()
+            if doc["exact"][b]:
+                self.assertNotEqual(int(m(adv).argmax()), c)
+            else:
+                self.assertTrue(torch.equal(adv.float(), x[b:b + 1]))
+        wrong = [(p + 1) % 5 for p in doc["predictions"]]
+        doc2 = self.jcall("POST", "/v1/models/cnn/certify", {"inputs": x.tolist(), "labels": wrong, "norm": "linf"})
+        self.assertEqual(doc2["certified_radius"], [0, 0, 0])
+        self.call("POST", "/v1/models/cnn/certify", {"inputs": x.tolist(), "norm": "l3"}, status=422)
+
+    def test_robustness_report(self):
+        x = self.inputs(8, seed=9)
+        m = self.models["mlp"]
+        y = m(x.double()).argmax(1).tolist()
+        y[0] = (y[0] + 1) % 4  # one misclassified sample
+        eps = [0.0, 0.05, 0.2, 1.0]
+        doc = self.jcall("POST", "/v1/models/mlp/robustness",
+                         {"inputs": x.tolist(), "labels": y, "epsilons": eps,
+                          "attack": {"attack": "pgd", "steps": 10, "step_size": 0.05, "seed": 2}})
+        self.assertEqual(doc["clean_accuracy"], 7 / 8)
+        self.assertEqual(doc["robust_accuracy"][0], 7 / 8)
+        self.assertEqual(doc["per_sample_min_epsilon"][0], 0)
+        self.assertEqual(doc["attack"]["seed"], 2)
+        ra = doc["robust_accuracy"]
+        self.assertTrue(all(ra[i] >= ra[i + 1] for i in range(3)) or doc["flags"]["non_monotone"])
+        self.assertEqual(doc["flags"]["certified_broken"], 0)
+        # Each sample's smallest breaking epsilon agrees with robust_accuracy.
+        for i, e in enumerate(eps):
+            robust = sum(1 for v in doc["per_sample_min_epsilon"] if v is None or v > e)
+            self.assertAlmostEqual(robust / 8, ra[i])
+        cert = self.jcall("POST", "/v1/models/mlp/certify", {"inputs": x.tolist(), "labels": y, "norm": "linf"})
+        self.assertAlmostEqual(doc["mean_certified_radius"], sum(cert["certified_radius"]) / 8, places=6)
+        # Minimum-norm attack, l2, async with progress.
+        acc = self.jcall("POST", "/v1/models/mlp/robustness",
+                         {"inputs": x.tolist(), "labels": y, "epsilons": [0.1, 0.5], "norm": "l2",
+                          "attack": {"attack": "deepfool"}, "async": True}, status=202)
+        for _ in range(500):
+            job = self.jcall("GET", f"/v1/jobs/{acc['job']}")
+            if job["status"] in ("done", "failed"):
+                break
+            time.sleep(0.02)
+        self.assertEqual(job["status"], "done")
+        self.assertEqual(job["progress"], 1.0)
+        self.assertEqual(job["result"]["attack"]["norm"], "l2")
+        self.call("POST", "/v1/models/mlp/robustness",
+                  {"inputs": x.tolist(), "labels": y, "epsilons": [0.1], "norm": "l2",
+                   "attack": {"attack": "pgd", "norm": "linf"}}, status=422)
+        self.call("POST", "/v1/models/mlp/robustness",
+                  {"inputs": x.tolist(), "labels": y, "epsilons": []}, status=422)
+
     def test_version_pin(self):
         x = self.inputs(1)
         self.jcall("POST", "/v1/models/mlp/predict", {"inputs": x.tolist(), "version": 1})

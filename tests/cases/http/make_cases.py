@@ -52,6 +52,8 @@ def cases():
     missing_file = safetensors.save(tensors, meta)
     ok_req = {"inputs": [X], "labels": [1], "regularizers": [{"name": "input_gradient"}]}
 
+    A = "/v1/models/mlp/attacks"
+
     def reg(**kw):
         d = dict(ok_req)
         d.update(kw)
@@ -132,6 +134,24 @@ def cases():
         "binary_integer_inputs": dict(method="POST", path=P, body_b64=b64(st({"/inputs": torch.zeros(1, 12, dtype=torch.int32)}, {})), headers={"Content-Type": "application/vnd.safetensors"}, status=422, type="unsupported-dtype"),
         "binary_float_labels": dict(method="POST", path=R, body_b64=b64(st({"/inputs": [X], "/labels": torch.tensor([1.0])}, {"regularizers": [{"name": "jacobian"}]})), headers={"Content-Type": "application/vnd.safetensors"}, status=422, type="unsupported-dtype"),
         "binary_corrupt": dict(method="POST", path=P, body_b64=b64(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      "), headers={"Content-Type": "application/vnd.safetensors"}, status=400, type="malformed-body"),
+        # attacks, certify, robustness
+        "attack_unknown": dict(method="POST", path=A, json={"attack": "apgd_x", "inputs": [X], "labels": [1]}, status=422, type="invalid-request"),
+        "attack_missing_labels": dict(method="POST", path=A, json={"attack": "pgd", "inputs": [X]}, status=422, type="invalid-request"),
+        "attack_nan_inputs": dict(method="POST", path=A, body='{"attack": "fgsm", "inputs": [[NaN, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]], "labels": [1]}', status=400, type="malformed-body"),
+        "attack_huge_value": dict(method="POST", path=A, json={"attack": "fgsm", "inputs": [[1e39] + X[1:]], "labels": [1]}, status=422, type="non-finite"),
+        "attack_wrong_shape": dict(method="POST", path=A, json={"attack": "pgd", "inputs": [X[:11]], "labels": [1]}, status=422, type="shape-mismatch"),
+        "attack_steps_float": dict(method="POST", path=A, json={"attack": "pgd", "steps": 2.5, "inputs": [X], "labels": [1]}, status=422, type="invalid-request"),
+        "attack_overshoot_negative": dict(method="POST", path=A, json={"attack": "deepfool", "overshoot": -0.1, "inputs": [X], "labels": [1]}, status=422, type="invalid-request"),
+        "attack_bim_random_start": dict(method="POST", path=A, json={"attack": "bim", "random_start": True, "inputs": [X], "labels": [1]}, status=422, type="invalid-request"),
+        "attack_label_out_of_range": dict(method="POST", path=A, json={"attack": "pgd", "inputs": [X], "labels": [4]}, status=422, type="invalid-request"),
+        "attack_unknown_model": dict(method="POST", path="/v1/models/nope/attacks", json={"attack": "pgd", "inputs": [X], "labels": [1]}, status=404, type="not-found"),
+        "certify_bad_norm": dict(method="POST", path="/v1/models/mlp/certify", json={"inputs": [X], "norm": "l1"}, status=422, type="invalid-request"),
+        "certify_bad_labels": dict(method="POST", path="/v1/models/mlp/certify", json={"inputs": [X], "labels": [1, 2]}, status=422, type="shape-mismatch"),
+        "robustness_no_epsilons": dict(method="POST", path="/v1/models/mlp/robustness", json={"inputs": [X], "labels": [1]}, status=422, type="invalid-request"),
+        "robustness_negative_epsilon": dict(method="POST", path="/v1/models/mlp/robustness", json={"inputs": [X], "labels": [1], "epsilons": [0.1, -0.1]}, status=422, type="invalid-request"),
+        "robustness_65_epsilons": dict(method="POST", path="/v1/models/mlp/robustness", json={"inputs": [X], "labels": [1], "epsilons": [0.1] * 65}, status=422, type="invalid-request"),
+        "robustness_attack_epsilon": dict(method="POST", path="/v1/models/mlp/robustness", json={"inputs": [X], "labels": [1], "epsilons": [0.1], "attack": {"attack": "pgd", "epsilon": 0.3}}, status=422, type="invalid-request"),
+        "robustness_attack_norm_differs": dict(method="POST", path="/v1/models/mlp/robustness", json={"inputs": [X], "labels": [1], "epsilons": [0.1], "attack": {"attack": "pgd", "norm": "l2"}}, status=422, type="invalid-request"),
         # KServe v2
         "v2_wrong_input_name": dict(method="POST", path="/v2/models/mlp/infer", json={"inputs": [{"name": "x", "shape": [1, 12], "datatype": "FP32", "data": X}]}, status=422, type="invalid-request"),
         "v2_binary_size_mismatch": dict(method="POST", path="/v2/models/mlp/infer", body_b64=b64(json.dumps({"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "parameters": {"binary_data_size": 48}}]}).encode() + b"\x00" * 40), headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(json.dumps({"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "parameters": {"binary_data_size": 48}}]})))}, status=400, type="malformed-body"),
