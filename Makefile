@@ -198,10 +198,15 @@ $(O)/bench-reg: $(O)/bench/bench_reg.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/bench-attacks: $(O)/bench/bench_attacks.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 bench: deps
-	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg
+	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg $(O)/bench-attacks
 	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
 	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
+	$(Q)$(PYTHON) bench/bench_attacks.py --bin $(O)/bench-attacks
 
 # ---- tools ----
 FUZZ_SECONDS ?= 60
