@@ -107,6 +107,7 @@ static void run_sync(void *arg, rrd_worker *w)
                         "--timeout-s (%g s) and was cancelled",
                         r->srv->cfg.timeout_s);
     r->responded = true;
+    rrd_worker_release(w);
     MHD_resume_connection(r->conn); // a barrier: the answer is visible to the I/O thread
 }
 

@@ -16,6 +16,7 @@ struct rrd_worker {
     rr_model *model; // retained: the model the cached workspace was planned for
     rr_workspace *ws;
     size_t ws_batch, ws_rows;
+    bool released; // the running task called rrd_worker_release
 };
 
 struct rrd_pool {
@@ -23,6 +24,7 @@ struct rrd_pool {
     pthread_cond_t cv;
     item *ring;
     size_t cap, head, count, busy;
+    size_t ring_size; // cap + workers: see rrd_pool_submit
     bool stop;
     int nworkers;
     rrd_worker *workers;
@@ -42,13 +44,15 @@ static void *worker_main(void *arg)
             break;
         }
         item it = p->ring[p->head];
-        p->head = (p->head + 1) % p->cap;
+        p->head = (p->head + 1) % p->ring_size;
         p->count--;
         p->busy++;
+        w->released = false;
         pthread_mutex_unlock(&p->mu);
         it.fn(it.arg, w);
         pthread_mutex_lock(&p->mu);
-        p->busy--;
+        if (!w->released)
+            p->busy--;
         pthread_mutex_unlock(&p->mu);
     }
     rr_workspace_free(w->ws);
@@ -64,7 +68,8 @@ rrd_pool *rrd_pool_new(int workers, int threads_total, size_t queue_cap)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->cap = queue_cap ? queue_cap : 1;
-    p->ring = calloc(p->cap, sizeof *p->ring);
+    p->ring_size = p->cap + (size_t)workers;
+    p->ring = calloc(p->ring_size, sizeof *p->ring);
     p->workers = calloc((size_t)workers, sizeof *p->workers);
     if (!p->ring || !p->workers) {
         free(p->ring);
@@ -103,16 +108,30 @@ void rrd_pool_free(rrd_pool *p)
 bool rrd_pool_submit(rrd_pool *p, rrd_work_fn fn, void *arg)
 {
     pthread_mutex_lock(&p->mu);
-    // At most `cap` waiting beyond the ones running.
-    if (p->count >= p->cap || p->stop) {
+    // At most nworkers running plus `cap` waiting. Running counts only until the task
+    // releases its worker (before it answers), so a client that sends its next request as
+    // soon as it reads the answer never finds the queue full because the worker has not yet
+    // looped back; the ring holds cap + nworkers, the most that can then be queued.
+    if (p->count + p->busy >= p->cap + (size_t)p->nworkers || p->stop) {
         pthread_mutex_unlock(&p->mu);
         return false;
     }
-    p->ring[(p->head + p->count) % p->cap] = (item){fn, arg};
+    p->ring[(p->head + p->count) % p->ring_size] = (item){fn, arg};
     p->count++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     return true;
+}
+
+void rrd_worker_release(rrd_worker *w)
+{
+    rrd_pool *p = w->pool;
+    pthread_mutex_lock(&p->mu);
+    if (!w->released) {
+        w->released = true;
+        p->busy--;
+    }
+    pthread_mutex_unlock(&p->mu);
 }
 
 size_t rrd_pool_depth(rrd_pool *p)

@@ -24,6 +24,10 @@ bool rrd_pool_submit(rrd_pool *p, rrd_work_fn fn, void *arg);
 size_t rrd_pool_depth(rrd_pool *p); // queued, not yet running
 size_t rrd_pool_busy(rrd_pool *p);  // running
 
+// Called by a task when its computation is over and before it answers: the worker no longer
+// counts as busy for admission (rrd_pool_submit), though it finishes the task's epilogue.
+void rrd_worker_release(rrd_worker *w);
+
 // A workspace for m with room for `batch` samples and `rows` rows per sample, reused from the
 // worker's last call when it fits. Owned by the worker (valid until its next call).
 rr_workspace *rrd_worker_workspace(rrd_worker *w, rr_model *m, size_t batch, size_t rows,

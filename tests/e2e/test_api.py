@@ -563,13 +563,15 @@ class QueueFull(unittest.TestCase):
     def test_queue_full_is_503_with_retry_after(self):
         d = harness.Daemon(extra=("--workers", "1", "--threads", "1"))
         try:
+            # Each request keeps its worker busy for well over the time the 8 take to arrive
+            # (PGD, 1000 steps x 8 restarts, one sample each step never succeeding early).
             x = (torch.rand(64, 1, 8, 8)).tolist()
-            req = {"inputs": x, "labels": [0] * 64, "gradients": ["parameters"],
-                   "regularizers": [{"name": "cross_lipschitz"}] * 8}
+            req = {"inputs": x, "labels": [0] * 64, "attack": "pgd", "epsilon": 1e-3,
+                   "steps": 1000, "restarts": 8}
             results = []
 
             def call():
-                results.append(d.request("POST", "/v1/models/cnn/regularizers", req))
+                results.append(d.request("POST", "/v1/models/cnn/attacks", req))
 
             threads = [threading.Thread(target=call) for _ in range(8)]
             for t in threads:
