@@ -59,13 +59,13 @@ SERVER_OBJS := $(SERVER_SRCS:%.c=$(O)/%.o)
 # Release binaries live in build/, other variants' in build/<variant>/.
 BIN_DIR := $(if $(filter release,$(VARIANT)),$(B),$(O))
 DAEMON := $(BIN_DIR)/reluregd
-BINS := $(LIB_A) $(BIN_DIR)/relureg-train $(DAEMON)
+BINS := $(LIB_A) $(BIN_DIR)/relureg-train $(DAEMON) $(BIN_DIR)/relureg
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference e2e run demo results asan bench fuzz format format-check clean
+.PHONY: all deps test check unit python reference e2e run demo results asan bench bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -89,6 +89,11 @@ $(LIB_A): $(LIB_OBJS)
 $(DAEMON): $(SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd -lpthread $(LDLIBS)
+
+# The command-line client (clients/c): libcurl + jansson only, no librelureg.
+$(BIN_DIR)/relureg: $(O)/clients/c/relureg.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
 
 $(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
@@ -182,9 +187,10 @@ run: demo
 	$(Q)exec $(B)/reluregd --models-dir $(DEMO_DIR) --static-dir clients/js $(RUN_ARGS)
 
 # End-to-end: reluregd on a free loopback port, driven over HTTP (tests/e2e).
-e2e: $(DAEMON)
+e2e: $(DAEMON) $(BIN_DIR)/relureg
 	@echo "== end-to-end tests ($(VARIANT))"
-	$(Q)cd tests/e2e && RELUREGD=$(abspath $(DAEMON)) $(PYTHON) -m unittest -q test_api
+	$(Q)cd tests/e2e && RELUREGD=$(abspath $(DAEMON)) RELUREG_CLI=$(abspath $(BIN_DIR)/relureg) \
+		$(PYTHON) -m unittest discover -q -s . -p 'test_*.py'
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e
@@ -207,6 +213,12 @@ bench: deps
 	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
 	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_attacks.py --bin $(O)/bench-attacks
+	$(Q)$(MAKE) --no-print-directory bench-http
+
+# The transport alone: wrk against reluregd and nginx, HTTP+JSON/binary over the library call.
+bench-http: deps
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(O)/bench-reg
+	$(Q)$(PYTHON) bench/bench_http.py --daemon $(abspath $(DAEMON)) --bench-reg $(abspath $(O)/bench-reg)
 
 # ---- tools ----
 FUZZ_SECONDS ?= 60

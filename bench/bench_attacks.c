@@ -89,8 +89,8 @@ int main(int argc, char **argv)
                 st = rr_attack(m, wsa, x, y, B, &p, &res, &err);
             } else {
                 rr_certify_params p = {.norm = o == 2 ? RR_NORM_L2 : RR_NORM_LINF, .labels = y};
-                rr_certify_result res = {pred, d, d + B, d + 2 * B, exact, adv,
-                                         NULL, NULL, NULL, NULL};
+                rr_certify_result res = {pred, d,    d + B, d + 2 * B, exact,
+                                         adv,  NULL, NULL,  NULL,      NULL};
                 st = rr_certify(m, wsc, x, B, &p, &res, &err);
             }
             if (st != RR_OK) {

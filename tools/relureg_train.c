@@ -241,7 +241,6 @@ static int robustness(const char *path, size_t n, const char *data)
     rp.attack.step_size = 0.01;
     rp.attack.steps = 40;
     rr_robustness_result rr = {.robust_accuracy = ra, .per_sample_min_epsilon = mine};
-    double t0 = (double)clock();
     struct timespec a0, a1;
     clock_gettime(CLOCK_MONOTONIC, &a0);
     if (rr_workspace_new(m, &wp, &ws, &err) ||
@@ -249,7 +248,6 @@ static int robustness(const char *path, size_t n, const char *data)
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }
-    (void)t0;
     // Certified l2 radius.
     double *d = malloc(3 * n * sizeof(double));
     float *adv = malloc(n * D * sizeof(float)), *l2 = malloc(n * 4), *linf = malloc(n * 4);
@@ -299,11 +297,10 @@ static int robustness(const char *path, size_t n, const char *data)
     clock_gettime(CLOCK_MONOTONIC, &a1);
     json_t *out = json_pack(
         "{s:s, s:I, s:f, s:[f, f, f], s:[f, f, f], s:o, s:f, s:f, s:I, s:o, s:I, s:I, s:f}",
-        "model", path, "samples", (json_int_t)n, "clean_accuracy", rr.clean_accuracy,
-        "epsilons", eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2],
-        "deepfool_rho", isnan(rr.deepfool_rho) ? json_null() : json_real(rr.deepfool_rho),
-        "mean_certified_l2", rsum / (double)n, "exact_fraction", nexact / (double)n,
-        "cw_samples", (json_int_t)nc,
+        "model", path, "samples", (json_int_t)n, "clean_accuracy", rr.clean_accuracy, "epsilons",
+        eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2], "deepfool_rho",
+        isnan(rr.deepfool_rho) ? json_null() : json_real(rr.deepfool_rho), "mean_certified_l2",
+        rsum / (double)n, "exact_fraction", nexact / (double)n, "cw_samples", (json_int_t)nc,
         "cw_mean_l2", cwn ? json_real(cwsum / (double)cwn) : json_null(), "cw_broken",
         (json_int_t)cwn, "cw_correct", (json_int_t)correct, "seconds",
         (a1.tv_sec - a0.tv_sec) + (a1.tv_nsec - a0.tv_nsec) * 1e-9);
@@ -517,11 +514,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "relureg-train: %s\n", arch ? err.msg : "invalid architecture JSON");
         return 1;
     }
-    if (!quiet)
-        fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s%g\n",
+    if (!quiet) {
+        char lam[40] = "";
+        if (has_reg)
+            snprintf(lam, sizeof lam, ", lambda %g", lambda);
+        fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s\n",
                 arch_file ? arch_file : arch_name, rr_model_parameter_count(m), train.n,
-                has_reg ? reg_name : "cross-entropy only", has_reg ? ", lambda " : "",
-                has_reg ? lambda : 0.0);
+                has_reg ? reg_name : "cross-entropy only", lam);
+    }
     progress_ctx pc = {.quiet = quiet};
     rr_train_params tp = {
         .data = &train,

@@ -119,6 +119,17 @@ class Cookbook(unittest.TestCase):
         port = self.base.rsplit(":", 1)[1]
         blocks = [b.replace("localhost:8080", f"localhost:{port}") for b in blocks]
         outs = "".join(self.run_blocks(blocks, strict=False))
+        # The Python example, as written, with the client from clients/python.
+        pys = re.findall(r"```python\n(.*?)```", section, re.S)
+        self.assertTrue(pys, "the README has a Python example")
+        for code in pys:
+            code = code.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120, cwd=self.dir,
+                               env=dict(os.environ,
+                                        PYTHONPATH=os.path.join(ROOT, "clients", "python")))
+            self.assertEqual(r.returncode, 0, f"{code}\n{r.stderr}")
+            self.assertIn("dict_keys(['", r.stdout, "the Python example printed its answers")
         for member in ('"models"', '"predictions"', '"regularizers"', '"jacobian_fro2"',
                        "'linf'", '"certified_radius"', '"robust_accuracy"'):
             self.assertIn(member, outs, "each README example printed its answer")
