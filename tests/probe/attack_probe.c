@@ -63,6 +63,97 @@ static int inum(json_t *o, const char *k)
     return v ? (int)json_integer_value(v) : 0;
 }
 
+// Finishes the writer, writes the file and frees both.
+static void write_out(rr_st_writer *w, const char *path, rr_error *err)
+{
+    uint8_t *ob;
+    size_t ol;
+    if (err->code || rr_st_writer_finish(w, &ob, &ol, err))
+        die("output", err);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(ob, 1, ol, f) != ol)
+        die("write", NULL);
+    fclose(f);
+    free(ob);
+    rr_st_writer_free(w);
+}
+
+// The attack branch of main: runs the attack of the options o and writes its outputs.
+static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *norm, const float *x,
+                       const int64_t *y, const int64_t *tgt, const float *start, size_t B, size_t D,
+                       rr_st_writer *w, float *adv, int64_t *pred, uint8_t *flag, int64_t *shB,
+                       int64_t *shBD, const char *path)
+{
+    rr_error err = {0};
+    const char *an = json_string_value(json_object_get(o, "attack"));
+    rr_attack_params p;
+    size_t ni = 0;
+    for (; an && ni < sizeof NAMES / sizeof NAMES[0]; ni++)
+        if (!strcmp(NAMES[ni].name, an))
+            break;
+    if (!an || ni == sizeof NAMES / sizeof NAMES[0])
+        die("unknown attack", NULL);
+    rr_attack_params_init(&p, NAMES[ni].id);
+    p.norm = norm && !strcmp(norm, "l2") ? RR_NORM_L2 : RR_NORM_LINF;
+    p.epsilon = num(o, "epsilon");
+    p.step_size = num(o, "step_size");
+    p.steps = inum(o, "steps");
+    p.restarts = inum(o, "restarts");
+    json_t *rs = json_object_get(o, "random_start");
+    p.random_start = rs ? json_is_true(rs) : -1;
+    p.seed = (uint64_t)inum(o, "seed");
+    p.overshoot = num(o, "overshoot");
+    p.max_iter = inum(o, "max_iter");
+    p.candidates = inum(o, "candidates");
+    p.binary_search_steps = inum(o, "binary_search_steps");
+    p.learning_rate = num(o, "learning_rate");
+    p.c = num(o, "c");
+    p.confidence = num(o, "confidence");
+    p.theta = num(o, "theta");
+    p.gamma = num(o, "gamma");
+    p.beta = num(o, "beta");
+    p.h = num(o, "h");
+    p.targeted = tgt != NULL;
+    p.target_labels = tgt;
+    p.start = start;
+    const int tsteps = inum(o, "trace");
+    float *trace = NULL;
+    if (tsteps > 0) {
+        trace = calloc((size_t)tsteps * B * D, sizeof(float));
+        p.trace = trace;
+    }
+    bool *succ = malloc(B);
+    float *l2 = malloc(B * 4), *linf = malloc(B * 4);
+    int *iters = malloc(B * sizeof(int));
+    int64_t *it64 = malloc(B * 8);
+    rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0};
+    if (rr_attack(m, ws, x, y, B, &p, &r, &err))
+        die("attack", &err);
+    for (size_t b = 0; b < B; b++) {
+        flag[b] = succ[b];
+        it64[b] = iters[b];
+    }
+    int64_t counts[2] = {r.gradient_calls, r.forward_calls}, sh2[1] = {2};
+    rr_st_writer_add(w, "adversarial", RR_DTYPE_F32, shBD, 2, adv, &err);
+    rr_st_writer_add(w, "success", RR_DTYPE_U8, shB, 1, flag, &err);
+    rr_st_writer_add(w, "l2", RR_DTYPE_F32, shB, 1, l2, &err);
+    rr_st_writer_add(w, "linf", RR_DTYPE_F32, shB, 1, linf, &err);
+    rr_st_writer_add(w, "predictions", RR_DTYPE_I64, shB, 1, pred, &err);
+    rr_st_writer_add(w, "iterations", RR_DTYPE_I64, shB, 1, it64, &err);
+    rr_st_writer_add(w, "counts", RR_DTYPE_I64, sh2, 1, counts, &err);
+    if (trace) {
+        int64_t sh3[3] = {tsteps, (int64_t)B, (int64_t)D};
+        rr_st_writer_add(w, "trace", RR_DTYPE_F32, sh3, 3, trace, &err);
+    }
+    write_out(w, path, &err);
+    free(trace);
+    free(succ);
+    free(l2);
+    free(linf);
+    free(iters);
+    free(it64);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -148,83 +239,31 @@ int main(int argc, char **argv)
         rr_st_writer_add(w, "region_layer", RR_DTYPE_I64, shB, 1, rl64, &err);
         rr_st_writer_add(w, "region_unit", RR_DTYPE_I64, shB, 1, ru, &err);
         rr_st_writer_add(w, "region_other", RR_DTYPE_I64, shB, 1, ro, &err);
-        uint8_t *ob;
-        size_t ol;
-        if (err.code || rr_st_writer_finish(w, &ob, &ol, &err))
-            die("output", &err);
-        FILE *f = fopen(argv[3], "wb");
-        if (!f || fwrite(ob, 1, ol, f) != ol)
-            die("write", NULL);
-        fclose(f);
-        return 0;
+        write_out(w, argv[3], &err);
+        free(dD);
+        free(dB);
+        free(rad);
+        free(ex);
+        free(jc);
+        free(rl);
+        free(ru);
+        free(ro);
+        free(jc64);
+        free(rl64);
+    } else {
+        run_attack(m, ws, o, norm, x, y, tgt, start, B, D, w, adv, pred, flag, shB, shBD, argv[3]);
     }
-    const char *an = json_string_value(json_object_get(o, "attack"));
-    rr_attack_params p;
-    size_t ni = 0;
-    for (; an && ni < sizeof NAMES / sizeof NAMES[0]; ni++)
-        if (!strcmp(NAMES[ni].name, an))
-            break;
-    if (!an || ni == sizeof NAMES / sizeof NAMES[0])
-        die("unknown attack", NULL);
-    rr_attack_params_init(&p, NAMES[ni].id);
-    p.norm = norm && !strcmp(norm, "l2") ? RR_NORM_L2 : RR_NORM_LINF;
-    p.epsilon = num(o, "epsilon");
-    p.step_size = num(o, "step_size");
-    p.steps = inum(o, "steps");
-    p.restarts = inum(o, "restarts");
-    json_t *rs = json_object_get(o, "random_start");
-    p.random_start = rs ? json_is_true(rs) : -1;
-    p.seed = (uint64_t)inum(o, "seed");
-    p.overshoot = num(o, "overshoot");
-    p.max_iter = inum(o, "max_iter");
-    p.candidates = inum(o, "candidates");
-    p.binary_search_steps = inum(o, "binary_search_steps");
-    p.learning_rate = num(o, "learning_rate");
-    p.c = num(o, "c");
-    p.confidence = num(o, "confidence");
-    p.theta = num(o, "theta");
-    p.gamma = num(o, "gamma");
-    p.beta = num(o, "beta");
-    p.h = num(o, "h");
-    p.targeted = tgt != NULL;
-    p.target_labels = tgt;
-    p.start = start;
-    const int tsteps = inum(o, "trace");
-    float *trace = NULL;
-    if (tsteps > 0) {
-        trace = calloc((size_t)tsteps * B * D, sizeof(float));
-        p.trace = trace;
-    }
-    bool *succ = malloc(B);
-    float *l2 = malloc(B * 4), *linf = malloc(B * 4);
-    int *iters = malloc(B * sizeof(int));
-    int64_t *it64 = malloc(B * 8);
-    rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0};
-    if (rr_attack(m, ws, x, y, B, &p, &r, &err))
-        die("attack", &err);
-    for (size_t b = 0; b < B; b++) {
-        flag[b] = succ[b];
-        it64[b] = iters[b];
-    }
-    int64_t counts[2] = {r.gradient_calls, r.forward_calls}, sh2[1] = {2};
-    rr_st_writer_add(w, "adversarial", RR_DTYPE_F32, shBD, 2, adv, &err);
-    rr_st_writer_add(w, "success", RR_DTYPE_U8, shB, 1, flag, &err);
-    rr_st_writer_add(w, "l2", RR_DTYPE_F32, shB, 1, l2, &err);
-    rr_st_writer_add(w, "linf", RR_DTYPE_F32, shB, 1, linf, &err);
-    rr_st_writer_add(w, "predictions", RR_DTYPE_I64, shB, 1, pred, &err);
-    rr_st_writer_add(w, "iterations", RR_DTYPE_I64, shB, 1, it64, &err);
-    rr_st_writer_add(w, "counts", RR_DTYPE_I64, sh2, 1, counts, &err);
-    if (trace) {
-        int64_t sh3[3] = {tsteps, (int64_t)B, (int64_t)D};
-        rr_st_writer_add(w, "trace", RR_DTYPE_F32, sh3, 3, trace, &err);
-    }
-    uint8_t *ob;
-    size_t ol;
-    if (err.code || rr_st_writer_finish(w, &ob, &ol, &err))
-        die("output", &err);
-    FILE *f = fopen(argv[3], "wb");
-    if (!f || fwrite(ob, 1, ol, f) != ol)
-        die("write", NULL);
-    fclose(f);
+    free(adv);
+    free(pred);
+    free(flag);
+    free(x);
+    free(y);
+    free(tgt);
+    free(start);
+    json_decref(o);
+    rr_safetensors_free(st);
+    free(buf);
+    rr_workspace_free(ws);
+    rr_model_release(m);
     return 0;
 }
