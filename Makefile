@@ -65,7 +65,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference e2e run demo results asan bench bench-http fuzz format format-check clean
+.PHONY: all deps test check unit python reference e2e browser run demo results asan bench bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -121,7 +121,7 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
 
-check: unit python reference e2e
+check: unit python reference e2e browser
 
 unit: $(O)/test-unit
 	@echo "== unit tests ($(VARIANT))"
@@ -191,6 +191,22 @@ e2e: $(DAEMON) $(BIN_DIR)/relureg
 	@echo "== end-to-end tests ($(VARIANT))"
 	$(Q)cd tests/e2e && RELUREGD=$(abspath $(DAEMON)) RELUREG_CLI=$(abspath $(BIN_DIR)/relureg) \
 		$(PYTHON) -m unittest discover -q -s . -p 'test_*.py'
+
+# Browser tests: the JS client in Node and the dashboard in Debian's headless Chromium through
+# playwright-core, installed by `npm ci` from tests/browser/package-lock.json (re-run when the
+# lockfile changes). Screenshots: build/test-output/browser/.
+BROWSER_NODE_MODULES := tests/browser/node_modules/.package-lock.json
+$(BROWSER_NODE_MODULES): tests/browser/package-lock.json tests/browser/package.json
+	$(Q)command -v node >/dev/null || { echo "browser tests need node (>= 20)" >&2; exit 1; }
+	$(Q)node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+		{ echo "browser tests need node >= 20 (playwright-core's engines), have $$(node --version)" >&2; exit 1; }
+	$(Q)cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	$(Q)touch $@
+
+browser: $(DAEMON) $(BROWSER_NODE_MODULES)
+	@echo "== browser tests (JS client in Node, dashboard in headless Chromium)"
+	$(Q)RELUREGD=$(abspath $(DAEMON)) BROWSER_OUT=$(abspath $(B)/test-output/browser) \
+		$(PYTHON) tests/browser/run.py
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e

@@ -12,7 +12,14 @@ python3-torch python3-numpy python3-jsonschema python3-yaml
 dataset-fashion-mnist
 clang libclang-rt-14-dev libomp-dev
 nginx wrk
+chromium fonts-dejavu-core
 "
+
+# The dashboard test runs playwright-core (npm) under Node. Use the machine's node/npm when it
+# has them (a NodeSource build conflicts with Debian's npm); install Debian's only when absent.
+if ! command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
+    PKGS="$PKGS nodejs npm"
+fi
 
 missing=""
 for p in $PKGS; do
