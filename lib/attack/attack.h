@@ -52,6 +52,11 @@ typedef struct rr_attack_params {
     bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
+    // The RNG stream of each sample: sample b draws from (seed, sample_ids[b]); NULL = its
+    // position b. A caller attacking a subset of a batch (the robustness report, the
+    // AutoAttack ensemble) passes the original indices, so a sample's outcome does not
+    // depend on which other samples are attacked with it. Borrowed, [B].
+    const size_t *sample_ids;
     double overshoot;        // deepfool (0.02)
     int max_iter;            // deepfool (50), cw_l2 / ead (1000 per binary step), zoo (10),
                              // jsma (ceil(gamma * D / 2) when left default)

@@ -34,6 +34,12 @@ static inline bool rr__atk_hit(const rr__atk *a, size_t b, int64_t k)
     return a->targets ? k == a->targets[b] : k != a->labels[b];
 }
 
+// The RNG stream id of sample b (attack.h, sample_ids).
+static inline uint64_t rr__atk_stream(const rr__atk *a, size_t b)
+{
+    return a->p.sample_ids ? (uint64_t)a->p.sample_ids[b] : (uint64_t)b;
+}
+
 // Oracle calls on n samples (x [n, D]); the counters are the result's.
 rr_status rr__atk_forward(rr__atk *a, const float *x, size_t n, float *logits);
 // g [n, D] = d CE(z(x), cls) / dx for the classes cls [n], and the logits [n, K] (may be NULL).

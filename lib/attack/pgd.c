@@ -95,7 +95,7 @@ static void random_start(const rr__atk *a, size_t b, int r, float *xb)
     const float *x = a->x0 + b * D;
     const double eps = a->p.epsilon;
     rr_rng rng;
-    rr_rng_init(&rng, a->p.seed + 0x9E3779B97F4A7C15ull * (uint64_t)r, b);
+    rr_rng_init(&rng, a->p.seed + 0x9E3779B97F4A7C15ull * (uint64_t)r, rr__atk_stream(a, b));
     if (a->p.norm == RR_NORM_LINF) {
         for (size_t i = 0; i < D; i++)
             xb[i] = (float)(x[i] + eps * (2.0 * rr_rng_uniform(&rng) - 1.0));

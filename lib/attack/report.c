@@ -122,6 +122,7 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     ap.progress = p->progress ? stage_progress : NULL;
     ap.progress_ctx = &sg;
     rr_attack_result ar = {b.adv, b.succ, b.l2, b.linf, b.pred, b.iters, 0, 0};
+    ap.sample_ids = b.idx; // streams of the original samples (attack.h)
     for (size_t e = 0; e < (mn ? 1 : E) && n > 0; e++) {
         ap.epsilon = mn ? RR_ATTACK_DEFAULT : p->epsilons[e];
         st = rr_attack(m, ws, b.xs, b.ys, n, &ap, &ar, err);

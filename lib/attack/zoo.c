@@ -89,7 +89,7 @@ rr_status rr__attack_zoo(rr__atk *a)
                     rr_rng rng;
                     rr_rng_init(
                         &rng, a->p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(bs * steps + it + 1)),
-                        b);
+                        rr__atk_stream(a, b));
                     int *cj = coords + j * P;
                     // P distinct coordinates, repeats rejected.
                     for (size_t q = 0; q < P; q++) {

@@ -393,6 +393,24 @@ class Values(Base):
         self.call("POST", "/v1/models/mlp/robustness",
                   {"inputs": x.tolist(), "labels": y, "epsilons": []}, status=422)
 
+    def test_robustness_sample_outcome_independent_of_others(self):
+        # Every attack draws from (seed, original sample index): making sample 0 misclassified
+        # (so it is not attacked) leaves every other sample's outcome unchanged.
+        x = self.inputs(16, seed=13)
+        y = self.models["mlp"](x.double()).argmax(1).tolist()
+        req = {"inputs": x.tolist(), "epsilons": [0.05, 0.1, 0.15, 0.2, 0.3],
+               "attack": {"attack": "pgd", "steps": 1, "step_size": 0.01, "seed": 5}}
+        a = self.jcall("POST", "/v1/models/mlp/robustness", dict(req, labels=y))
+        y2 = list(y)
+        y2[0] = (y2[0] + 1) % 4
+        b = self.jcall("POST", "/v1/models/mlp/robustness", dict(req, labels=y2))
+        self.assertEqual(b["per_sample_min_epsilon"][0], 0)
+        self.assertEqual(a["per_sample_min_epsilon"][1:], b["per_sample_min_epsilon"][1:])
+        # The random start matters here: another seed changes some outcome.
+        c = self.jcall("POST", "/v1/models/mlp/robustness",
+                       dict(req, labels=y, attack=dict(req["attack"], seed=6)))
+        self.assertNotEqual(a["per_sample_min_epsilon"], c["per_sample_min_epsilon"])
+
     def test_version_pin(self):
         x = self.inputs(1)
         self.jcall("POST", "/v1/models/mlp/predict", {"inputs": x.tolist(), "version": 1})
