@@ -255,12 +255,11 @@ async function runAttack(ev) {
   const { x, labels, index } = batch();
   if (!index.length) return setStatus('#attack-status', 'no image selected', true);
   const attack = { attack: f.get('attack'), seed: Number(f.get('seed')) };
-  if (['pgd', 'fgsm', 'bim', 'deepfool'].includes(attack.attack)) attack.norm = f.get('norm');
-  if (['pgd', 'fgsm', 'bim'].includes(attack.attack)) attack.epsilon = Number(f.get('epsilon'));
-  if (['pgd', 'bim'].includes(attack.attack)) {
-    attack.steps = Number(f.get('steps'));
-    attack.step_size = attack.epsilon / 4;
-  }
+  const bounded = ['pgd', 'fgsm', 'bim', 'apgd_ce', 'apgd_t', 'square'];
+  if ([...bounded, 'deepfool', 'fab_t'].includes(attack.attack)) attack.norm = f.get('norm');
+  if (bounded.includes(attack.attack)) attack.epsilon = Number(f.get('epsilon'));
+  if (['pgd', 'bim', 'apgd_ce', 'apgd_t', 'fab_t'].includes(attack.attack)) attack.steps = Number(f.get('steps'));
+  if (['pgd', 'bim'].includes(attack.attack)) attack.step_size = attack.epsilon / 4;
   const out = $('#attack-result');
   out.dataset.state = 'running';
   out.replaceChildren();
@@ -353,16 +352,47 @@ function drawHistogram(radii, norm) {
   $('#histogram').replaceChildren(s);
 }
 
+function flagText(f) {
+  if (!f.flagged) return 'none';
+  const out = [];
+  if (f.zero_gradient_fraction > 0.1) out.push(`zero gradients ${(100 * f.zero_gradient_fraction).toFixed(0)}%`);
+  if (f.nonfinite_gradient_fraction > 0.1) out.push(`non-finite gradients ${(100 * f.nonfinite_gradient_fraction).toFixed(0)}%`);
+  if (f.black_box_only) out.push(`${f.black_box_only} broken by square only`);
+  if (f.non_monotone) out.push('accuracy rises with ε');
+  if (f.certified_broken) out.push(`${f.certified_broken} certified samples broken (bug)`);
+  return `gradient masking? ${out.join(', ')}`;
+}
+
+// Robust accuracy per (model, norm) row and attack column: AutoAttack beside PGD.
+function drawComparison() {
+  const cols = [...new Set(state.runs.map((r) => r.what))];
+  const rows = [...new Set(state.runs.map((r) => `${r.model}|${r.norm}`))];
+  $('#comparison thead').replaceChildren(el('tr', {}, el('th', {}, 'model'), el('th', {}, 'norm'),
+    ...cols.map((c) => el('th', {}, c))));
+  $('#comparison tbody').replaceChildren(...rows.map((key) => {
+    const [model, norm] = key.split('|');
+    return el('tr', {}, el('td', {}, model), el('td', {}, norm), ...cols.map((c) => {
+      const r = [...state.runs].reverse().find((x) => x.model === model && x.norm === norm && x.what === c);
+      if (!r) return el('td', {}, '—');
+      const txt = r.epsilons.map((e, k) => `${e}: ${(100 * r.robust_accuracy[k]).toFixed(1)}%`).join(' · ');
+      return el('td', r.flags && r.flags.flagged ? { class: 'flag', title: 'gradient-masking flags raised' } : {}, txt);
+    }));
+  }));
+}
+
 async function runRobustness(ev) {
   ev.preventDefault();
   const f = new FormData($('#robustness-form'));
   const count = Math.max(1, Math.min(256, Number(f.get('count'))));
   const epsilons = String(f.get('epsilons')).split(/[,\s]+/).filter(Boolean).map(Number);
   const norm = f.get('norm');
-  const attack = { attack: f.get('attack'), seed: 0 };
-  if (attack.attack !== 'fgsm') { attack.steps = 40; }
+  const [name, suite] = String(f.get('attack')).split(':');
+  const attack = { attack: name, seed: 0 };
+  if (suite) attack.suite = suite;
+  if (['pgd', 'bim'].includes(name)) attack.steps = 40;
   const model = state.model.name;
-  const label = `${model} · ${attack.attack} · ${norm}`;
+  const what = suite ? `${name} ${suite}` : name === 'pgd' || name === 'bim' ? `${name}-40` : name;
+  const label = `${model} · ${what} · ${norm}`;
   const bar = jobBar(label);
   setStatus('#robustness-status', `evaluating ${count} images…`);
   $('#robustness-section').dataset.state = 'running';
@@ -376,15 +406,22 @@ async function runRobustness(ev) {
       rr.certify(model, x, { labels: d.labels, norm }),
     ]);
     bar.set(1, 'done');
-    state.runs.push({ ...report, epsilons, label });
+    state.runs.push({ ...report, epsilons, label, model, what, norm });
     drawCurve();
+    drawComparison();
     drawHistogram(cert.certified_radius, norm);
     const flags = report.flags || {};
-    $('#robustness-table tbody').append(el('tr', {}, el('td', {}, model), el('td', {}, attack.attack),
+    $('#robustness-table tbody').append(el('tr', {}, el('td', {}, model), el('td', {}, what),
       el('td', {}, norm), el('td', {}, `${(100 * report.clean_accuracy).toFixed(1)}%`),
       el('td', {}, epsilons.map((e, k) => `${e}: ${(100 * report.robust_accuracy[k]).toFixed(1)}%`).join(' · ')),
       el('td', {}, fmt(report.deepfool_rho)), el('td', {}, fmt(report.mean_certified_radius)),
-      el('td', flags.flagged ? { class: 'flag' } : {}, flags.flagged ? 'gradient masking?' : 'none')));
+      el('td', flags.flagged ? { class: 'flag' } : {}, flagText(flags))));
+    if (report.broken_by) {
+      const counts = {};
+      for (const b of report.broken_by) if (b) counts[b] = (counts[b] || 0) + 1;
+      $('#robustness-table tbody').append(el('tr', {}, el('td', { colspan: 8, class: 'hint' },
+        'broken by: ' + (Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(' · ') || 'none'))));
+    }
     setStatus('#robustness-status', `${label}: clean ${(100 * report.clean_accuracy).toFixed(1)}% on ${d.labels.length} images`);
     $('#robustness-section').dataset.state = 'done';
   } catch (e) {
