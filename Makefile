@@ -2,6 +2,7 @@
 #
 #   make            build/librelureg.a and the binaries (release variant)
 #   make test       install missing Debian packages, build, run every test suite
+#   make test-scale nginx on loopback in front of two reluregd (docker/'s topology, no containers)
 #   make run        install missing packages, build, start reluregd with the demo models
 #   make asan       C tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan/)
 #   make bench      benchmarks against PyTorch on this machine (bench/)
@@ -65,7 +66,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference e2e run demo results asan bench bench-http fuzz format format-check clean
+.PHONY: all deps test check unit python reference e2e test-scale run demo results asan bench bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -121,7 +122,7 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
 
-check: unit python reference e2e
+check: unit python reference e2e test-scale
 
 unit: $(O)/test-unit
 	@echo "== unit tests ($(VARIANT))"
@@ -191,6 +192,13 @@ e2e: $(DAEMON) $(BIN_DIR)/relureg
 	@echo "== end-to-end tests ($(VARIANT))"
 	$(Q)cd tests/e2e && RELUREGD=$(abspath $(DAEMON)) RELUREG_CLI=$(abspath $(BIN_DIR)/relureg) \
 		$(PYTHON) -m unittest discover -q -s . -p 'test_*.py'
+
+# Scale-out: Debian's nginx running docker/nginx.conf (rewritten for loopback) in front of two
+# reluregd processes; static checks of docker/, traffic spread, job affinity, a replica
+# SIGKILLed mid-stream (tests/scale).
+test-scale: $(DAEMON)
+	@echo "== scale-out: nginx + two reluregd replicas ($(VARIANT))"
+	$(Q)RELUREGD=$(abspath $(DAEMON)) $(PYTHON) tests/scale/test_scale.py
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e
