@@ -2,6 +2,7 @@
 #
 #   make            build/librelureg.a and the binaries (release variant)
 #   make test       install missing Debian packages, build, run every test suite
+#   make test-scale nginx on loopback in front of two reluregd (docker/'s topology, no containers)
 #   make run        install missing packages, build, start reluregd with the demo models
 #   make asan       C tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan/)
 #   make bench      benchmarks against PyTorch on this machine (bench/)
@@ -65,7 +66,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference e2e browser run demo results asan bench bench-http fuzz format format-check clean
+.PHONY: all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -121,7 +122,7 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
 
-check: unit python reference e2e browser
+check: unit python reference e2e browser test-scale
 
 unit: $(O)/test-unit
 	@echo "== unit tests ($(VARIANT))"
@@ -207,6 +208,13 @@ browser: $(DAEMON) $(BROWSER_NODE_MODULES)
 	@echo "== browser tests (JS client in Node, dashboard in headless Chromium)"
 	$(Q)RELUREGD=$(abspath $(DAEMON)) BROWSER_OUT=$(abspath $(B)/test-output/browser) \
 		$(PYTHON) tests/browser/run.py
+
+# Scale-out: Debian's nginx running docker/nginx.conf (rewritten for loopback) in front of two
+# reluregd processes; static checks of docker/, traffic spread, job affinity, a replica
+# SIGKILLed mid-stream (tests/scale).
+test-scale: $(DAEMON)
+	@echo "== scale-out: nginx + two reluregd replicas ($(VARIANT))"
+	$(Q)RELUREGD=$(abspath $(DAEMON)) $(PYTHON) tests/scale/test_scale.py
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e

@@ -25,6 +25,9 @@ static const char *usage =
     "  --data-dir D      RELUREG_DATA_DIR    Fashion-MNIST IDX files (Debian's dataset path)\n"
     "  --drain-grace-s S RELUREG_DRAIN_GRACE_S  after SIGTERM, serve S seconds with readiness\n"
     "                                        503 before draining (1)\n"
+    "  --instance NAME   RELUREG_INSTANCE    this replica's name (a valid model name): job\n"
+    "                                        ids become NAME-<32 hex>, so a balancer can route\n"
+    "                                        /v1/jobs/NAME-... back to it (none: plain ids)\n"
     "  --quiet                               no access log\n";
 
 static int set_str(char *dst, size_t cap, const char *v, const char *what)
@@ -69,6 +72,23 @@ static int read_token(rrd_config *cfg, const char *path)
     }
     strcpy(cfg->token, buf);
     return 0;
+}
+
+// The model-name rule (api.md): the name becomes a job id prefix, so it must stay one URL path
+// segment and never be "." or "..".
+static bool valid_instance(const char *v)
+{
+    size_t n = strlen(v);
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const char c = v[i];
+        const bool alnum =
+            (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
 }
 
 // Applies one setting by name (flag name without dashes) from a string value.
@@ -120,6 +140,14 @@ static int apply(rrd_config *cfg, const char *name, const char *v)
         cfg->drain_grace_s = (double)x;
     } else if (strcmp(name, "data-dir") == 0) {
         return set_str(cfg->data_dir, sizeof cfg->data_dir, v, "--data-dir");
+    } else if (strcmp(name, "instance") == 0) {
+        if (v[0] != '\0' && !valid_instance(v)) {
+            fprintf(stderr,
+                    "reluregd: --instance must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}, got '%s'\n",
+                    v);
+            return 2;
+        }
+        return set_str(cfg->instance, sizeof cfg->instance, v, "--instance");
     }
     return 0;
 }
@@ -155,7 +183,8 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
                 {"timeout-s", "RELUREG_TIMEOUT_S"},
                 {"static-dir", "RELUREG_STATIC_DIR"},
                 {"data-dir", "RELUREG_DATA_DIR"},
-                {"drain-grace-s", "RELUREG_DRAIN_GRACE_S"}};
+                {"drain-grace-s", "RELUREG_DRAIN_GRACE_S"},
+                {"instance", "RELUREG_INSTANCE"}};
     const size_t nvars = sizeof vars / sizeof vars[0];
     for (size_t i = 0; i < nvars; i++) {
         const char *v = getenv(vars[i].env);

@@ -22,6 +22,7 @@ typedef struct rrd_config {
     char data_dir[1024];   // --data-dir (RELUREG_DATA_DIR): Fashion-MNIST IDX files
     double drain_grace_s;  // --drain-grace-s (RELUREG_DRAIN_GRACE_S), default 1: after SIGTERM,
                            // seconds of serving with readiness 503 before accepting stops
+    char instance[65];     // --instance (RELUREG_INSTANCE): job id prefix "NAME-"; "" = none
     bool quiet;            // --quiet: no access log
 } rrd_config;
 

@@ -15,7 +15,7 @@ static const char *status_names[] = {"queued", "running", "done", "failed", "can
 
 struct rrd_job {
     atomic_int refs;
-    char id[40];
+    char id[104]; // "INSTANCE-" (up to 65 bytes) + 32 hex digits
     atomic_int status;
     rrd_task *task;
     rrd_out out;
@@ -26,6 +26,7 @@ struct rrd_jobs {
     pthread_mutex_t mu;
     rrd_job **items;
     size_t n, max;
+    char prefix[66]; // "INSTANCE-" or ""
 };
 
 static void job_free(rrd_job *job)
@@ -42,11 +43,13 @@ void rrd_job_release(rrd_job *job)
         job_free(job);
 }
 
-rrd_jobs *rrd_jobs_new(size_t max)
+rrd_jobs *rrd_jobs_new(size_t max, const char *instance)
 {
     rrd_jobs *j = calloc(1, sizeof *j);
     if (j == NULL)
         return NULL;
+    if (instance && instance[0])
+        snprintf(j->prefix, sizeof j->prefix, "%.64s-", instance);
     j->items = calloc(max, sizeof *j->items);
     j->max = max;
     pthread_mutex_init(&j->mu, NULL);
@@ -64,6 +67,7 @@ void rrd_jobs_free(rrd_jobs *j)
     free(j);
 }
 
+// Writes 32 hex digits and a NUL (33 bytes) to out.
 static void random_id(char *out)
 {
     unsigned char b[16];
@@ -113,7 +117,9 @@ rrd_job *rrd_jobs_submit(rrd_jobs *j, rrd_pool *pool, rrd_task *t)
     t->t_submit = job->created;
     t->binary = false; // job results are JSON
     t->ctl.deadline = 0;
-    random_id(job->id);
+    size_t np = strlen(j->prefix);
+    memcpy(job->id, j->prefix, np);
+    random_id(job->id + np);
     pthread_mutex_lock(&j->mu);
     if (j->n == j->max) { // drop the oldest finished job
         for (size_t i = 0; i < j->n; i++) {

@@ -1,8 +1,10 @@
 // Async jobs (api.md: any compute request with "async": true is answered 202 {"job": id}):
 // a job holds the parsed task, runs on the compute pool like a synchronous request (without
 // the --timeout-s deadline), and keeps its answer for GET /v1/jobs/{id}; DELETE cancels it.
-// Ids are 128 random bits in hex. Jobs live in the replica that accepted them (serving.md
-// §7.3). At most `max` jobs are held; the oldest finished ones are dropped first.
+// Ids are 128 random bits in hex, after "INSTANCE-" when the replica has a name (--instance):
+// jobs live in the replica that accepted them (serving.md §7.3), and the prefix lets a balancer
+// route /v1/jobs/{id} back to it. At most `max` jobs are held; the oldest finished ones are
+// dropped first.
 // Thread rules: safe from any thread.
 #ifndef RRD_JOBS_H
 #define RRD_JOBS_H
@@ -15,7 +17,9 @@
 
 typedef struct rrd_job rrd_job;
 
-rrd_jobs *rrd_jobs_new(size_t max);
+// instance: the replica's name ("" or NULL for none; at most 64 characters, a valid model
+// name, checked by config.c), copied.
+rrd_jobs *rrd_jobs_new(size_t max, const char *instance);
 void rrd_jobs_free(rrd_jobs *j);
 // Creates a job for the task (taken) and queues it on the pool. Returns the job, retained,
 // or NULL when the job table or the queue is full (the task is then freed).

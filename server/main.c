@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 
     s->models = rrd_registry_new();
     s->metrics = rrd_metrics_new();
-    s->jobs = rrd_jobs_new(1024);
+    s->jobs = rrd_jobs_new(1024, s->cfg.instance);
     s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, 2 * (size_t)s->cfg.workers);
     if (!s->models || !s->metrics || !s->jobs || !s->pool) {
         fprintf(stderr, "reluregd: out of memory at start-up\n");
@@ -135,8 +135,9 @@ int main(int argc, char **argv)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->cfg.port;
     atomic_store(&s->ready, true);
-    fprintf(stderr, "reluregd: %d compute threads, %d workers, BLAS %s\n", s->cfg.threads,
-            s->cfg.workers, rr_blas_config());
+    fprintf(stderr, "reluregd: %d compute threads, %d workers, BLAS %s%s%s\n", s->cfg.threads,
+            s->cfg.workers, rr_blas_config(), s->cfg.instance[0] ? ", instance " : "",
+            s->cfg.instance);
     printf("reluregd listening on http://%s:%d\n", s->cfg.host, s->port);
     fflush(stdout);
 

@@ -6,7 +6,7 @@ void rrd_route_job_get(rrd_request *r)
 {
     rrd_job *job = rrd_jobs_get(r->srv->jobs, r->params[0]);
     if (job == NULL) {
-        rrd_problem(r, RRD_P_NOT_FOUND, "id", "no job '%.64s' on this replica", r->params[0]);
+        rrd_problem(r, RRD_P_NOT_FOUND, "id", "no job '%.100s' on this replica", r->params[0]);
         return;
     }
     rrd_respond_json(r, 200, rrd_job_json(job));
@@ -16,7 +16,7 @@ void rrd_route_job_get(rrd_request *r)
 void rrd_route_job_delete(rrd_request *r)
 {
     if (!rrd_jobs_cancel(r->srv->jobs, r->params[0])) {
-        rrd_problem(r, RRD_P_NOT_FOUND, "id", "no job '%.64s' on this replica", r->params[0]);
+        rrd_problem(r, RRD_P_NOT_FOUND, "id", "no job '%.100s' on this replica", r->params[0]);
         return;
     }
     rrd_job *job = rrd_jobs_get(r->srv->jobs, r->params[0]);

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -621,6 +622,39 @@ class Timeout(unittest.TestCase):
             self.assertTrue(d.alive())
         finally:
             d.stop()
+
+
+class Instance(unittest.TestCase):
+    """--instance NAME prefixes job ids with NAME- (serving.md §7.3: a balancer routes
+    /v1/jobs/NAME-... back to the replica holding the job); a bad name refuses to start."""
+
+    def test_job_ids_name_the_replica(self):
+        d = harness.Daemon(extra=("--instance", "replica-a.1"))
+        try:
+            x = (torch.rand(2, 12) * 2 - 1).tolist()
+            st, h, b = d.request("POST", "/v1/models/mlp/predict", {"inputs": x, "async": True})
+            self.assertEqual(st, 202, b[:200])
+            check(self, "POST", "/v1/models/mlp/predict", st, h, b)  # the id pattern in the spec
+            job = json.loads(b)["job"]
+            self.assertRegex(job, "^replica-a\\.1-[0-9a-f]{32}$")
+            for _ in range(200):
+                st, h, b = d.request("GET", f"/v1/jobs/{job}")
+                check(self, "GET", f"/v1/jobs/{job}", st, h, b)
+                if json.loads(b)["status"] == "done":
+                    break
+                time.sleep(0.02)
+            self.assertEqual(json.loads(b)["job"], job)
+            self.assertEqual(json.loads(b)["status"], "done")
+            self.assertEqual(d.request("GET", "/v1/jobs/" + job[len("replica-a.1-"):])[0], 404)
+        finally:
+            d.stop()
+
+    def test_bad_instance_name_is_refused(self):
+        for bad in ("-a", "a/b", "x" * 65):
+            r = subprocess.run([harness.DAEMON, "--port", "0", "--instance", bad],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn("--instance", r.stderr)
 
 
 if __name__ == "__main__":
