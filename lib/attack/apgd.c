@@ -149,31 +149,12 @@ static double ball(double v, double x, double eps)
     return v < x - eps ? x - eps : (v > x + eps ? x + eps : v);
 }
 
-// v rounded to float, moved by an ulp towards x when rounding took it past |v - x| <= eps.
-static float linf_round(double v, float x, double eps)
+// v rounded to a float no farther from x than v is (an ulp towards x when rounding to nearest
+// went outwards), so that rounding never takes a point out of the eps-ball, in either norm.
+static float round_in(double v, float x)
 {
-    float f = (float)v;
-    if (fabs((double)f - (double)x) > eps)
-        f = nextafterf(f, x);
-    return f;
-}
-
-// Pulls xb back into the l2 ball when float rounding took it out (rarely: by an ulp or two).
-static void l2_guard(const rr__atk *a, float *xb, const float *x, double eps)
-{
-    const size_t D = a->D;
-    for (int rep = 0; rep < 4; rep++) {
-        double n2 = 0.0;
-        for (size_t i = 0; i < D; i++) {
-            const double d = (double)xb[i] - x[i];
-            n2 += d * d;
-        }
-        if (sqrt(n2) <= eps)
-            return;
-        const double f = eps / sqrt(n2) * (1.0 - 1e-7);
-        for (size_t i = 0; i < D; i++)
-            xb[i] = (float)box(a, x[i] + ((double)xb[i] - x[i]) * f);
-    }
+    const float f = (float)v;
+    return fabs((double)f - (double)x) > fabs(v - (double)x) ? nextafterf(f, x) : f;
 }
 
 // One APGD step of a sample in place (AutoAttack's attack_single_run, linf):
@@ -189,7 +170,7 @@ static void step_linf(const rr__atk *a, float *xa, float *xo, const float *x, co
         const double z = box(a, ball(cur + eta * s, x[i], eps));
         const double v = box(a, ball(cur + (z - cur) * mom + g2 * (1.0 - mom), x[i], eps));
         xo[i] = xa[i];
-        xa[i] = linf_round(v, x[i], eps);
+        xa[i] = round_in(v, x[i]);
     }
 }
 
@@ -230,9 +211,8 @@ static void step_l2(const rr__atk *a, float *xa, float *xo, const float *x, cons
     for (size_t i = 0; i < D; i++) {
         const double v = l2_blend(a, xa[i], xo[i], x[i], g[i], gs, f1, mom);
         xo[i] = xa[i];
-        xa[i] = (float)box(a, x[i] + (v - x[i]) * f2);
+        xa[i] = round_in(box(a, x[i] + (v - x[i]) * f2), x[i]);
     }
-    l2_guard(a, xa, x, eps);
 }
 
 // The start of sample b in run `r`: x + eps t / (||t||_p + 1e-12), t ~ U(-1, 1)^D (linf) or
@@ -254,12 +234,8 @@ static void random_start(const rr__atk *a, size_t b, int r, float *xb)
     if (a->p.norm == RR_NORM_L2)
         nt = sqrt(nt);
     const double f = eps / (nt + 1e-12);
-    for (size_t i = 0; i < D; i++) {
-        const double v = box(a, x[i] + f * xb[i]);
-        xb[i] = a->p.norm == RR_NORM_LINF ? linf_round(v, x[i], eps) : (float)v;
-    }
-    if (a->p.norm == RR_NORM_L2)
-        l2_guard(a, xb, x, eps);
+    for (size_t i = 0; i < D; i++)
+        xb[i] = round_in(box(a, x[i] + f * xb[i]), x[i]);
 }
 
 // ---- the attack ----
