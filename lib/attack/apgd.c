@@ -216,14 +216,15 @@ static void step_l2(const rr__atk *a, float *xa, float *xo, const float *x, cons
 }
 
 // The start of sample b in run `r`: x + eps t / (||t||_p + 1e-12), t ~ U(-1, 1)^D (linf) or
-// N(0, I) (l2), clipped to input_range.
+// N(0, I) (l2), clipped to input_range; t from the stream of (seed, run, the sample's index).
 static void random_start(const rr__atk *a, size_t b, int r, float *xb)
 {
     const size_t D = a->D;
     const float *x = a->x0 + b * D;
     const double eps = a->p.epsilon;
     rr_rng rng;
-    rr_rng_init(&rng, a->p.seed + 0xD1B54A32D192ED03ull * (uint64_t)(r + 1), b);
+    const uint64_t stream = a->p.sample_index ? (uint64_t)a->p.sample_index[b] : (uint64_t)b;
+    rr_rng_init(&rng, a->p.seed + 0xD1B54A32D192ED03ull * (uint64_t)(r + 1), stream);
     double nt = 0.0;
     for (size_t i = 0; i < D; i++) {
         const double t =

@@ -57,6 +57,9 @@ typedef struct rr_attack_params {
                                   // (apgd_ce and apgd_t choose their own: RR_EINVAL)
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
+    // [B] apgd_*: row b draws from the stream (seed, sample_index[b]) (borrowed; NULL: b), so
+    // that a caller passing a subset keeps each sample's randomness (rr_robustness does).
+    const size_t *sample_index;
     double overshoot;        // deepfool (0.02)
     int max_iter;            // deepfool (50), cw_l2 / ead (1000 per binary step), zoo (10),
                              // jsma (ceil(gamma * D / 2) when left default)

@@ -52,6 +52,7 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     ap.epsilon = p->epsilons[0];
     ap.targeted = false;
     ap.target_labels = NULL;
+    ap.sample_index = NULL;
     ap.abort = p->abort;
     ap.abort_ctx = p->abort_ctx;
     rr_status st = rr_attack_resolve(&ap, (int)K, &chk, err);
@@ -122,6 +123,8 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     ap.progress = p->progress ? stage_progress : NULL;
     ap.progress_ctx = &sg;
     rr_attack_result ar = {b.adv, b.succ, b.l2, b.linf, b.pred, b.iters, 0, 0};
+    // The attack sees the correctly classified samples only; each keeps its own random stream.
+    ap.sample_index = b.idx;
     for (size_t e = 0; e < (mn ? 1 : E) && n > 0; e++) {
         ap.epsilon = mn ? RR_ATTACK_DEFAULT : p->epsilons[e];
         st = rr_attack(m, ws, b.xs, b.ys, n, &ap, &ar, err);

@@ -359,6 +359,17 @@ class Values(Base):
                           "attack": {"attack": "apgd_t", "steps": 10, "seed": 3}})
         self.assertEqual(rep["attack"], {"attack": "apgd_t", "norm": "linf", "steps": 10, "restarts": 1, "seed": 3})
         self.assertEqual(len(rep["robust_accuracy"]), 2)
+        # A sample's outcome does not depend on another being misclassified (and skipped): each
+        # keeps its random stream (math.md). Many epsilons and 3 steps make outcomes start-bound.
+        x8 = self.inputs(8, seed=12)
+        y8 = m(x8.double()).argmax(1).tolist()
+        body = {"inputs": x8.tolist(), "epsilons": [0.01 * i for i in range(1, 41)],
+                "attack": {"attack": "apgd_ce", "steps": 3, "seed": 5}}
+        a = self.jcall("POST", "/v1/models/mlp/robustness", dict(body, labels=y8))
+        b = self.jcall("POST", "/v1/models/mlp/robustness",
+                       dict(body, labels=[(y8[0] + 1) % 4] + y8[1:]))
+        self.assertEqual(a["per_sample_min_epsilon"][1:], b["per_sample_min_epsilon"][1:])
+        self.assertEqual(b["per_sample_min_epsilon"][0], 0)
         for bad, field in (({"attack": "apgd_t", "targeted": True, "target_labels": [0, 1]}, "targeted"),
                            ({"attack": "apgd_ce", "targeted": True, "target_labels": [0, 1]}, "targeted"),
                            ({"attack": "apgd_t", "target_labels": [0, 1]}, "target_labels"),

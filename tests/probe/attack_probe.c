@@ -5,8 +5,9 @@
 //
 // IN (safetensors): inputs F32 [B, ...], labels I64 [B], optional target_labels I64 [B] and
 // start F32 [B, ...], and __metadata__["options"], a JSON object: {"op": "attack" | "certify",
-// "attack": name, "norm": "linf" | "l2", "trace": steps, "threads": n, and the numeric options
-// of attack.h by name}. "use_labels": false certifies the predicted class.
+// "attack": name, "norm": "linf" | "l2", "trace": steps, "threads": n, "sample_index": [B
+// integers], and the numeric options of attack.h by name}. "use_labels": false certifies the
+// predicted class.
 // OUT (safetensors): attack: adversarial, success U8, l2, linf, predictions I64, iterations I64,
 // counts I64 [2] (gradient_calls, forward_calls) and trace [steps, B, D] when asked (APGD:
 // "trace" counts the rows, restarts x targets x steps, and trace_eta [rows, B] comes too);
@@ -105,6 +106,14 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     json_t *rs = json_object_get(o, "random_start");
     p.random_start = rs ? json_is_true(rs) : -1;
     p.seed = (uint64_t)inum(o, "seed");
+    json_t *si = json_object_get(o, "sample_index");
+    size_t *sidx = NULL;
+    if (json_is_array(si) && json_array_size(si) == B) {
+        sidx = malloc(B * sizeof(size_t));
+        for (size_t b = 0; b < B; b++)
+            sidx[b] = (size_t)json_integer_value(json_array_get(si, b));
+        p.sample_index = sidx;
+    }
     p.overshoot = num(o, "overshoot");
     p.max_iter = inum(o, "max_iter");
     p.candidates = inum(o, "candidates");
@@ -156,6 +165,7 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     write_out(w, path, &err);
     free(trace);
     free(trace_eta);
+    free(sidx);
     free(succ);
     free(l2);
     free(linf);

@@ -328,6 +328,9 @@ class TestProperties(unittest.TestCase):
             self.assertTrue(torch.equal(c["adversarial"][3:], a["adversarial"][3:]), name)
             self.assertTrue(torch.equal(c["success"][3:], a["success"][3:]))
             self.assertTrue(torch.equal(c["adversarial"][:3], x[:3].reshape(3, -1).float()))
+            # A subset run with the samples' original indices (what /robustness passes).
+            e = probe(path, x[3:6], y[3:6], dict(o, sample_index=[3, 4, 5]))
+            self.assertTrue(torch.equal(e["adversarial"], a["adversarial"][3:6]), name)
             d = probe(path, x, y, dict(o, seed=5))
             self.assertFalse(torch.equal(a["adversarial"], d["adversarial"]), "the seed matters")
 
