@@ -229,8 +229,8 @@ static void random_start(const rr__atk *a, size_t b, int r, float *xb)
     for (size_t i = 0; i < D; i++) {
         const double t =
             a->p.norm == RR_NORM_LINF ? 2.0 * rr_rng_uniform(&rng) - 1.0 : rr_rng_normal(&rng);
-        xb[i] = (float)t;
-        nt = a->p.norm == RR_NORM_LINF ? fmax(nt, fabs(t)) : nt + t * t;
+        xb[i] = (float)t; // the norm is of the float values, so |f t_i| <= eps holds exactly
+        nt = a->p.norm == RR_NORM_LINF ? fmax(nt, fabs((double)xb[i])) : nt + (double)xb[i] * xb[i];
     }
     if (a->p.norm == RR_NORM_L2)
         nt = sqrt(nt);
@@ -243,11 +243,11 @@ static void random_start(const rr__atk *a, size_t b, int r, float *xb)
 
 // Scratch, carved from one allocation: [B, D] points, [B, K] logits, [B] per-sample state.
 typedef struct bufs {
-    float *xs, *xa, *xo, *xb, *g, *gb; // [B, D] clean rows, iterate, previous, best, gradients
-    float *zc;                         // [B, K] clean logits
-    int *order;                        // [B, K] classes by clean logit, descending (apgd_t)
-    int64_t *ys, *ts;                  // [B] labels and targets of the rows
-    size_t *idx;                       // [B] sample index of each row
+    float *xa, *xo, *xb, *g, *gb; // [B, D] iterate, previous, best, gradients of the rows
+    float *zc;                    // [B, K] clean logits
+    int *order;                   // [B, K] classes by clean logit, descending (apgd_t)
+    int64_t *ys, *ts;             // [B] labels and targets of the rows
+    size_t *idx;                  // [B] sample index of each row
     float *loss, *best, *prev, *last_best, *best_any; // [B]
     double *eta;                                      // [B]
     int *ups;                                         // [B] loss increases since a checkpoint
@@ -263,8 +263,7 @@ static bool carve(bufs *s, size_t B, size_t D, size_t K)
     struct {
         void **p;
         size_t n;
-    } parts[] = {{(void **)&s->xs, BD * sizeof(float)},
-                 {(void **)&s->xa, BD * sizeof(float)},
+    } parts[] = {{(void **)&s->xa, BD * sizeof(float)},
                  {(void **)&s->xo, BD * sizeof(float)},
                  {(void **)&s->xb, BD * sizeof(float)},
                  {(void **)&s->g, BD * sizeof(float)},
@@ -304,7 +303,7 @@ static bool carve(bufs *s, size_t B, size_t D, size_t K)
     return true;
 }
 
-// One run of `steps` on the n rows compacted into s (xs, ys, ts, idx; xa holds the start).
+// One run of `steps` on the n rows compacted into s (idx, ys, ts; xa holds the starts).
 // R numbers the run for the trace.
 static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, int nchk)
 {
@@ -343,11 +342,11 @@ static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, in
             if (a->p.trace_eta)
                 a->p.trace_eta[row * B + s->idx[j]] = (float)s->eta[j];
             if (a->p.norm == RR_NORM_LINF)
-                step_linf(a, s->xa + j * D, s->xo + j * D, s->xs + j * D, s->g + j * D, s->eta[j],
-                          mom);
+                step_linf(a, s->xa + j * D, s->xo + j * D, a->x0 + s->idx[j] * D, s->g + j * D,
+                          s->eta[j], mom);
             else
-                step_l2(a, s->xa + j * D, s->xo + j * D, s->xs + j * D, s->g + j * D, s->eta[j],
-                        mom);
+                step_l2(a, s->xa + j * D, s->xo + j * D, a->x0 + s->idx[j] * D, s->g + j * D,
+                        s->eta[j], mom);
             if (a->p.trace)
                 memcpy(a->p.trace + (row * B + s->idx[j]) * D, s->xa + j * D, D * sizeof(float));
         }
@@ -440,7 +439,6 @@ rr_status rr__attack_apgd(rr__atk *a)
 #pragma omp parallel for schedule(static)
             for (size_t j = 0; j < n; j++) {
                 const size_t b = s.idx[j];
-                memcpy(s.xs + j * D, a->x0 + b * D, D * sizeof(float));
                 s.ys[j] = a->labels[b];
                 s.ts[j] = dlr ? s.order[b * K + (size_t)tg + 1] : -1;
                 if (a->p.start) {
