@@ -1,5 +1,6 @@
 // Adversarial perturbations (../shared/spec/math.md, "Attacks"): FGSM, PGD, BIM, DeepFool,
-// C&W L2, JSMA, EAD and ZOO on a batch, with the defaults and sources math.md names.
+// C&W L2, JSMA, EAD, ZOO, APGD-CE and APGD-T on a batch, with the defaults and sources math.md
+// names.
 //
 // Every attack clips to the model's input_range where math.md says (after each step for the
 // iterative ones), draws its randomness from (seed, sample index) streams so that a sample's
@@ -33,6 +34,8 @@ typedef enum rr_attack_name {
     RR_ATTACK_JSMA,
     RR_ATTACK_EAD,
     RR_ATTACK_ZOO,
+    RR_ATTACK_APGD_CE, // APGD on the cross-entropy (Croce & Hein 2020, AutoAttack APGDAttack)
+    RR_ATTACK_APGD_T,  // APGD on the targeted DLR loss, n = min(9, K - 1) targets
 } rr_attack_name;
 
 typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
@@ -43,13 +46,15 @@ typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
 // caller, which sees what the user sent: 0 here is indistinguishable from "default").
 typedef struct rr_attack_params {
     rr_attack_name name;
-    rr_norm norm;                 // fgsm, pgd, bim, deepfool: linf (default) or l2
-    double epsilon;               // fgsm / pgd / bim (linf 0.3, l2 1.0)
-    double step_size;             // pgd / bim alpha (linf 0.01, l2 0.2)
-    int steps;                    // pgd / bim (40)
-    int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false
-    int restarts;                 // pgd / bim (1)
+    rr_norm norm;                 // fgsm, pgd, bim, deepfool, apgd_*: linf (default) or l2
+    double epsilon;               // fgsm / pgd / bim / apgd_* (linf 0.3, l2 1.0)
+    double step_size;             // pgd / bim alpha (linf 0.01, l2 0.2); apgd_*: not settable
+    int steps;                    // pgd / bim (40); apgd_* (100, per restart and target)
+    int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false;
+                                  // apgd_* always start at random (0 is RR_EINVAL)
+    int restarts;                 // pgd / bim / apgd_* (1; apgd_t: per target)
     bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
+                                  // (apgd_ce and apgd_t choose their own: RR_EINVAL)
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
     // The RNG stream of each sample: sample b draws from (seed, sample_ids[b]); NULL = its
@@ -74,11 +79,17 @@ typedef struct rr_attack_params {
     void *abort_ctx;
     void (*progress)(void *ctx, double fraction); // may be NULL
     void *progress_ctx;
-    // Test hooks: a start point [B, D] replacing PGD's random start (restarts must be 1), and
-    // a trace [steps, B, D] receiving after every step the iterate (PGD / BIM; rows of
-    // samples that stopped repeat) or, for DeepFool, the accumulated r_tot before overshoot.
+    // Test hooks: a start point [B, D] replacing PGD's and APGD's random start (restarts must
+    // be 1; apgd_t starts every target's run there), and a trace [steps, B, D] receiving after
+    // every step the iterate (PGD / BIM; rows of samples that stopped repeat) or, for
+    // DeepFool, the accumulated r_tot before overshoot. APGD writes [R * steps, B, D], R =
+    // restarts (apgd_ce) or n * restarts (apgd_t, target-major): the iterate after each step,
+    // before a checkpoint moves it back to the best point; and trace_eta [R * steps, B] the
+    // step size each step used. Rows of samples not attacked in a run (already
+    // misclassified) are left as they are in trace and 0 in trace_eta.
     const float *start;
     float *trace;
+    float *trace_eta;
 } rr_attack_params;
 
 typedef struct rr_attack_result {

@@ -76,5 +76,6 @@ rr_status rr__attack_deepfool(rr__atk *a);
 rr_status rr__attack_cw(rr__atk *a, bool elastic);
 rr_status rr__attack_jsma(rr__atk *a);
 rr_status rr__attack_zoo(rr__atk *a);
+rr_status rr__attack_apgd(rr__atk *a);
 
 #endif

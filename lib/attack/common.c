@@ -92,6 +92,30 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEF(theta, 1.0);
             DEF(gamma, 0.1);
             break;
+        case RR_ATTACK_APGD_CE:
+        case RR_ATTACK_APGD_T: {
+            const char *const an = o->name == RR_ATTACK_APGD_T ? "apgd_t" : "apgd_ce";
+            // APGD has no free step size or start, and apgd_t picks its own targets.
+            if (!isnan(o->step_size))
+                return rr_error_set(err, RR_EINVAL, "step_size",
+                                    "%s takes no step_size: it starts at 2 epsilon and halves it "
+                                    "at its checkpoints",
+                                    an);
+            if (o->random_start == 0)
+                return rr_error_set(err, RR_EINVAL, "random_start",
+                                    "%s always starts at a random point", an);
+            if (o->targeted || o->target_labels)
+                return rr_error_set(
+                    err, RR_EINVAL, o->targeted ? "targeted" : "target_labels", "%s",
+                    o->name == RR_ATTACK_APGD_T ? "apgd_t chooses its own targets (the classes "
+                                                  "ranked 2nd to (n+1)th by the clean logits)"
+                                                : "apgd_ce is untargeted");
+            DEF(epsilon, l2 ? 1.0 : 0.3);
+            DEFI(steps, 100);
+            DEFI(restarts, 1);
+            o->random_start = 1;
+            break;
+        }
         case RR_ATTACK_ZOO:
             DEF(h, 1e-4);
             DEFI(max_iter, 10);
@@ -290,6 +314,10 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
             break;
         case RR_ATTACK_ZOO:
             st = rr__attack_zoo(&a);
+            break;
+        case RR_ATTACK_APGD_CE:
+        case RR_ATTACK_APGD_T:
+            st = rr__attack_apgd(&a);
             break;
     }
     if (st != RR_OK)

@@ -52,6 +52,7 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     ap.epsilon = p->epsilons[0];
     ap.targeted = false;
     ap.target_labels = NULL;
+    ap.sample_ids = NULL;
     ap.abort = p->abort;
     ap.abort_ctx = p->abort_ctx;
     rr_status st = rr_attack_resolve(&ap, (int)K, &chk, err);

@@ -12,10 +12,12 @@
 static const struct {
     const char *name;
     rr_attack_name id;
-} ATTACKS[] = {{"fgsm", RR_ATTACK_FGSM},   {"pgd", RR_ATTACK_PGD},
-               {"bim", RR_ATTACK_BIM},     {"deepfool", RR_ATTACK_DEEPFOOL},
-               {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-               {"ead", RR_ATTACK_EAD},     {"zoo", RR_ATTACK_ZOO}};
+} ATTACKS[] = {{"fgsm", RR_ATTACK_FGSM},       {"pgd", RR_ATTACK_PGD},
+               {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
+               {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
+               {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
+               {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T}};
+#define ATTACK_NAMES "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t"
 
 static void progress(void *ctx, double f)
 {
@@ -85,14 +87,13 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         return false;
     const char *name = json_string_value(json_object_get(obj, "attack"));
     if (!name)
-        BAD("attack", "attack must be one of fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo");
+        BAD("attack", "attack must be one of " ATTACK_NAMES);
     size_t i = 0;
     for (; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
         if (!strcmp(ATTACKS[i].name, name))
             break;
     if (i == sizeof ATTACKS / sizeof ATTACKS[0])
-        BAD("attack", "unknown attack '%.64s' (fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo)",
-            name);
+        BAD("attack", "unknown attack '%.64s' (" ATTACK_NAMES ")", name);
     rr_attack_params p;
     rr_attack_params_init(&p, ATTACKS[i].id);
     if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
@@ -133,8 +134,11 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     if (tg && !json_is_boolean(tg))
         BAD("targeted", "targeted must be true or false");
     if (json_is_true(tg)) {
-        if (p.name == RR_ATTACK_DEEPFOOL)
-            BAD("targeted", "deepfool is untargeted");
+        if (p.name == RR_ATTACK_DEEPFOOL || p.name == RR_ATTACK_APGD_CE)
+            BAD("targeted", "%s is untargeted", name);
+        if (p.name == RR_ATTACK_APGD_T)
+            BAD("targeted", "apgd_t chooses its own targets (the classes ranked 2nd to (n+1)th "
+                            "by the clean logits, n = min(9, K - 1))");
         if (!json_is_array(tl) || json_array_size(tl) != B)
             BAD("target_labels", "targeted requires target_labels, %zu integers", B);
         o->targets = malloc(B * sizeof(int64_t));
@@ -176,6 +180,14 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
             json_object_set_new(e, "step_size", json_real(a->step_size));
             json_object_set_new(e, "steps", json_integer(a->steps));
             json_object_set_new(e, "random_start", json_boolean(a->random_start));
+            json_object_set_new(e, "restarts", json_integer(a->restarts));
+            break;
+        case RR_ATTACK_APGD_CE:
+        case RR_ATTACK_APGD_T:
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report)
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "steps", json_integer(a->steps));
             json_object_set_new(e, "restarts", json_integer(a->restarts));
             break;
         case RR_ATTACK_DEEPFOOL:

@@ -328,6 +328,62 @@ class Values(Base):
             st, h, b = self.call("POST", "/v1/models/mlp/attacks", dict(bad, inputs=x, labels=[0, 1]), status=422)
             self.assertEqual(json.loads(b)["field"], field, b)
 
+    def test_apgd_attacks_and_their_option_errors(self):
+        x = self.inputs(4, seed=11)
+        m = self.models["mlp"]
+        y = m(x.double()).argmax(1).tolist()
+        for req in ({"attack": "apgd_ce", "epsilon": 0.3, "steps": 20, "seed": 1},
+                    {"attack": "apgd_ce", "norm": "l2", "epsilon": 1.0, "steps": 20, "restarts": 2},
+                    {"attack": "apgd_t", "epsilon": 0.05, "steps": 10, "seed": 2},
+                    {"attack": "apgd_t", "norm": "l2", "epsilon": 0.2, "steps": 10}):
+            doc = self.jcall("POST", "/v1/models/mlp/attacks", dict(req, inputs=x.tolist(), labels=y))
+            norm, eps = req.get("norm", "linf"), req["epsilon"]
+            self.assertEqual((doc["attack"], doc["norm"], doc["epsilon"], doc["steps"], doc["seed"]),
+                             (req["attack"], norm, eps, req["steps"], req.get("seed", 0)))
+            self.assertEqual(doc["restarts"], req.get("restarts", 1))
+            adv = tensor32(doc["adversarial"]).double()
+            self.assertLessEqual(float(adv.abs().max()), 1.0, "clipped to input_range")
+            self.assertLessEqual(max(doc["perturbation_norms"][norm]), eps * (1 + 1e-6))
+            pred = m(adv).argmax(1)
+            self.assertEqual(doc["predictions"], pred.tolist())
+            self.assertEqual(doc["success"], [p != t for p, t in zip(pred.tolist(), y)])
+            # Runs of `steps` (apgd_t: one per target of the K - 1 = 3 while unbroken).
+            runs = [it // req["steps"] for it in doc["iterations"]]
+            self.assertTrue(all(it % req["steps"] == 0 and 1 <= r <= 3 for it, r in zip(doc["iterations"], runs)))
+            self.assertGreaterEqual(doc["gradient_calls"], req["steps"] + 1)
+            self.assertEqual(doc["forward_calls"], doc["gradient_calls"] + 2)
+        doc = self.jcall("POST", "/v1/models/mlp/attacks", {"attack": "apgd_ce", "inputs": x.tolist(), "labels": y})
+        self.assertEqual((doc["epsilon"], doc["steps"], doc["restarts"]), (0.3, 100, 1))
+        # In a robustness report, as an epsilon-bounded attack.
+        rep = self.jcall("POST", "/v1/models/mlp/robustness",
+                         {"inputs": x.tolist(), "labels": y, "epsilons": [0.02, 0.5],
+                          "attack": {"attack": "apgd_t", "steps": 10, "seed": 3}})
+        self.assertEqual(rep["attack"], {"attack": "apgd_t", "norm": "linf", "steps": 10, "restarts": 1, "seed": 3})
+        self.assertEqual(len(rep["robust_accuracy"]), 2)
+        # A sample's outcome does not depend on another being misclassified (and skipped): each
+        # keeps its random stream (math.md). Many epsilons and 3 steps make outcomes start-bound.
+        x8 = self.inputs(8, seed=12)
+        y8 = m(x8.double()).argmax(1).tolist()
+        body = {"inputs": x8.tolist(), "epsilons": [0.01 * i for i in range(1, 41)],
+                "attack": {"attack": "apgd_ce", "steps": 3, "seed": 5}}
+        a = self.jcall("POST", "/v1/models/mlp/robustness", dict(body, labels=y8))
+        b = self.jcall("POST", "/v1/models/mlp/robustness",
+                       dict(body, labels=[(y8[0] + 1) % 4] + y8[1:]))
+        self.assertEqual(a["per_sample_min_epsilon"][1:], b["per_sample_min_epsilon"][1:])
+        self.assertEqual(b["per_sample_min_epsilon"][0], 0)
+        for bad, field in (({"attack": "apgd_t", "targeted": True, "target_labels": [0, 1]}, "targeted"),
+                           ({"attack": "apgd_ce", "targeted": True, "target_labels": [0, 1]}, "targeted"),
+                           ({"attack": "apgd_t", "target_labels": [0, 1]}, "target_labels"),
+                           ({"attack": "apgd_ce", "step_size": 0.1}, "step_size"),
+                           ({"attack": "apgd_ce", "random_start": False}, "random_start"),
+                           ({"attack": "apgd_t", "steps": 0}, "steps"),
+                           ({"attack": "apgd_ce", "restarts": 10001}, "restarts"),
+                           ({"attack": "apgd_ce", "epsilon": -0.1}, "epsilon"),
+                           ({"attack": "apgd_t", "norm": "l1"}, "norm")):
+            st, h, b = self.call("POST", "/v1/models/mlp/attacks",
+                                 dict(bad, inputs=x[:2].tolist(), labels=y[:2]), status=422)
+            self.assertEqual(json.loads(b)["field"], field, b)
+
     def test_certify_matches_its_definition(self):
         x = self.inputs(3, (1, 8, 8), seed=8)
         m = self.models["cnn"]

@@ -5,10 +5,12 @@
 //
 // IN (safetensors): inputs F32 [B, ...], labels I64 [B], optional target_labels I64 [B] and
 // start F32 [B, ...], and __metadata__["options"], a JSON object: {"op": "attack" | "certify",
-// "attack": name, "norm": "linf" | "l2", "trace": steps, "threads": n, and the numeric options
-// of attack.h by name}. "use_labels": false certifies the predicted class.
+// "attack": name, "norm": "linf" | "l2", "trace": steps, "threads": n, "sample_index": [B
+// integers], and the numeric options of attack.h by name}. "use_labels": false certifies the
+// predicted class.
 // OUT (safetensors): attack: adversarial, success U8, l2, linf, predictions I64, iterations I64,
-// counts I64 [2] (gradient_calls, forward_calls) and trace [steps, B, D] when asked;
+// counts I64 [2] (gradient_calls, forward_calls) and trace [steps, B, D] when asked (APGD:
+// "trace" counts the rows, restarts x targets x steps, and trace_eta [rows, B] comes too);
 // certify: predictions, decision_distance F64, region_distance F64, certified_radius F64,
 // exact U8, adversarial, decision_class I64, region_layer I64, region_unit I64, region_other I64.
 #include <jansson.h>
@@ -47,9 +49,11 @@ static void die(const char *what, const rr_error *err)
 static const struct {
     const char *name;
     rr_attack_name id;
-} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
-             {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-             {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO}};
+} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},       {"pgd", RR_ATTACK_PGD},
+             {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
+             {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
+             {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
+             {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T}};
 
 static double num(json_t *o, const char *k)
 {
@@ -102,6 +106,14 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     json_t *rs = json_object_get(o, "random_start");
     p.random_start = rs ? json_is_true(rs) : -1;
     p.seed = (uint64_t)inum(o, "seed");
+    json_t *si = json_object_get(o, "sample_index");
+    size_t *sidx = NULL;
+    if (json_is_array(si) && json_array_size(si) == B) {
+        sidx = malloc(B * sizeof(size_t));
+        for (size_t b = 0; b < B; b++)
+            sidx[b] = (size_t)json_integer_value(json_array_get(si, b));
+        p.sample_ids = sidx;
+    }
     p.overshoot = num(o, "overshoot");
     p.max_iter = inum(o, "max_iter");
     p.candidates = inum(o, "candidates");
@@ -117,10 +129,13 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     p.target_labels = tgt;
     p.start = start;
     const int tsteps = inum(o, "trace");
-    float *trace = NULL;
+    float *trace = NULL, *trace_eta = NULL;
     if (tsteps > 0) {
         trace = calloc((size_t)tsteps * B * D, sizeof(float));
+        trace_eta = calloc((size_t)tsteps * B, sizeof(float));
         p.trace = trace;
+        if (p.name == RR_ATTACK_APGD_CE || p.name == RR_ATTACK_APGD_T)
+            p.trace_eta = trace_eta;
     }
     bool *succ = malloc(B);
     float *l2 = malloc(B * 4), *linf = malloc(B * 4);
@@ -144,9 +159,13 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     if (trace) {
         int64_t sh3[3] = {tsteps, (int64_t)B, (int64_t)D};
         rr_st_writer_add(w, "trace", RR_DTYPE_F32, sh3, 3, trace, &err);
+        if (p.trace_eta)
+            rr_st_writer_add(w, "trace_eta", RR_DTYPE_F32, sh3, 2, trace_eta, &err);
     }
     write_out(w, path, &err);
     free(trace);
+    free(trace_eta);
+    free(sidx);
     free(succ);
     free(l2);
     free(linf);

@@ -1,5 +1,6 @@
 """Helpers of the attack and certificate tests: random nets from gen_core, the probe runner,
 and float64 torch forwards of the same float32 weights."""
+import functools
 import gzip
 import json
 import os
@@ -102,8 +103,10 @@ def _idx(name):
     return np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=None)
 def trained_mlp(seed=0, n_train=12000, epochs=2):
-    """A 784-64-10 MLP trained for a few seconds on Fashion-MNIST (input_range [0, 1])."""
+    """A 784-64-10 MLP trained for a few seconds on Fashion-MNIST (input_range [0, 1]); trained
+    once per process (the attack test files share it)."""
     torch.manual_seed(seed)
     xs = torch.from_numpy(_idx("train-images-idx3-ubyte.gz")[:n_train].copy())
     ys = torch.from_numpy(_idx("train-labels-idx1-ubyte.gz")[:n_train].copy())
