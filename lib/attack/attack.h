@@ -1,5 +1,6 @@
 // Adversarial perturbations (../shared/spec/math.md, "Attacks"): FGSM, PGD, BIM, DeepFool,
-// C&W L2, JSMA, EAD and ZOO on a batch, with the defaults and sources math.md names.
+// C&W L2, JSMA, EAD, ZOO, FAB-T and Square on a batch, with the defaults and sources math.md
+// names.
 //
 // Every attack clips to the model's input_range where math.md says (after each step for the
 // iterative ones), draws its randomness from (seed, sample index) streams so that a sample's
@@ -33,6 +34,7 @@ typedef enum rr_attack_name {
     RR_ATTACK_JSMA,
     RR_ATTACK_EAD,
     RR_ATTACK_ZOO,
+    RR_ATTACK_SQUARE, // Square Attack (square.c)
 } rr_attack_name;
 
 typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
@@ -44,11 +46,12 @@ typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
 typedef struct rr_attack_params {
     rr_attack_name name;
     rr_norm norm;                 // fgsm, pgd, bim, deepfool: linf (default) or l2
-    double epsilon;               // fgsm / pgd / bim (linf 0.3, l2 1.0)
+    double epsilon;               // fgsm / pgd / bim / square (linf 0.3, l2 1.0); fab_t: the
+                                  // bound a result must meet to count (default +inf: none)
     double step_size;             // pgd / bim alpha (linf 0.01, l2 0.2)
-    int steps;                    // pgd / bim (40)
+    int steps;                    // pgd / bim (40), fab_t per target (100)
     int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false
-    int restarts;                 // pgd / bim (1)
+    int restarts;                 // pgd / bim / fab_t / square (1)
     bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
@@ -64,6 +67,9 @@ typedef struct rr_attack_params {
     double gamma;            // jsma (0.1)
     double beta;             // ead (1e-2)
     double h;                // zoo coordinate step (1e-4)
+    int queries;             // square: iterations after the first query (5000, at most
+                             // max_steps when left default)
+    double p_init;           // square: initial fraction of features in a square (0.8)
     int max_steps;           // the largest value any count may take (0 = 10000)
     rr_abort_fn abort;       // may be NULL
     void *abort_ctx;
@@ -72,16 +78,20 @@ typedef struct rr_attack_params {
     // Test hooks: a start point [B, D] replacing PGD's random start (restarts must be 1), and
     // a trace [steps, B, D] receiving after every step the iterate (PGD / BIM; rows of
     // samples that stopped repeat) or, for DeepFool, the accumulated r_tot before overshoot.
+    // Square: [queries, B, D], the best point after each iteration (restarts must be 1).
+    // FAB-T: [n_targets * restarts * steps, B, D], the iterate after each step of each run
+    // (after the backward step), run-major; rows of samples outside a run are left alone.
     const float *start;
     float *trace;
 } rr_attack_params;
 
 typedef struct rr_attack_result {
     float *adversarial;   // [B, D]
-    bool *success;        // [B]: prediction != label (untargeted) or == target
+    bool *success;        // [B]: prediction != label (untargeted) or == target; fab_t with
+                          // a finite epsilon also needs ||x' - x|| <= epsilon (else x' = x)
     float *l2, *linf;     // [B] norms of adversarial - input
     int64_t *predictions; // [B] argmax on the adversarial input
-    int *iterations;      // [B] steps / iterations used
+    int *iterations;      // [B] steps / iterations used (square: queries, the first included)
     long gradient_calls;  // model gradients evaluated (ZOO: 0)
     long forward_calls;   // model forward passes (batched calls)
 } rr_attack_result;

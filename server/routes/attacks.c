@@ -12,10 +12,10 @@
 static const struct {
     const char *name;
     rr_attack_name id;
-} ATTACKS[] = {{"fgsm", RR_ATTACK_FGSM},   {"pgd", RR_ATTACK_PGD},
-               {"bim", RR_ATTACK_BIM},     {"deepfool", RR_ATTACK_DEEPFOOL},
-               {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-               {"ead", RR_ATTACK_EAD},     {"zoo", RR_ATTACK_ZOO}};
+} ATTACKS[] = {
+    {"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
+    {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
+    {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO},     {"square", RR_ATTACK_SQUARE}};
 
 static void progress(void *ctx, double f)
 {
@@ -69,36 +69,40 @@ static bool parse_norm(json_t *v, rr_norm *n, rr_norm dflt, rrd_out *out)
 static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t B, int K,
                          int max_steps, opts *o, rrd_out *out)
 {
-    static const char *NUMS[] = {"epsilon",    "step_size", "overshoot", "learning_rate", "c",
-                                 "confidence", "theta",     "gamma",     "beta",          "h"};
-    static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps"};
+    static const char *NUMS[] = {"epsilon", "step_size",  "overshoot", "learning_rate",
+                                 "c",       "confidence", "theta",     "gamma",
+                                 "beta",    "h",          "p_init"};
+    static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps", "queries"};
     const char *allowed = in_report
                               ? "attack norm step_size steps random_start restarts seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h"
+                                "gamma beta h queries p_init"
                               : "inputs labels version async attack norm epsilon step_size steps "
                                 "random_start restarts targeted target_labels seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h";
+                                "gamma beta h queries p_init";
     if (!rrd_only_members(obj, allowed, in_report ? "the attack object" : "an attacks request",
                           out))
         return false;
     const char *name = json_string_value(json_object_get(obj, "attack"));
     if (!name)
-        BAD("attack", "attack must be one of fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo");
+        BAD("attack", "attack must be one of fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, "
+                      "square");
     size_t i = 0;
     for (; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
         if (!strcmp(ATTACKS[i].name, name))
             break;
     if (i == sizeof ATTACKS / sizeof ATTACKS[0])
-        BAD("attack", "unknown attack '%.64s' (fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo)",
+        BAD("attack",
+            "unknown attack '%.64s' (fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, square)",
             name);
     rr_attack_params p;
     rr_attack_params_init(&p, ATTACKS[i].id);
     if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
         return false;
-    double *dst[] = {&p.epsilon,    &p.step_size, &p.overshoot, &p.learning_rate, &p.c,
-                     &p.confidence, &p.theta,     &p.gamma,     &p.beta,          &p.h};
+    double *dst[] = {&p.epsilon, &p.step_size,  &p.overshoot, &p.learning_rate,
+                     &p.c,       &p.confidence, &p.theta,     &p.gamma,
+                     &p.beta,    &p.h,          &p.p_init};
     for (size_t k = 0; k < sizeof NUMS / sizeof NUMS[0]; k++) {
         json_t *v = json_object_get(obj, NUMS[k]);
         if (!v)
@@ -107,7 +111,7 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
             BAD(NUMS[k], "%s must be a number", NUMS[k]);
         *dst[k] = json_number_value(v);
     }
-    int *idst[] = {&p.steps, &p.restarts, &p.max_iter, &p.binary_search_steps};
+    int *idst[] = {&p.steps, &p.restarts, &p.max_iter, &p.binary_search_steps, &p.queries};
     for (size_t k = 0; k < sizeof INTS / sizeof INTS[0]; k++) {
         json_t *v = json_object_get(obj, INTS[k]);
         if (!v)
@@ -199,6 +203,14 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         case RR_ATTACK_JSMA:
             json_object_set_new(e, "theta", json_real(a->theta));
             json_object_set_new(e, "gamma", json_real(a->gamma));
+            break;
+        case RR_ATTACK_SQUARE:
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report)
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "queries", json_integer(a->queries));
+            json_object_set_new(e, "p_init", json_real(a->p_init));
+            json_object_set_new(e, "restarts", json_integer(a->restarts));
             break;
     }
     if (!in_report)

@@ -47,9 +47,10 @@ static void die(const char *what, const rr_error *err)
 static const struct {
     const char *name;
     rr_attack_name id;
-} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
-             {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-             {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO}};
+} NAMES[] = {
+    {"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
+    {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
+    {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO},     {"square", RR_ATTACK_SQUARE}};
 
 static double num(json_t *o, const char *k)
 {
@@ -113,6 +114,8 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     p.gamma = num(o, "gamma");
     p.beta = num(o, "beta");
     p.h = num(o, "h");
+    p.queries = inum(o, "queries");
+    p.p_init = num(o, "p_init");
     p.targeted = tgt != NULL;
     p.target_labels = tgt;
     p.start = start;
