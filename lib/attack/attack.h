@@ -35,6 +35,7 @@ typedef enum rr_attack_name {
     RR_ATTACK_EAD,
     RR_ATTACK_ZOO,
     RR_ATTACK_SQUARE, // Square Attack (square.c)
+    RR_ATTACK_FAB_T,  // targeted FAB (fab.c)
 } rr_attack_name;
 
 typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;

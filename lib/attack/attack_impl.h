@@ -73,6 +73,7 @@ rr_status rr__attack_cw(rr__atk *a, bool elastic);
 rr_status rr__attack_jsma(rr__atk *a);
 rr_status rr__attack_zoo(rr__atk *a);
 rr_status rr__attack_square(rr__atk *a);
+rr_status rr__attack_fab(rr__atk *a);
 
 // Rounds v to float, stepping one ulp back toward x when rounding moved it away from x, so
 // that |result - x| <= |v - x|: epsilon-bounded attacks keep their bound exactly in float.

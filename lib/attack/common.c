@@ -101,6 +101,12 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEF(c, 1e-3);
             DEF(confidence, 0.0);
             break;
+        case RR_ATTACK_FAB_T:
+            // Minimum-norm unless given a bound (math.md "Attacks"; api.md /robustness).
+            DEF(epsilon, INFINITY);
+            DEFI(steps, 100);
+            DEFI(restarts, 1);
+            break;
         case RR_ATTACK_SQUARE:
             DEF(epsilon, l2 ? 1.0 : 0.3);
             // The default budget is capped by max_steps (a daemon's --max-steps) rather than
@@ -119,7 +125,9 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
 #define CHK(field, lo, open, hi, range)                                                            \
     if (st == RR_OK && !isnan(in->field))                                                          \
     st = check_double(o->field, lo, open, hi, #field, range, err)
-    CHK(epsilon, 0, false, inf, ">= 0");
+    // fab_t's resolved default is +inf (unbounded), which a second resolve must accept.
+    if (!(o->name == RR_ATTACK_FAB_T && o->epsilon == INFINITY))
+        CHK(epsilon, 0, false, inf, ">= 0");
     CHK(step_size, 0, true, inf, "> 0");
     CHK(overshoot, 0, false, inf, ">= 0");
     CHK(learning_rate, 0, true, inf, "> 0");
@@ -147,6 +155,9 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
         return st;
     if (o->targeted && o->name == RR_ATTACK_DEEPFOOL)
         return rr_error_set(err, RR_EINVAL, "targeted", "deepfool is untargeted");
+    if ((o->targeted || o->target_labels) && o->name == RR_ATTACK_FAB_T)
+        return rr_error_set(err, RR_EINVAL, "targeted",
+                            "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
     if (o->trace && o->restarts > 1 && o->name == RR_ATTACK_SQUARE)
         return rr_error_set(err, RR_EINVAL, "trace", "a square trace needs restarts = 1");
     if (o->targeted && !o->target_labels)
@@ -304,6 +315,9 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
             break;
         case RR_ATTACK_ZOO:
             st = rr__attack_zoo(&a);
+            break;
+        case RR_ATTACK_FAB_T:
+            st = rr__attack_fab(&a);
             break;
         case RR_ATTACK_SQUARE:
             st = rr__attack_square(&a);

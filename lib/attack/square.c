@@ -34,6 +34,10 @@
 #include "attack/attack_impl.h"
 #include "core/tensor.h"
 
+// Below this much work (rows x features) a step runs on the calling thread: OpenMP's fork and
+// barrier would cost more than the loop (results do not depend on it).
+#define PAR_MIN 16384
+
 typedef struct sq {
     rr__atk *a;
     int C, H, W; // W = d and H = C = 1 for a vector input
@@ -395,7 +399,7 @@ rr_status rr__attack_square(rr__atk *a)
             q.eta_s = q.eta_s < 1 ? 1 : q.eta_s;
             eta_fill(eta, q.eta_s);
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
         for (size_t j = 0; j < n; j++) {
             const size_t b = act[j];
             rr_rng_init(&rng[b], a->p.seed + 0x9E3779B97F4A7C15ull * (uint64_t)r, b);
@@ -426,7 +430,7 @@ rr_status rr__attack_square(rr__atk *a)
                 q.eta_s = s;
                 eta_fill(eta, s);
             }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
             for (size_t j = 0; j < n; j++) {
                 const size_t b = act[j];
                 if (l2)
@@ -438,7 +442,7 @@ rr_status rr__attack_square(rr__atk *a)
             if ((st = rr__atk_forward(a, xs, n, z)) != RR_OK)
                 goto out;
                 // Keep the candidate when the loss improved or the sample is broken.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
             for (size_t j = 0; j < n; j++) {
                 const size_t b = act[j];
                 double m, l;

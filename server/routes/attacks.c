@@ -12,10 +12,11 @@
 static const struct {
     const char *name;
     rr_attack_name id;
-} ATTACKS[] = {
-    {"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
-    {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-    {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO},     {"square", RR_ATTACK_SQUARE}};
+} ATTACKS[] = {{"fgsm", RR_ATTACK_FGSM},     {"pgd", RR_ATTACK_PGD},
+               {"bim", RR_ATTACK_BIM},       {"deepfool", RR_ATTACK_DEEPFOOL},
+               {"cw_l2", RR_ATTACK_CW_L2},   {"jsma", RR_ATTACK_JSMA},
+               {"ead", RR_ATTACK_EAD},       {"zoo", RR_ATTACK_ZOO},
+               {"square", RR_ATTACK_SQUARE}, {"fab_t", RR_ATTACK_FAB_T}};
 
 static void progress(void *ctx, double f)
 {
@@ -87,14 +88,15 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     const char *name = json_string_value(json_object_get(obj, "attack"));
     if (!name)
         BAD("attack", "attack must be one of fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, "
-                      "square");
+                      "square, fab_t");
     size_t i = 0;
     for (; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
         if (!strcmp(ATTACKS[i].name, name))
             break;
     if (i == sizeof ATTACKS / sizeof ATTACKS[0])
         BAD("attack",
-            "unknown attack '%.64s' (fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, square)",
+            "unknown attack '%.64s' (fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, square, "
+            "fab_t)",
             name);
     rr_attack_params p;
     rr_attack_params_init(&p, ATTACKS[i].id);
@@ -139,6 +141,8 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     if (json_is_true(tg)) {
         if (p.name == RR_ATTACK_DEEPFOOL)
             BAD("targeted", "deepfool is untargeted");
+        if (p.name == RR_ATTACK_FAB_T)
+            BAD("targeted", "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
         if (!json_is_array(tl) || json_array_size(tl) != B)
             BAD("target_labels", "targeted requires target_labels, %zu integers", B);
         o->targets = malloc(B * sizeof(int64_t));
@@ -154,6 +158,8 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         }
         p.targeted = true;
         p.target_labels = o->targets;
+    } else if (tl && p.name == RR_ATTACK_FAB_T) {
+        BAD("target_labels", "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
     } else if (tl) {
         BAD("target_labels", "target_labels needs \"targeted\": true");
     }
@@ -203,6 +209,13 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         case RR_ATTACK_JSMA:
             json_object_set_new(e, "theta", json_real(a->theta));
             json_object_set_new(e, "gamma", json_real(a->gamma));
+            break;
+        case RR_ATTACK_FAB_T:
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report && isfinite(a->epsilon))
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "steps", json_integer(a->steps));
+            json_object_set_new(e, "restarts", json_integer(a->restarts));
             break;
         case RR_ATTACK_SQUARE:
             json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));

@@ -47,10 +47,11 @@ static void die(const char *what, const rr_error *err)
 static const struct {
     const char *name;
     rr_attack_name id;
-} NAMES[] = {
-    {"fgsm", RR_ATTACK_FGSM},         {"pgd", RR_ATTACK_PGD},     {"bim", RR_ATTACK_BIM},
-    {"deepfool", RR_ATTACK_DEEPFOOL}, {"cw_l2", RR_ATTACK_CW_L2}, {"jsma", RR_ATTACK_JSMA},
-    {"ead", RR_ATTACK_EAD},           {"zoo", RR_ATTACK_ZOO},     {"square", RR_ATTACK_SQUARE}};
+} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},     {"pgd", RR_ATTACK_PGD},
+             {"bim", RR_ATTACK_BIM},       {"deepfool", RR_ATTACK_DEEPFOOL},
+             {"cw_l2", RR_ATTACK_CW_L2},   {"jsma", RR_ATTACK_JSMA},
+             {"ead", RR_ATTACK_EAD},       {"zoo", RR_ATTACK_ZOO},
+             {"square", RR_ATTACK_SQUARE}, {"fab_t", RR_ATTACK_FAB_T}};
 
 static double num(json_t *o, const char *k)
 {
