@@ -53,7 +53,7 @@ typedef struct rr_attack_params {
     int steps;                    // pgd / bim (40), fab_t per target (100)
     int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false
     int restarts;                 // pgd / bim / fab_t / square (1)
-    bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
+    bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo, square: reach targets
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
     double overshoot;        // deepfool (0.02)

@@ -331,6 +331,18 @@ class TestSquareProperties(unittest.TestCase):
                 self.assertTrue(torch.equal(out["adversarial"][failed], x.reshape(len(x), -1)[failed].float()))
                 self.assertTrue(bool((out["iterations"][~failed] <= 301).all()))
 
+    def test_targeted_reaches_its_target_or_says_so(self):
+        model, shape, K, path, x = Nets.get("cnn")
+        y = logits64(model, x).argmax(1)
+        tgt = (y + 1) % K
+        out = probe(path, x, y, {"attack": "square", "epsilon": 0.3, "queries": 200, "seed": 2},
+                    target=tgt)
+        pred = logits64(model, out["adversarial"].double().reshape(x.shape)).argmax(1)
+        self.assertTrue(torch.equal(out["success"].bool(), pred == tgt))
+        self.assertLessEqual(float((out["adversarial"].double() - x.reshape(len(x), -1)).abs().max()),
+                             0.3 * (1 + 1e-6))
+        self.assertEqual(int(out["counts"][0]), 0)
+
     def test_same_seed_same_bits_at_one_and_two_threads(self):
         model, shape, K, path, x = Nets.get("cnn")
         x = big_batch(shape)
