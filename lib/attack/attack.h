@@ -1,5 +1,6 @@
 // Adversarial perturbations (../shared/spec/math.md, "Attacks"): FGSM, PGD, BIM, DeepFool,
-// C&W L2, JSMA, EAD, ZOO, APGD-CE and APGD-T on a batch, with the defaults and sources math.md
+// C&W L2, JSMA, EAD, ZOO, APGD-CE, APGD-T, FAB-T, Square and the AutoAttack ensemble on a
+// batch, with the defaults and sources math.md
 // names.
 //
 // Every attack clips to the model's input_range where math.md says (after each step for the
@@ -36,6 +37,8 @@ typedef enum rr_attack_name {
     RR_ATTACK_ZOO,
     RR_ATTACK_APGD_CE, // APGD on the cross-entropy (Croce & Hein 2020, AutoAttack APGDAttack)
     RR_ATTACK_APGD_T,  // APGD on the targeted DLR loss, n = min(9, K - 1) targets
+    RR_ATTACK_SQUARE, // Square Attack (square.c)
+    RR_ATTACK_FAB_T,  // targeted FAB (fab.c)
 } rr_attack_name;
 
 typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
@@ -46,15 +49,18 @@ typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
 // caller, which sees what the user sent: 0 here is indistinguishable from "default").
 typedef struct rr_attack_params {
     rr_attack_name name;
-    rr_norm norm;                 // fgsm, pgd, bim, deepfool, apgd_*: linf (default) or l2
-    double epsilon;               // fgsm / pgd / bim / apgd_* (linf 0.3, l2 1.0)
+    rr_norm norm;                 // every attack but jsma / cw_l2 / ead / zoo: linf (default) or l2
+    double epsilon;               // fgsm / pgd / bim / apgd_* / square / autoattack (linf 0.3,
+                                  // l2 1.0); fab_t: the bound a result must meet to count
+                                  // (default +inf: none)
     double step_size;             // pgd / bim alpha (linf 0.01, l2 0.2); apgd_*: not settable
-    int steps;                    // pgd / bim (40); apgd_* (100, per restart and target)
+    int steps;                    // pgd / bim (40); apgd_* (100, per restart and target);
+                                  // fab_t per target (100)
     int random_start;             // pgd: -1 default (true), 0 false, 1 true; bim is always false;
                                   // apgd_* always start at random (0 is RR_EINVAL)
-    int restarts;                 // pgd / bim / apgd_* (1; apgd_t: per target)
-    bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo: reach target_labels
-                                  // (apgd_ce and apgd_t choose their own: RR_EINVAL)
+    int restarts;                 // pgd / bim / apgd_* / fab_t / square (1; apgd_t: per target)
+    bool targeted;                // fgsm, pgd, bim, cw_l2, ead, jsma, zoo, square: reach targets
+                                  // (apgd_*, fab_t, autoattack choose their own: RR_EINVAL)
     const int64_t *target_labels; // [B] when targeted (borrowed)
     uint64_t seed;
     // The RNG stream of each sample: sample b draws from (seed, sample_ids[b]); NULL = its
@@ -74,6 +80,9 @@ typedef struct rr_attack_params {
     double gamma;            // jsma (0.1)
     double beta;             // ead (1e-2)
     double h;                // zoo coordinate step (1e-4)
+    int queries;             // square: iterations after the first query (5000, at most
+                             // max_steps when left default)
+    double p_init;           // square: initial fraction of features in a square (0.8)
     int max_steps;           // the largest value any count may take (0 = 10000)
     rr_abort_fn abort;       // may be NULL
     void *abort_ctx;
@@ -87,6 +96,9 @@ typedef struct rr_attack_params {
     // before a checkpoint moves it back to the best point; and trace_eta [R * steps, B] the
     // step size each step used. Rows of samples not attacked in a run (already
     // misclassified) are left as they are in trace and 0 in trace_eta.
+    // Square: [queries, B, D], the best point after each iteration (restarts must be 1).
+    // FAB-T: [n_targets * restarts * steps, B, D], the iterate after each step of each run
+    // (after the backward step), run-major; rows of samples outside a run are left alone.
     const float *start;
     float *trace;
     float *trace_eta;
@@ -94,10 +106,11 @@ typedef struct rr_attack_params {
 
 typedef struct rr_attack_result {
     float *adversarial;   // [B, D]
-    bool *success;        // [B]: prediction != label (untargeted) or == target
+    bool *success;        // [B]: prediction != label (untargeted) or == target; fab_t with
+                          // a finite epsilon also needs ||x' - x|| <= epsilon (else x' = x)
     float *l2, *linf;     // [B] norms of adversarial - input
     int64_t *predictions; // [B] argmax on the adversarial input
-    int *iterations;      // [B] steps / iterations used
+    int *iterations;      // [B] steps / iterations used (square: queries, the first included)
     long gradient_calls;  // model gradients evaluated (ZOO: 0)
     long forward_calls;   // model forward passes (batched calls)
 } rr_attack_result;

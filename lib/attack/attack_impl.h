@@ -3,6 +3,8 @@
 #ifndef RR_ATTACK_IMPL_H
 #define RR_ATTACK_IMPL_H
 
+#include <math.h>
+
 #include "attack/attack.h"
 #include "core/rng.h"
 
@@ -77,5 +79,17 @@ rr_status rr__attack_cw(rr__atk *a, bool elastic);
 rr_status rr__attack_jsma(rr__atk *a);
 rr_status rr__attack_zoo(rr__atk *a);
 rr_status rr__attack_apgd(rr__atk *a);
+rr_status rr__attack_square(rr__atk *a);
+rr_status rr__attack_fab(rr__atk *a);
+
+// Rounds v to float, stepping one ulp back toward x when rounding moved it away from x, so
+// that |result - x| <= |v - x|: epsilon-bounded attacks keep their bound exactly in float.
+static inline float rr__atk_toward(double v, float x)
+{
+    float f = (float)v;
+    if (fabs((double)f - (double)x) > fabs(v - (double)x))
+        f = nextafterf(f, x);
+    return f;
+}
 
 #endif

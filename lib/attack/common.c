@@ -18,6 +18,7 @@ void rr_attack_params_init(rr_attack_params *p, rr_attack_name name)
     p->random_start = -1;
     p->epsilon = p->step_size = p->overshoot = p->learning_rate = p->c = p->confidence = p->theta =
         p->gamma = p->beta = p->h = RR_ATTACK_DEFAULT;
+    p->p_init = RR_ATTACK_DEFAULT;
 }
 
 static rr_status check_double(double v, double lo, bool lo_open, double hi, const char *name,
@@ -124,6 +125,20 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEF(c, 1e-3);
             DEF(confidence, 0.0);
             break;
+        case RR_ATTACK_FAB_T:
+            // Minimum-norm unless given a bound (math.md "Attacks"; api.md /robustness).
+            DEF(epsilon, INFINITY);
+            DEFI(steps, 100);
+            DEFI(restarts, 1);
+            break;
+        case RR_ATTACK_SQUARE:
+            DEF(epsilon, l2 ? 1.0 : 0.3);
+            // The default budget is capped by max_steps (a daemon's --max-steps) rather than
+            // rejected; the answer echoes what ran. Explicit values are checked below.
+            DEFI(queries, 5000 < o->max_steps ? 5000 : o->max_steps);
+            DEF(p_init, 0.8);
+            DEFI(restarts, 1);
+            break;
         default:
             return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
     }
@@ -134,7 +149,9 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
 #define CHK(field, lo, open, hi, range)                                                            \
     if (st == RR_OK && !isnan(in->field))                                                          \
     st = check_double(o->field, lo, open, hi, #field, range, err)
-    CHK(epsilon, 0, false, inf, ">= 0");
+    // fab_t's resolved default is +inf (unbounded), which a second resolve must accept.
+    if (!(o->name == RR_ATTACK_FAB_T && o->epsilon == INFINITY))
+        CHK(epsilon, 0, false, inf, ">= 0");
     CHK(step_size, 0, true, inf, "> 0");
     CHK(overshoot, 0, false, inf, ">= 0");
     CHK(learning_rate, 0, true, inf, "> 0");
@@ -144,6 +161,7 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
     CHK(gamma, 0, true, 1, "in (0, 1]");
     CHK(beta, 0, false, inf, ">= 0");
     CHK(h, 0, true, inf, "> 0");
+    CHK(p_init, 0, true, 1, "in (0, 1]");
 #undef CHK
     if (st != RR_OK)
         return st;
@@ -157,8 +175,15 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
     if (o->binary_search_steps > 0 &&
         (st = check_int(o->binary_search_steps, mx, "binary_search_steps", err)) != RR_OK)
         return st;
+    if (o->queries > 0 && (st = check_int(o->queries, mx, "queries", err)) != RR_OK)
+        return st;
     if (o->targeted && o->name == RR_ATTACK_DEEPFOOL)
         return rr_error_set(err, RR_EINVAL, "targeted", "deepfool is untargeted");
+    if ((o->targeted || o->target_labels) && o->name == RR_ATTACK_FAB_T)
+        return rr_error_set(err, RR_EINVAL, "targeted",
+                            "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
+    if (o->trace && o->restarts > 1 && o->name == RR_ATTACK_SQUARE)
+        return rr_error_set(err, RR_EINVAL, "trace", "a square trace needs restarts = 1");
     if (o->targeted && !o->target_labels)
         return rr_error_set(err, RR_EINVAL, "target_labels", "targeted requires target_labels");
     if (o->start && o->restarts > 1)
@@ -318,6 +343,12 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
         case RR_ATTACK_APGD_CE:
         case RR_ATTACK_APGD_T:
             st = rr__attack_apgd(&a);
+            break;
+        case RR_ATTACK_FAB_T:
+            st = rr__attack_fab(&a);
+            break;
+        case RR_ATTACK_SQUARE:
+            st = rr__attack_square(&a);
             break;
     }
     if (st != RR_OK)

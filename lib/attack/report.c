@@ -24,7 +24,7 @@ static void stage_progress(void *ctx, double f)
 static bool min_norm(rr_attack_name n)
 {
     return n == RR_ATTACK_DEEPFOOL || n == RR_ATTACK_CW_L2 || n == RR_ATTACK_EAD ||
-           n == RR_ATTACK_JSMA || n == RR_ATTACK_ZOO;
+           n == RR_ATTACK_JSMA || n == RR_ATTACK_ZOO || n == RR_ATTACK_FAB_T;
 }
 
 typedef struct bufs {

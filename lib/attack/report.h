@@ -2,10 +2,11 @@
 // robust accuracy per epsilon under one attack, DeepFool rho_adv, mean certified radius,
 // the smallest listed epsilon that breaks each sample, and the gradient-masking flags.
 //
-// The epsilon-bounded attacks (fgsm, pgd, bim, apgd_ce, apgd_t) run once per listed epsilon,
-// on the samples classified correctly (a misclassified sample is broken at every epsilon); the
-// minimum-norm attacks (deepfool, cw_l2, ead, jsma, zoo) run once, and a sample counts as broken at
-// epsilon when the attack succeeded with ||x' - x|| <= epsilon in the report's norm.
+// The epsilon-bounded attacks (fgsm, pgd, bim, apgd_ce, apgd_t, square, autoattack) run once
+// per listed epsilon, on the samples classified correctly (a misclassified sample is broken at
+// every epsilon); the minimum-norm attacks (deepfool, cw_l2, ead, jsma, zoo, fab_t) run once,
+// and a sample counts as broken at epsilon when the attack succeeded with ||x' - x|| <=
+// epsilon in the report's norm.
 // deepfool_rho is the mean ||r||_2 / ||x||_2 of l2 DeepFool (math.md defaults) over the
 // correctly classified samples it broke (NaN when there is none); mean_certified_radius is
 // the mean over all samples of rr_certify's radius about the labels (0 when misclassified).

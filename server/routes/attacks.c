@@ -16,8 +16,10 @@ static const struct {
                {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
                {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
                {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
-               {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T}};
-#define ATTACK_NAMES "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t"
+               {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T},
+               {"fab_t", RR_ATTACK_FAB_T},     {"square", RR_ATTACK_SQUARE}};
+#define ATTACK_NAMES                                                                               \
+    "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t, fab_t, square"
 
 static void progress(void *ctx, double f)
 {
@@ -71,17 +73,18 @@ static bool parse_norm(json_t *v, rr_norm *n, rr_norm dflt, rrd_out *out)
 static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t B, int K,
                          int max_steps, opts *o, rrd_out *out)
 {
-    static const char *NUMS[] = {"epsilon",    "step_size", "overshoot", "learning_rate", "c",
-                                 "confidence", "theta",     "gamma",     "beta",          "h"};
-    static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps"};
+    static const char *NUMS[] = {"epsilon", "step_size",  "overshoot", "learning_rate",
+                                 "c",       "confidence", "theta",     "gamma",
+                                 "beta",    "h",          "p_init"};
+    static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps", "queries"};
     const char *allowed = in_report
                               ? "attack norm step_size steps random_start restarts seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h"
+                                "gamma beta h queries p_init"
                               : "inputs labels version async attack norm epsilon step_size steps "
                                 "random_start restarts targeted target_labels seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h";
+                                "gamma beta h queries p_init";
     if (!rrd_only_members(obj, allowed, in_report ? "the attack object" : "an attacks request",
                           out))
         return false;
@@ -98,8 +101,9 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     rr_attack_params_init(&p, ATTACKS[i].id);
     if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
         return false;
-    double *dst[] = {&p.epsilon,    &p.step_size, &p.overshoot, &p.learning_rate, &p.c,
-                     &p.confidence, &p.theta,     &p.gamma,     &p.beta,          &p.h};
+    double *dst[] = {&p.epsilon, &p.step_size,  &p.overshoot, &p.learning_rate,
+                     &p.c,       &p.confidence, &p.theta,     &p.gamma,
+                     &p.beta,    &p.h,          &p.p_init};
     for (size_t k = 0; k < sizeof NUMS / sizeof NUMS[0]; k++) {
         json_t *v = json_object_get(obj, NUMS[k]);
         if (!v)
@@ -108,7 +112,7 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
             BAD(NUMS[k], "%s must be a number", NUMS[k]);
         *dst[k] = json_number_value(v);
     }
-    int *idst[] = {&p.steps, &p.restarts, &p.max_iter, &p.binary_search_steps};
+    int *idst[] = {&p.steps, &p.restarts, &p.max_iter, &p.binary_search_steps, &p.queries};
     for (size_t k = 0; k < sizeof INTS / sizeof INTS[0]; k++) {
         json_t *v = json_object_get(obj, INTS[k]);
         if (!v)
@@ -136,9 +140,9 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     if (json_is_true(tg)) {
         if (p.name == RR_ATTACK_DEEPFOOL || p.name == RR_ATTACK_APGD_CE)
             BAD("targeted", "%s is untargeted", name);
-        if (p.name == RR_ATTACK_APGD_T)
-            BAD("targeted", "apgd_t chooses its own targets (the classes ranked 2nd to (n+1)th "
-                            "by the clean logits, n = min(9, K - 1))");
+        if (p.name == RR_ATTACK_APGD_T || p.name == RR_ATTACK_FAB_T)
+            BAD("targeted", "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
+                            "by the clean logits, n = min(9, K - 1))", name);
         if (!json_is_array(tl) || json_array_size(tl) != B)
             BAD("target_labels", "targeted requires target_labels, %zu integers", B);
         o->targets = malloc(B * sizeof(int64_t));
@@ -154,6 +158,8 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         }
         p.targeted = true;
         p.target_labels = o->targets;
+    } else if (tl && p.name == RR_ATTACK_FAB_T) {
+        BAD("target_labels", "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
     } else if (tl) {
         BAD("target_labels", "target_labels needs \"targeted\": true");
     }
@@ -211,6 +217,21 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         case RR_ATTACK_JSMA:
             json_object_set_new(e, "theta", json_real(a->theta));
             json_object_set_new(e, "gamma", json_real(a->gamma));
+            break;
+        case RR_ATTACK_FAB_T:
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report && isfinite(a->epsilon))
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "steps", json_integer(a->steps));
+            json_object_set_new(e, "restarts", json_integer(a->restarts));
+            break;
+        case RR_ATTACK_SQUARE:
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report)
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "queries", json_integer(a->queries));
+            json_object_set_new(e, "p_init", json_real(a->p_init));
+            json_object_set_new(e, "restarts", json_integer(a->restarts));
             break;
     }
     if (!in_report)

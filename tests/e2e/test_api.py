@@ -315,6 +315,88 @@ class Values(Base):
                           "target_labels": tgt, "epsilon": 1.0, "step_size": 0.1})
         self.assertEqual(doc["success"], [p == t for p, t in zip(doc["predictions"], tgt)])
 
+    def test_square_answers_sane_fields_and_forward_passes_only(self):
+        x = self.inputs(4, seed=17)
+        m = self.models["mlp"]
+        y = m(x.double()).argmax(1).tolist()
+        for req in ({"attack": "square", "epsilon": 0.3, "queries": 300, "seed": 4},
+                    {"attack": "square", "norm": "l2", "epsilon": 1.5, "queries": 200, "p_init": 0.3}):
+            doc = self.jcall("POST", "/v1/models/mlp/attacks", dict(req, inputs=x.tolist(), labels=y))
+            self.assertEqual((doc["attack"], doc["queries"], doc["seed"]),
+                             (req["attack"], req["queries"], req.get("seed", 0)))
+            self.assertEqual(doc["p_init"], req.get("p_init", 0.8))
+            self.assertEqual(doc["gradient_calls"], 0)
+            adv = tensor32(doc["adversarial"]).double()
+            pred = m(adv).argmax(1)
+            self.assertEqual(doc["predictions"], pred.tolist())
+            self.assertEqual(doc["success"], [p != t for p, t in zip(pred.tolist(), y)])
+            d = adv - x.double()
+            n = d.abs().amax(1) if req.get("norm", "linf") == "linf" else d.norm(dim=1)
+            self.assertLessEqual(float(n.max()), req["epsilon"] * (1 + 1e-6))
+            self.assertLessEqual(float(adv.abs().max()), 1.0)
+            self.assertTrue(all(1 <= it <= req["queries"] + 1 for it in doc["iterations"]))
+        # Defaults echoed (math.md "Attacks"); the same seed gives the same bits.
+        req = {"attack": "square", "inputs": x.tolist(), "labels": y, "queries": 50, "seed": 2}
+        a = self.jcall("POST", "/v1/models/mlp/attacks", req)
+        self.assertEqual((a["norm"], a["epsilon"], a["p_init"], a["restarts"]), ("linf", 0.3, 0.8, 1))
+        self.assertEqual(a["adversarial"], self.jcall("POST", "/v1/models/mlp/attacks", req)["adversarial"])
+        zero = self.jcall("POST", "/v1/models/mlp/attacks", {"attack": "square", "inputs": x[:1].tolist(),
+                                                              "labels": y[:1], "epsilon": 0.0})
+        self.assertEqual((zero["success"], zero["perturbation_norms"]["linf"]), ([False], [0]))
+        for bad, field in (({"queries": 0}, "queries"), ({"queries": 10001}, "queries"),
+                           ({"queries": 1.5}, "queries"), ({"p_init": 0}, "p_init"),
+                           ({"p_init": 1.5}, "p_init"), ({"epsilon": -0.1}, "epsilon"),
+                           ({"norm": "l1"}, "norm")):
+            st, h, b = self.call("POST", "/v1/models/mlp/attacks",
+                                 dict({"attack": "square"}, inputs=x.tolist(), labels=y, **bad), status=422)
+            self.assertEqual(json.loads(b)["field"], field, b)
+
+    def test_fab_t_answers_sane_fields_minimum_norm_and_bounded(self):
+        x = self.inputs(4, seed=18)
+        m = self.models["mlp"]
+        y = m(x.double()).argmax(1).tolist()
+        body = {"attack": "fab_t", "inputs": x.tolist(), "labels": y, "steps": 30}
+        free = self.jcall("POST", "/v1/models/mlp/attacks", body)
+        # K = 4: min(9, K - 1) = 3 targets of 30 steps; minimum-norm without epsilon.
+        self.assertEqual((free["attack"], free["norm"], free["steps"], free["restarts"]), ("fab_t", "linf", 30, 1))
+        self.assertNotIn("epsilon", free)
+        self.assertEqual(free["iterations"], [90] * 4)
+        self.assertEqual(free["gradient_calls"], 90)
+        for doc, eps in ((free, None), (self.jcall("POST", "/v1/models/mlp/attacks", dict(body, epsilon=0.1)), 0.1),
+                         (self.jcall("POST", "/v1/models/mlp/attacks", dict(body, norm="l2", epsilon=0.5)), 0.5)):
+            adv = tensor32(doc["adversarial"]).double()
+            pred = m(adv).argmax(1)
+            self.assertEqual(doc["predictions"], pred.tolist())
+            self.assertEqual(doc["success"], [p != t for p, t in zip(pred.tolist(), y)])
+            self.assertLessEqual(float(adv.abs().max()), 1.0)
+            if eps is not None:
+                self.assertEqual(doc["epsilon"], eps)
+                d = adv - x.double()
+                n = d.abs().amax(1) if doc["norm"] == "linf" else d.norm(dim=1)
+                self.assertLessEqual(float(n.max()), eps * (1 + 1e-6))
+                for b in range(4):  # a failure returns the input
+                    if not doc["success"][b]:
+                        self.assertEqual(float(n[b]), 0.0)
+        self.assertGreater(sum(free["success"]), 0)
+        # /robustness: fab_t runs once (minimum norm), square once per epsilon.
+        for atk in ({"attack": "fab_t", "steps": 20}, {"attack": "square", "queries": 100}):
+            doc = self.jcall("POST", "/v1/models/mlp/robustness",
+                             {"inputs": x.tolist(), "labels": y, "epsilons": [0.05, 0.5], "attack": atk})
+            self.assertEqual(doc["attack"]["attack"], atk["attack"])
+            self.assertNotIn("epsilon", doc["attack"])
+            ra = doc["robust_accuracy"]
+            self.assertTrue(ra[0] >= ra[1] or doc["flags"]["non_monotone"])
+            for i, e in enumerate([0.05, 0.5]):
+                robust = sum(1 for v in doc["per_sample_min_epsilon"] if v is None or v > e)
+                self.assertAlmostEqual(robust / 4, ra[i])
+        for bad, field in (({"targeted": True, "target_labels": [0, 1, 2, 3]}, "targeted"),
+                           ({"target_labels": [0, 1, 2, 3]}, "target_labels"),
+                           ({"targeted": True}, "targeted"), ({"steps": 0}, "steps"),
+                           ({"restarts": 0}, "restarts"), ({"epsilon": -1}, "epsilon"),
+                           ({"norm": "l1"}, "norm"), ({"queries": "many"}, "queries")):
+            st, h, b = self.call("POST", "/v1/models/mlp/attacks", dict(body, **bad), status=422)
+            self.assertEqual(json.loads(b)["field"], field, b)
+
     def test_attack_option_errors_are_422(self):
         x = self.inputs(2).tolist()
         for bad, field in (({"attack": "nope"}, "attack"), ({"attack": "pgd", "epsilon": -1}, "epsilon"),

@@ -53,7 +53,8 @@ static const struct {
              {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
              {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
              {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
-             {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T}};
+             {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T},
+             {"square", RR_ATTACK_SQUARE},   {"fab_t", RR_ATTACK_FAB_T}};
 
 static double num(json_t *o, const char *k)
 {
@@ -125,6 +126,8 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     p.gamma = num(o, "gamma");
     p.beta = num(o, "beta");
     p.h = num(o, "h");
+    p.queries = inum(o, "queries");
+    p.p_init = num(o, "p_init");
     p.targeted = tgt != NULL;
     p.target_labels = tgt;
     p.start = start;
