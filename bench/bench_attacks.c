@@ -73,7 +73,7 @@ int main(int argc, char **argv)
                 } else {
                     p.norm = RR_NORM_L2;
                 }
-                rr_attack_result res = {adv, succ, l2, linf, pred, it, 0, 0};
+                rr_attack_result res = {adv, succ, l2, linf, pred, it, 0, 0, NULL};
                 st = rr_attack(m, wsa, x, y, B, &p, &res, &err);
             } else {
                 rr_certify_params p = {.norm = o == 2 ? RR_NORM_L2 : RR_NORM_LINF, .labels = y};

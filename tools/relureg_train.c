@@ -269,7 +269,7 @@ static int robustness(const char *path, size_t n, const char *data)
     const size_t nc = n < 250 ? n : 250;
     rr_attack_params cw;
     rr_attack_params_init(&cw, RR_ATTACK_CW_L2);
-    rr_attack_result ar = {adv, succ, l2, linf, pred, it, 0, 0};
+    rr_attack_result ar = {adv, succ, l2, linf, pred, it, 0, 0, NULL};
     if (rr_attack(m, ws, test.images, test.labels, nc, &cw, &ar, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;

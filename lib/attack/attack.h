@@ -39,7 +39,12 @@ typedef enum rr_attack_name {
     RR_ATTACK_APGD_T,  // APGD on the targeted DLR loss, n = min(9, K - 1) targets
     RR_ATTACK_SQUARE, // Square Attack (square.c)
     RR_ATTACK_FAB_T,  // targeted FAB (fab.c)
+    RR_ATTACK_AUTOATTACK, // the ensemble of a suite (autoattack.c)
 } rr_attack_name;
+
+// AutoAttack suites (math.md): standard = apgd_ce -> apgd_t -> fab_t -> square (Croce & Hein),
+// fast = apgd_ce -> apgd_t (relureg's own).
+typedef enum rr_autoattack_suite { RR_SUITE_STANDARD, RR_SUITE_FAST } rr_autoattack_suite;
 
 typedef enum rr_norm { RR_NORM_LINF, RR_NORM_L2 } rr_norm;
 
@@ -80,6 +85,8 @@ typedef struct rr_attack_params {
     double gamma;            // jsma (0.1)
     double beta;             // ead (1e-2)
     double h;                // zoo coordinate step (1e-4)
+    rr_autoattack_suite suite; // autoattack (standard); its stages take steps, restarts and
+                               // queries when given, their own defaults otherwise
     int queries;             // square: iterations after the first query (5000, at most
                              // max_steps when left default)
     double p_init;           // square: initial fraction of features in a square (0.8)
@@ -113,7 +120,13 @@ typedef struct rr_attack_result {
     int *iterations;      // [B] steps / iterations used (square: queries, the first included)
     long gradient_calls;  // model gradients evaluated (ZOO: 0)
     long forward_calls;   // model forward passes (batched calls)
+    int *broken_by;       // [B] or NULL; autoattack: the stage (an rr_attack_name) whose point
+                          // is the sample's adversarial input, -1 for none (still robust, or
+                          // misclassified clean)
 } rr_attack_result;
+
+// The stages of an AutoAttack suite, in order; returns their count.
+size_t rr_autoattack_stages(rr_autoattack_suite s, const rr_attack_name **stages);
 
 // Every option at "default".
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
@@ -121,8 +134,8 @@ void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
 rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *out,
                             rr_error *err);
 
-// Runs the attack on x [B, D] with labels [B]. All result arrays must be non-NULL. Plan ws
-// with rows_per_sample >= K for DeepFool / JSMA.
+// Runs the attack on x [B, D] with labels [B]. All result arrays but broken_by must be
+// non-NULL. Plan ws with rows_per_sample >= K for DeepFool / JSMA / FAB-T / autoattack.
 rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                     size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err);
 

@@ -81,6 +81,7 @@ rr_status rr__attack_zoo(rr__atk *a);
 rr_status rr__attack_apgd(rr__atk *a);
 rr_status rr__attack_square(rr__atk *a);
 rr_status rr__attack_fab(rr__atk *a);
+rr_status rr__attack_autoattack(rr__atk *a);
 
 // Rounds v to float, stepping one ulp back toward x when rounding moved it away from x, so
 // that |result - x| <= |v - x|: epsilon-bounded attacks keep their bound exactly in float.

@@ -139,6 +139,22 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEF(p_init, 0.8);
             DEFI(restarts, 1);
             break;
+        case RR_ATTACK_AUTOATTACK:
+            // The stages take steps / restarts / queries when given (0 leaves each its own
+            // default); nothing else is an option of the ensemble.
+            DEF(epsilon, l2 ? 1.0 : 0.3);
+            if (!isnan(o->step_size))
+                return rr_error_set(err, RR_EINVAL, "step_size",
+                                    "autoattack takes no step_size (APGD sets its own)");
+            if (o->random_start == 0)
+                return rr_error_set(err, RR_EINVAL, "random_start",
+                                    "autoattack's APGD stages always start at random");
+            if (o->targeted)
+                return rr_error_set(err, RR_EINVAL, "targeted",
+                                    "autoattack is untargeted (apgd_t and fab_t choose targets)");
+            if (o->suite != RR_SUITE_STANDARD && o->suite != RR_SUITE_FAST)
+                return rr_error_set(err, RR_EINVAL, "suite", "suite must be standard or fast");
+            break;
         default:
             return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
     }
@@ -349,6 +365,9 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
             break;
         case RR_ATTACK_SQUARE:
             st = rr__attack_square(&a);
+            break;
+        case RR_ATTACK_AUTOATTACK:
+            st = rr__attack_autoattack(&a);
             break;
     }
     if (st != RR_OK)

@@ -31,7 +31,7 @@ typedef struct bufs {
     float *adv, *l2, *linf, *xs, *g;
     bool *succ, *ok;
     int64_t *pred, *ys;
-    int *iters;
+    int *iters, *bb;
     size_t *idx;
     double *cd, *cr;
 } bufs;
@@ -74,13 +74,14 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     b.pred = malloc(B * sizeof(int64_t));
     b.ys = malloc(B * sizeof(int64_t));
     b.iters = malloc(B * sizeof(int));
+    b.bb = malloc(B * sizeof(int));
     b.idx = malloc(B * sizeof(size_t));
     b.cd = malloc(3 * B * sizeof(double));
     b.cr = malloc(B * sizeof(double));
     bool *exact = malloc(B * sizeof(bool));
     uint8_t *broken = calloc(E * B, 1);
     if (!b.adv || !b.xs || !b.g || !b.l2 || !b.linf || !b.succ || !b.ok || !b.pred || !b.ys ||
-        !b.iters || !b.idx || !b.cd || !b.cr || !exact || !broken) {
+        !b.iters || !b.bb || !b.idx || !b.cd || !b.cr || !exact || !broken) {
         st = rr_error_set(err, RR_ENOMEM, NULL, "out of memory for the robustness report");
         goto done;
     }
@@ -122,10 +123,19 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     stage sg = {.p = p, .base = 0, .width = 1.0 / (double)runs};
     ap.progress = p->progress ? stage_progress : NULL;
     ap.progress_ctx = &sg;
-    rr_attack_result ar = {b.adv, b.succ, b.l2, b.linf, b.pred, b.iters, 0, 0};
+    rr_attack_result ar = {b.adv, b.succ, b.l2, b.linf, b.pred, b.iters, 0, 0, NULL};
+    // autoattack: who broke each sample, kept from the run at the largest epsilon.
+    size_t e_max = 0;
+    for (size_t e = 1; e < E; e++)
+        if (p->epsilons[e] > p->epsilons[e_max])
+            e_max = e;
+    if (out->broken_by)
+        for (size_t i = 0; i < B; i++)
+            out->broken_by[i] = -1;
     ap.sample_ids = b.idx; // streams of the original samples (attack.h)
     for (size_t e = 0; e < (mn ? 1 : E) && n > 0; e++) {
         ap.epsilon = mn ? RR_ATTACK_DEFAULT : p->epsilons[e];
+        ar.broken_by = ap.name == RR_ATTACK_AUTOATTACK && e == e_max ? b.bb : NULL;
         st = rr_attack(m, ws, b.xs, b.ys, n, &ap, &ar, err);
         out->gradient_calls += ar.gradient_calls;
         out->forward_calls += ar.forward_calls;
@@ -133,6 +143,11 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
             goto done;
         for (size_t j = 0; j < n; j++) {
             const double nrm = p->norm == RR_NORM_L2 ? b.l2[j] : b.linf[j];
+            if (ar.broken_by) {
+                if (out->broken_by)
+                    out->broken_by[b.idx[j]] = b.bb[j];
+                out->flags.black_box_only += b.bb[j] == (int)RR_ATTACK_SQUARE;
+            }
             if (!mn) {
                 broken[e * B + b.idx[j]] = b.succ[j];
             } else {
@@ -229,6 +244,7 @@ done:
     free(b.pred);
     free(b.ys);
     free(b.iters);
+    free(b.bb);
     free(b.idx);
     free(b.cd);
     free(b.cr);

@@ -31,7 +31,8 @@ typedef struct rr_robustness_params {
 typedef struct rr_robustness_flags {
     double zero_gradient_fraction;      // samples whose clean input gradient is exactly 0
     double nonfinite_gradient_fraction; // ... is not finite
-    int black_box_only;                 // 0 here (no ensemble stage is black-box only)
+    int black_box_only;                 // autoattack at the largest epsilon: samples broken by
+                                        // the square stage after every gradient stage failed
     bool non_monotone;                  // robust accuracy higher at a larger epsilon
     int certified_broken;               // broken at an epsilon below the certified radius
     bool flagged;
@@ -43,6 +44,8 @@ typedef struct rr_robustness_result {
     double deepfool_rho;
     double mean_certified_radius;
     double *per_sample_min_epsilon; // [B], caller-owned: 0 misclassified, NAN when never broken
+    int *broken_by; // [B] or NULL, caller-owned; autoattack: the stage (rr_attack_name) that
+                    // broke the sample at the largest epsilon, -1 for none
     rr_robustness_flags flags;
     long gradient_calls, forward_calls;
 } rr_robustness_result;

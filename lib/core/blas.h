@@ -39,6 +39,11 @@ void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float 
 // RR_OK when the linked OpenBLAS is the OpenMP build (openblas_get_parallel() == 2), else
 // RR_EINTERNAL with a message naming the variant found.
 rr_status rr_blas_check(rr_error *err);
+// The OpenBLAS core this CPU deserves ("SkylakeX", "Haswell", "Sandybridge"; NULL: none of
+// those) and whether the loaded kernels are at least that good. blas.c re-executes a program
+// whose OpenBLAS fell back to weaker kernels with OPENBLAS_CORETYPE set (see there).
+const char *rr_blas_best_core(void);
+bool rr_blas_core_fits_cpu(void);
 // openblas_get_config(): build options and the kernel core chosen at run time. Static storage.
 const char *rr_blas_config(void);
 

@@ -17,9 +17,29 @@ static const struct {
                {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
                {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
                {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T},
-               {"fab_t", RR_ATTACK_FAB_T},     {"square", RR_ATTACK_SQUARE}};
+               {"fab_t", RR_ATTACK_FAB_T},     {"square", RR_ATTACK_SQUARE},
+               {"autoattack", RR_ATTACK_AUTOATTACK}};
 #define ATTACK_NAMES                                                                               \
-    "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t, fab_t, square"
+    "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t, fab_t, square, autoattack"
+
+static const char *attack_name(int id)
+{
+    for (size_t i = 0; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
+        if ((int)ATTACKS[i].id == id)
+            return ATTACKS[i].name;
+    return NULL;
+}
+
+// broken_by as JSON: stage names, null for none.
+static json_t *stage_array(const int *bb, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const char *s = bb[i] >= 0 ? attack_name(bb[i]) : NULL;
+        json_array_append_new(a, s ? json_string(s) : json_null());
+    }
+    return a;
+}
 
 static void progress(void *ctx, double f)
 {
@@ -80,11 +100,11 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     const char *allowed = in_report
                               ? "attack norm step_size steps random_start restarts seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h queries p_init"
+                                "gamma beta h queries p_init suite"
                               : "inputs labels version async attack norm epsilon step_size steps "
                                 "random_start restarts targeted target_labels seed overshoot "
                                 "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h queries p_init";
+                                "gamma beta h queries p_init suite";
     if (!rrd_only_members(obj, allowed, in_report ? "the attack object" : "an attacks request",
                           out))
         return false;
@@ -126,6 +146,18 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         if (!json_is_boolean(rs))
             BAD("random_start", "random_start must be true or false");
         p.random_start = json_is_true(rs);
+    }
+    json_t *su = json_object_get(obj, "suite");
+    if (su) {
+        const char *sn = json_string_value(su);
+        if (p.name != RR_ATTACK_AUTOATTACK)
+            BAD("suite", "suite is an option of autoattack only");
+        if (sn && !strcmp(sn, "standard"))
+            p.suite = RR_SUITE_STANDARD;
+        else if (sn && !strcmp(sn, "fast"))
+            p.suite = RR_SUITE_FAST;
+        else
+            BAD("suite", "suite must be \"standard\" or \"fast\"");
     }
     p.seed = top_seed;
     json_t *sd = json_object_get(obj, "seed");
@@ -225,6 +257,26 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
             json_object_set_new(e, "steps", json_integer(a->steps));
             json_object_set_new(e, "restarts", json_integer(a->restarts));
             break;
+        case RR_ATTACK_AUTOATTACK: {
+            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
+            if (!in_report)
+                json_object_set_new(e, "epsilon", json_real(a->epsilon));
+            json_object_set_new(e, "suite",
+                                json_string(a->suite == RR_SUITE_FAST ? "fast" : "standard"));
+            const rr_attack_name *st;
+            const size_t ns = rr_autoattack_stages(a->suite, &st);
+            json_t *sa = json_array();
+            for (size_t k = 0; k < ns; k++)
+                json_array_append_new(sa, json_string(attack_name((int)st[k])));
+            json_object_set_new(e, "stages", sa);
+            if (a->steps > 0)
+                json_object_set_new(e, "steps", json_integer(a->steps));
+            if (a->restarts > 0)
+                json_object_set_new(e, "restarts", json_integer(a->restarts));
+            if (a->queries > 0)
+                json_object_set_new(e, "queries", json_integer(a->queries));
+            break;
+        }
         case RR_ATTACK_SQUARE:
             json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
             if (!in_report)
@@ -272,10 +324,12 @@ static void run_attack(rrd_task *t, rrd_worker *w, rrd_out *out)
     bool *succ = malloc(B * sizeof(bool));
     int64_t *pred = malloc(B * sizeof(int64_t));
     int *it = malloc(B * sizeof(int));
+    const bool ens = o->ap.name == RR_ATTACK_AUTOATTACK;
+    int *bb = ens ? malloc(B * sizeof(int)) : NULL;
     rr_status st = ws ? RR_OK : err.code;
-    if (st == RR_OK && (!adv || !l2 || !linf || !succ || !pred || !it))
+    if (st == RR_OK && (!adv || !l2 || !linf || !succ || !pred || !it || (ens && !bb)))
         st = rr_error_set(&err, RR_ENOMEM, NULL, "out of memory for the attack");
-    rr_attack_result r = {adv, succ, l2, linf, pred, it, 0, 0};
+    rr_attack_result r = {adv, succ, l2, linf, pred, it, 0, 0, bb};
     if (st == RR_OK) {
         rr_attack_params p = o->ap;
         p.abort = rrd_ctl_abort;
@@ -305,6 +359,8 @@ static void run_attack(rrd_task *t, rrd_worker *w, rrd_out *out)
         json_object_set_new(resp.root, "success", bool_array(succ, B));
         json_object_set_new(resp.root, "predictions", pa);
         json_object_set_new(resp.root, "iterations", ia);
+        if (ens)
+            json_object_set_new(resp.root, "broken_by", stage_array(bb, B));
         json_object_set_new(resp.root, "gradient_calls", json_integer(r.gradient_calls));
         json_object_set_new(resp.root, "forward_calls", json_integer(r.forward_calls));
         rrd_compute_stamp(c, resp.root);
@@ -315,6 +371,7 @@ static void run_attack(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(succ);
     free(pred);
     free(it);
+    free(bb);
 }
 
 static opts *new_opts(rrd_request *r, rrd_compute *c)
@@ -424,10 +481,13 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
     rr_error err = {0};
     rr_workspace *ws = rrd_worker_workspace(w, m, B, K > T ? K : T, &err);
     double *ra = malloc(o->neps * sizeof(double)), *mine = malloc(B * sizeof(double));
+    const bool ens = o->ap.name == RR_ATTACK_AUTOATTACK;
+    int *bb = ens ? malloc(B * sizeof(int)) : NULL;
     rr_status st = ws ? RR_OK : err.code;
-    if (st == RR_OK && (!ra || !mine))
+    if (st == RR_OK && (!ra || !mine || (ens && !bb)))
         st = rr_error_set(&err, RR_ENOMEM, NULL, "out of memory for the report");
-    rr_robustness_result res = {.robust_accuracy = ra, .per_sample_min_epsilon = mine};
+    rr_robustness_result res = {
+        .robust_accuracy = ra, .per_sample_min_epsilon = mine, .broken_by = bb};
     if (st == RR_OK) {
         rr_robustness_params p = {.norm = o->norm,
                                   .epsilons = o->eps,
@@ -452,6 +512,8 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
         json_object_set_new(doc, "mean_certified_radius",
                             rrd_json_number(res.mean_certified_radius));
         json_object_set_new(doc, "per_sample_min_epsilon", num_array(mine, B));
+        if (ens)
+            json_object_set_new(doc, "broken_by", stage_array(bb, B));
         const rr_robustness_flags *f = &res.flags;
         json_object_set_new(doc, "flags",
                             json_pack("{s:b, s:f, s:f, s:i, s:b, s:i}", "flagged", f->flagged,
@@ -466,6 +528,7 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
     }
     free(ra);
     free(mine);
+    free(bb);
 }
 
 void rrd_route_robustness(rrd_request *r)

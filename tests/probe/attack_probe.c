@@ -144,7 +144,7 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     float *l2 = malloc(B * 4), *linf = malloc(B * 4);
     int *iters = malloc(B * sizeof(int));
     int64_t *it64 = malloc(B * 8);
-    rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0};
+    rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0, NULL};
     if (rr_attack(m, ws, x, y, B, &p, &r, &err))
         die("attack", &err);
     for (size_t b = 0; b < B; b++) {

@@ -5,10 +5,21 @@
 
 #include "relureg.h"
 
+char *openblas_get_corename(void);
+
 Test(blas, linked_openblas_is_the_openmp_build)
 {
     rr_error err = {0};
     cr_expect_eq(rr_blas_check(&err), RR_OK, "%s (config: %s)", err.msg, rr_blas_config());
+}
+
+// OpenBLAS 0.3.21 falls back to Prescott kernels on CPU models it does not know; blas.c then
+// re-executes the program with OPENBLAS_CORETYPE set (4.4x faster sgemm on AVX-512 machines).
+Test(blas, kernels_fit_the_cpu)
+{
+    const char *best = rr_blas_best_core();
+    cr_expect(rr_blas_core_fits_cpu(), "OpenBLAS runs %s kernels on a CPU fit for %s (%s)",
+              openblas_get_corename(), best ? best : "-", rr_blas_config());
 }
 
 Test(blas, sgemm_all_transposes)
