@@ -345,7 +345,8 @@ function drawHistogram(radii, norm) {
     if (c) s.append(svg('text', { x: L + (i + 0.5) * bw, y: H - B - h - 3, 'text-anchor': 'middle' }, String(c)));
   });
   for (const t of [0, hi / 2, hi]) {
-    s.append(svg('text', { x: L + (W - L - R) * t / hi, y: H - B + 16, 'text-anchor': 'middle' }, fmt(t, 3)));
+    const anchor = t === 0 ? 'start' : t === hi ? 'end' : 'middle';
+    s.append(svg('text', { x: L + (W - L - R) * t / hi, y: H - B + 16, 'text-anchor': anchor }, fmt(t, 3)));
   }
   s.append(svg('text', { x: (L + W - R) / 2, y: H - 4, 'text-anchor': 'middle' },
     `certified ${norm} radius (${finite.length} samples${infinite ? `, ${infinite} unbounded` : ''})`));

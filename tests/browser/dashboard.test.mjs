@@ -105,6 +105,24 @@ test('a robustness job shows its progress bar, the curve and the certified-radiu
   const row = await page.textContent('#robustness-table tbody tr');
   assert.match(row, /fashion-mlp/);
   assert.match(row, /0\.1: \d+\.\d%/);
+});
+
+test('AutoAttack gets a column beside PGD in the comparison table', async () => {
+  await page.selectOption('#robustness-form select[name=attack]', 'autoattack:fast');
+  await page.click('#run-robustness');
+  await page.waitForFunction(() => document.querySelectorAll('#jobs .job').length === 2 &&
+    document.querySelector('#robustness-section').dataset.state === 'done', null, { timeout: 120000 });
+  const head = await page.$$eval('#comparison thead th', (ths) => ths.map((t) => t.textContent));
+  assert.deepEqual(head, ['model', 'norm', 'pgd-40', 'autoattack fast']);
+  const cells = await page.$$eval('#comparison tbody tr:first-child td', (tds) => tds.map((t) => t.textContent));
+  const acc = (c) => [...c.matchAll(/: (\d+\.\d)%/g)].map((m) => Number(m[1]));
+  const [pgd, aa] = [acc(cells[2]), acc(cells[3])];
+  assert.equal(pgd.length, 4);
+  assert.equal(aa.length, 4);
+  // Same images, same epsilons: the ensemble is at least as strong as PGD-40 (1 image slack).
+  for (let k = 0; k < 4; k++) assert.ok(aa[k] <= pgd[k] + 100 / 64 + 1e-9, `${aa} vs ${pgd}`);
+  assert.match(await page.textContent('#robustness-table'), /broken by: apgd_ce \d+/);
+  assert.equal(await page.locator('#curve-svg polyline.series').count(), 2);
   await page.locator('#robustness-section').screenshot({ path: path.join(OUT, 'robustness.png') });
 });
 

@@ -331,6 +331,24 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(doc["attack"]["seed"], 2)
         self.assertEqual(doc["flags"]["certified_broken"], 0)
 
+    def test_autoattack_report_and_attack(self):
+        x = inputs(16, seed=11)
+        y = self.mlp(x.double()).argmax(1).tolist()
+        doc = self.bin.robustness("mlp", x, y, [0.05, 0.3],
+                                  {"attack": "autoattack", "suite": "standard", "steps": 10,
+                                   "queries": 100})
+        self.assertEqual(doc["attack"]["stages"], ["apgd_ce", "apgd_t", "fab_t", "square"])
+        self.assertEqual(len(doc["broken_by"]), 16)
+        self.assertTrue(set(doc["broken_by"]) <= {None, "apgd_ce", "apgd_t", "fab_t", "square"})
+        self.assertEqual(sum(b is not None for b in doc["broken_by"]),
+                         round(16 * (1 - doc["robust_accuracy"][1])))
+        r = self.json.attack("mlp", x, y, "autoattack", epsilon=0.3, suite="fast", steps=10)
+        self.assertEqual(r["broken_by"], [b if b in ("apgd_ce", "apgd_t") else None
+                                          for b in r["broken_by"]])
+        with self.assertRaises(ProblemError) as e:
+            self.bin.attack("mlp", x, y, "autoattack", suite="slow")
+        self.assertEqual(e.exception.status, 422)
+
     def test_robustness_job_polled_to_completion_with_progress(self):
         x = inputs(64, (1, 8, 8), seed=10)
         y = self.cnn(x.double()).argmax(1)

@@ -714,7 +714,8 @@ class Client:
         """``POST /v1/models/{name}/attacks``: adversarial examples.
 
         attack: ``fgsm``, ``pgd``, ``bim``, ``deepfool``, ``cw_l2``, ``jsma``, ``ead``, ``zoo``,
-          ``apgd_ce``, ``apgd_t``, ``fab_t``, ``square``. options: its hyperparameters
+          ``apgd_ce``, ``apgd_t``, ``fab_t``, ``square``, or the ensemble ``autoattack``
+          (``suite`` ``standard`` or ``fast``; answers ``broken_by``). options: its hyperparameters
           (``norm``, ``epsilon``, ``steps``, ``step_size``, ``random_start``, ``restarts``,
           ``targeted`` with ``target_labels``, ``seed``, ...; defaults in math.md "Attacks").
         Returns ``adversarial`` (a tensor shaped like `inputs`), ``perturbation_norms``
