@@ -216,10 +216,20 @@ static int evaluate(const char *path, size_t test_limit, const char *data)
     return 0;
 }
 
+static json_t *flags_json(const rr_robustness_flags *f)
+{
+    return json_pack("{s:b, s:f, s:f, s:i, s:b, s:i}", "flagged", f->flagged,
+                     "zero_gradient_fraction", f->zero_gradient_fraction,
+                     "nonfinite_gradient_fraction", f->nonfinite_gradient_fraction,
+                     "black_box_only", f->black_box_only, "non_monotone", f->non_monotone,
+                     "certified_broken", f->certified_broken);
+}
+
 // Robustness of a model on the first n test images: PGD-40 linf robust accuracy at 0.05, 0.1
 // and 0.2 (step 0.01, random start, seed 0), l2 DeepFool rho, C&W L2 (defaults) mean norm over
 // the correctly classified samples it broke (first min(n, 250) images), mean certified l2
-// radius (about the labels; misclassified samples count 0).
+// radius (about the labels; misclassified samples count 0), and AutoAttack (suite standard,
+// defaults) at the same epsilons with its gradient-masking flags and who broke what.
 static int robustness(const char *path, size_t n, const char *data)
 {
     rr_error err = {0};
@@ -248,6 +258,36 @@ static int robustness(const char *path, size_t n, const char *data)
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }
+    const rr_robustness_flags pgd_flags = rr.flags;
+    // AutoAttack (suite standard, math.md defaults, seed 0) at the same epsilons.
+    struct timespec b0, b1;
+    clock_gettime(CLOCK_MONOTONIC, &b0);
+    double aa_ra[3];
+    int *bb = malloc(n * sizeof(int));
+    rr_robustness_params ap = rp;
+    rr_attack_params_init(&ap.attack, RR_ATTACK_AUTOATTACK);
+    rr_robustness_result aa = {.robust_accuracy = aa_ra, .per_sample_min_epsilon = mine,
+                               .broken_by = bb};
+    if (rr_robustness(m, ws, test.images, test.labels, n, &ap, &aa, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", err.msg);
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b1);
+    const rr_attack_name *stages;
+    const size_t ns = rr_autoattack_stages(RR_SUITE_STANDARD, &stages);
+    static const char *const stage_names[] = {"apgd_ce", "apgd_t", "fab_t", "square"};
+    json_t *by = json_object();
+    for (size_t k = 0; k < ns && k < 4; k++) {
+        json_int_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            c += bb[i] == (int)stages[k];
+        json_object_set_new(by, stage_names[k], json_integer(c));
+    }
+    json_t *aaj = json_pack(
+        "{s:[f, f, f], s:o, s:o, s:f}", "robust_accuracy", aa_ra[0], aa_ra[1], aa_ra[2],
+        "flags", flags_json(&aa.flags), "broken_by", by, "seconds",
+        (b1.tv_sec - b0.tv_sec) + (b1.tv_nsec - b0.tv_nsec) * 1e-9);
+    free(bb);
     // Certified l2 radius.
     double *d = malloc(3 * n * sizeof(double));
     float *adv = malloc(n * D * sizeof(float)), *l2 = malloc(n * 4), *linf = malloc(n * 4);
@@ -296,9 +336,11 @@ static int robustness(const char *path, size_t n, const char *data)
     }
     clock_gettime(CLOCK_MONOTONIC, &a1);
     json_t *out = json_pack(
-        "{s:s, s:I, s:f, s:[f, f, f], s:[f, f, f], s:o, s:f, s:f, s:I, s:o, s:I, s:I, s:f}",
+        "{s:s, s:I, s:f, s:[f, f, f], s:[f, f, f], s:o, s:o, s:o, s:f, s:f, s:I, s:o, s:I, s:I, "
+        "s:f}",
         "model", path, "samples", (json_int_t)n, "clean_accuracy", rr.clean_accuracy, "epsilons",
-        eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2], "deepfool_rho",
+        eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2], "pgd40_flags",
+        flags_json(&pgd_flags), "autoattack", aaj, "deepfool_rho",
         isnan(rr.deepfool_rho) ? json_null() : json_real(rr.deepfool_rho), "mean_certified_l2",
         rsum / (double)n, "exact_fraction", nexact / (double)n, "cw_samples", (json_int_t)nc,
         "cw_mean_l2", cwn ? json_real(cwsum / (double)cwn) : json_null(), "cw_broken",
