@@ -232,11 +232,17 @@ $(O)/bench-attacks: $(O)/bench/bench_attacks.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/bench-autoattack: $(O)/bench/bench_autoattack.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 bench: deps
-	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg $(O)/bench-attacks
+	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg $(O)/bench-attacks \
+		$(O)/bench-autoattack
 	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
 	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_attacks.py --bin $(O)/bench-attacks
+	$(Q)$(PYTHON) bench/bench_autoattack.py --bin $(O)/bench-autoattack --demo $(DEMO_DIR)
 	$(Q)$(MAKE) --no-print-directory bench-http
 
 # The transport alone: wrk against reluregd and nginx, HTTP+JSON/binary over the library call.
