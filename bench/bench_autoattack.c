@@ -15,18 +15,6 @@
 #include "bench_util.h"
 #include "relureg.h"
 
-static void *slurp(const char *path, size_t n)
-{
-    FILE *f = fopen(path, "rb");
-    void *p = malloc(n);
-    if (!f || !p || fread(p, 1, n, f) != n) {
-        fprintf(stderr, "cannot read %zu bytes of %s\n", n, path);
-        exit(1);
-    }
-    fclose(f);
-    return p;
-}
-
 static const char *stage_name(rr_attack_name a)
 {
     switch (a) {
