@@ -41,10 +41,11 @@ static void project(const rr__atk *a, float *xb, const float *x, double eps)
         rr__atk_clip(a, xb, D);
         for (size_t i = 0; i < D; i++) {
             const double d = (double)xb[i] - x[i];
+            // Rounded toward x, so that the float result stays within eps.
             if (d > eps)
-                xb[i] = (float)(x[i] + eps);
+                xb[i] = rr__atk_toward((double)x[i] + eps, x[i]);
             else if (d < -eps)
-                xb[i] = (float)(x[i] - eps);
+                xb[i] = rr__atk_toward((double)x[i] - eps, x[i]);
         }
         // x + eps may round past input_range: the box wins.
         rr__atk_clip(a, xb, D);
@@ -58,7 +59,7 @@ static void project(const rr__atk *a, float *xb, const float *x, double eps)
         if (n > eps) {
             const double f = eps / n;
             for (size_t i = 0; i < D; i++)
-                xb[i] = (float)(x[i] + ((double)xb[i] - x[i]) * f);
+                xb[i] = rr__atk_toward(x[i] + ((double)xb[i] - x[i]) * f, x[i]);
         }
         rr__atk_clip(a, xb, D);
     }
@@ -79,7 +80,8 @@ rr_status rr__attack_fgsm(rr__atk *a)
 #pragma omp parallel for schedule(static)
         for (size_t b = 0; b < B; b++) {
             step(a, xa + b * D, g + b * D, a->p.epsilon, gsign);
-            rr__atk_clip(a, xa + b * D, D);
+            // The step may round past epsilon: project (a no-op otherwise) and clip.
+            project(a, xa + b * D, a->x0 + b * D, a->p.epsilon);
             a->out->iterations[b] = 1;
         }
     }

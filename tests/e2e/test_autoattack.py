@@ -165,6 +165,24 @@ class AutoAttack(unittest.TestCase):
             key = "linf" if norm == "linf" else "l2"
             self.assertLessEqual(max(r["perturbation_norms"][key]), eps * (1 + 1e-6))
 
+    def test_every_epsilon_bounded_attack_keeps_a_small_epsilon(self):
+        # At small epsilon float rounding of x + eps can land a hair outside the ball; every
+        # attack rounds toward the clean input, so ||x' - x|| <= eps (1 + 1e-6) in float64.
+        x = self.x[:16].reshape(16, 784).double()
+        for norm, eps in (("linf", 0.004), ("l2", 0.01)):
+            for name, kw in (("fgsm", {}), ("pgd", {"steps": 5, "step_size": eps / 2}),
+                             ("bim", {"steps": 5, "step_size": eps / 2}), ("apgd_ce", {"steps": 5}),
+                             ("apgd_t", {"steps": 5}), ("square", {"queries": 50}),
+                             ("autoattack", {"steps": 3, "queries": 50})):
+                r = self.post("attacks", {"inputs": self.x[:16].tolist(), "labels": self.y[:16],
+                                          "attack": name, "epsilon": eps, "norm": norm, **kw})
+                adv = torch.tensor(r["adversarial"]["data"], dtype=torch.float64).reshape(16, 784)
+                d = adv - x
+                n = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+                self.assertLessEqual(float(n.max()), eps * (1 + 1e-6), f"{name} {norm}")
+                self.assertGreaterEqual(float(adv.min()), 0.0)
+                self.assertLessEqual(float(adv.max()), 1.0)
+
     def test_same_answer_at_one_and_two_threads(self):
         body = {"inputs": self.x.tolist(), "labels": self.y, "epsilons": [0.03, 0.1],
                 "attack": {"attack": "autoattack", "seed": 7, **BUDGET}}
