@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
 sys.path.insert(0, HERE)
 import bench_core  # noqa: E402
+from bench_attacks import timeit  # noqa: E402
 from relureg import export  # noqa: E402
 
 DATA = "/usr/share/datasets/fashion-mnist"
@@ -135,17 +135,6 @@ def torch_apgd_ce(model, x, y, eps=0.1, n_iter=100, n_restarts=1):
         acc[broke] = False
         adv[broke] = adv_curr[~acc_curr]
     return int((~acc).sum())
-
-
-def timeit(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    ts.sort()
-    return ts[0], ts[len(ts) // 2], out
 
 
 def run_bin(a, path, x, y, reps, op, eps):
