@@ -15,22 +15,6 @@
 #include "bench_util.h"
 #include "relureg.h"
 
-static const char *stage_name(rr_attack_name a)
-{
-    switch (a) {
-        case RR_ATTACK_APGD_CE:
-            return "apgd_ce";
-        case RR_ATTACK_APGD_T:
-            return "apgd_t";
-        case RR_ATTACK_FAB_T:
-            return "fab_t";
-        case RR_ATTACK_SQUARE:
-            return "square";
-        default:
-            return "other";
-    }
-}
-
 // Stage times from the progress callback: the ensemble maps stage s onto [s/S, (s+1)/S] and
 // every stage reports reaching its end, so stage s ends when the fraction first reaches (s+1)/S
 // (the clean forward pass counts to stage 0; stages not run end with the last one run).
@@ -135,12 +119,12 @@ int main(int argc, char **argv)
             size_t n = 0;
             for (size_t b = 0; b < B; b++)
                 n += by[b] == (int)stages[s];
-            printf("%s\"%s\": %zu", s ? ", " : "", stage_name(stages[s]), n);
+            printf("%s\"%s\": %zu", s ? ", " : "", rr_attack_name_string(stages[s]), n);
         }
         printf("}, \"stage_s\": {");
         for (size_t s = 0; s < clk.S; s++) {
             const double prev = s ? clk.end[s - 1] : clk.t0;
-            printf("%s\"%s\": %.3f", s ? ", " : "", stage_name(stages[s]),
+            printf("%s\"%s\": %.3f", s ? ", " : "", rr_attack_name_string(stages[s]),
                    (clk.end[s] - prev) / 1e3);
         }
         printf("}");

@@ -266,8 +266,8 @@ static int robustness(const char *path, size_t n, const char *data)
     int *bb = malloc(n * sizeof(int));
     rr_robustness_params ap = rp;
     rr_attack_params_init(&ap.attack, RR_ATTACK_AUTOATTACK);
-    rr_robustness_result aa = {.robust_accuracy = aa_ra, .per_sample_min_epsilon = mine,
-                               .broken_by = bb};
+    rr_robustness_result aa = {
+        .robust_accuracy = aa_ra, .per_sample_min_epsilon = mine, .broken_by = bb};
     if (rr_robustness(m, ws, test.images, test.labels, n, &ap, &aa, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
@@ -275,18 +275,16 @@ static int robustness(const char *path, size_t n, const char *data)
     clock_gettime(CLOCK_MONOTONIC, &b1);
     const rr_attack_name *stages;
     const size_t ns = rr_autoattack_stages(RR_SUITE_STANDARD, &stages);
-    static const char *const stage_names[] = {"apgd_ce", "apgd_t", "fab_t", "square"};
     json_t *by = json_object();
-    for (size_t k = 0; k < ns && k < 4; k++) {
+    for (size_t k = 0; k < ns; k++) {
         json_int_t c = 0;
         for (size_t i = 0; i < n; i++)
             c += bb[i] == (int)stages[k];
-        json_object_set_new(by, stage_names[k], json_integer(c));
+        json_object_set_new(by, rr_attack_name_string(stages[k]), json_integer(c));
     }
-    json_t *aaj = json_pack(
-        "{s:[f, f, f], s:o, s:o, s:f}", "robust_accuracy", aa_ra[0], aa_ra[1], aa_ra[2],
-        "flags", flags_json(&aa.flags), "broken_by", by, "seconds",
-        (b1.tv_sec - b0.tv_sec) + (b1.tv_nsec - b0.tv_nsec) * 1e-9);
+    json_t *aaj = json_pack("{s:[f, f, f], s:o, s:o, s:f}", "robust_accuracy", aa_ra[0], aa_ra[1],
+                            aa_ra[2], "flags", flags_json(&aa.flags), "broken_by", by, "seconds",
+                            (b1.tv_sec - b0.tv_sec) + (b1.tv_nsec - b0.tv_nsec) * 1e-9);
     free(bb);
     // Certified l2 radius.
     double *d = malloc(3 * n * sizeof(double));

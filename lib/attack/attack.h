@@ -128,6 +128,11 @@ typedef struct rr_attack_result {
 // The stages of an AutoAttack suite, in order; returns their count.
 size_t rr_autoattack_stages(rr_autoattack_suite s, const rr_attack_name **stages);
 
+// The API name of an attack ("pgd", "apgd_ce", "autoattack", ...; api.md), NULL for none;
+// and the attack of a name (false when there is none).
+const char *rr_attack_name_string(rr_attack_name n);
+bool rr_attack_name_parse(const char *s, rr_attack_name *out);
+
 // Every option at "default".
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
 // Resolves defaults for a model with K classes and checks ranges (answers echo the result).

@@ -10,6 +10,37 @@
 #include "nn/loss.h"
 #include "nn/passes.h"
 
+static const char *const NAMES[] = {
+    [RR_ATTACK_FGSM] = "fgsm",
+    [RR_ATTACK_PGD] = "pgd",
+    [RR_ATTACK_BIM] = "bim",
+    [RR_ATTACK_DEEPFOOL] = "deepfool",
+    [RR_ATTACK_CW_L2] = "cw_l2",
+    [RR_ATTACK_JSMA] = "jsma",
+    [RR_ATTACK_EAD] = "ead",
+    [RR_ATTACK_ZOO] = "zoo",
+    [RR_ATTACK_APGD_CE] = "apgd_ce",
+    [RR_ATTACK_APGD_T] = "apgd_t",
+    [RR_ATTACK_FAB_T] = "fab_t",
+    [RR_ATTACK_SQUARE] = "square",
+    [RR_ATTACK_AUTOATTACK] = "autoattack",
+};
+
+const char *rr_attack_name_string(rr_attack_name n)
+{
+    return (unsigned)n < sizeof NAMES / sizeof NAMES[0] ? NAMES[n] : NULL;
+}
+
+bool rr_attack_name_parse(const char *s, rr_attack_name *out)
+{
+    for (size_t i = 0; s && i < sizeof NAMES / sizeof NAMES[0]; i++)
+        if (NAMES[i] && !strcmp(NAMES[i], s)) {
+            *out = (rr_attack_name)i;
+            return true;
+        }
+    return false;
+}
+
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name)
 {
     memset(p, 0, sizeof *p);
@@ -105,12 +136,6 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             if (o->random_start == 0)
                 return rr_error_set(err, RR_EINVAL, "random_start",
                                     "%s always starts at a random point", an);
-            if (o->targeted || o->target_labels)
-                return rr_error_set(
-                    err, RR_EINVAL, o->targeted ? "targeted" : "target_labels", "%s",
-                    o->name == RR_ATTACK_APGD_T ? "apgd_t chooses its own targets (the classes "
-                                                  "ranked 2nd to (n+1)th by the clean logits)"
-                                                : "apgd_ce is untargeted");
             DEF(epsilon, l2 ? 1.0 : 0.3);
             DEFI(steps, 100);
             DEFI(restarts, 1);
@@ -149,9 +174,6 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             if (o->random_start == 0)
                 return rr_error_set(err, RR_EINVAL, "random_start",
                                     "autoattack's APGD stages always start at random");
-            if (o->targeted)
-                return rr_error_set(err, RR_EINVAL, "targeted",
-                                    "autoattack is untargeted (apgd_t and fab_t choose targets)");
             if (o->suite != RR_SUITE_STANDARD && o->suite != RR_SUITE_FAST)
                 return rr_error_set(err, RR_EINVAL, "suite", "suite must be standard or fast");
             break;
@@ -193,11 +215,17 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
         return st;
     if (o->queries > 0 && (st = check_int(o->queries, mx, "queries", err)) != RR_OK)
         return st;
-    if (o->targeted && o->name == RR_ATTACK_DEEPFOOL)
-        return rr_error_set(err, RR_EINVAL, "targeted", "deepfool is untargeted");
-    if ((o->targeted || o->target_labels) && o->name == RR_ATTACK_FAB_T)
-        return rr_error_set(err, RR_EINVAL, "targeted",
-                            "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
+    // Untargeted attacks, and those that choose their own targets (the classes ranked 2nd to
+    // (n+1)th by the clean logits, n = min(9, K - 1)), take neither targeted nor target_labels.
+    const bool own = o->name == RR_ATTACK_APGD_T || o->name == RR_ATTACK_FAB_T;
+    if ((o->targeted && o->name == RR_ATTACK_DEEPFOOL) ||
+        ((o->targeted || o->target_labels) &&
+         (own || o->name == RR_ATTACK_APGD_CE || o->name == RR_ATTACK_AUTOATTACK)))
+        return rr_error_set(err, RR_EINVAL, o->targeted ? "targeted" : "target_labels",
+                            own ? "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
+                                  "by the clean logits, n = min(9, K - 1))"
+                                : "%s is untargeted",
+                            rr_attack_name_string(o->name));
     if (o->trace && o->restarts > 1 && o->name == RR_ATTACK_SQUARE)
         return rr_error_set(err, RR_EINVAL, "trace", "a square trace needs restarts = 1");
     if (o->targeted && !o->target_labels)

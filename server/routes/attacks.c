@@ -9,33 +9,15 @@
 #include "../pool.h"
 #include "routes.h"
 
-static const struct {
-    const char *name;
-    rr_attack_name id;
-} ATTACKS[] = {{"fgsm", RR_ATTACK_FGSM},       {"pgd", RR_ATTACK_PGD},
-               {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
-               {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
-               {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
-               {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T},
-               {"fab_t", RR_ATTACK_FAB_T},     {"square", RR_ATTACK_SQUARE},
-               {"autoattack", RR_ATTACK_AUTOATTACK}};
 #define ATTACK_NAMES                                                                               \
     "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t, fab_t, square, autoattack"
-
-static const char *attack_name(int id)
-{
-    for (size_t i = 0; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
-        if ((int)ATTACKS[i].id == id)
-            return ATTACKS[i].name;
-    return NULL;
-}
 
 // broken_by as JSON: stage names, null for none.
 static json_t *stage_array(const int *bb, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        const char *s = bb[i] >= 0 ? attack_name(bb[i]) : NULL;
+        const char *s = bb[i] >= 0 ? rr_attack_name_string((rr_attack_name)bb[i]) : NULL;
         json_array_append_new(a, s ? json_string(s) : json_null());
     }
     return a;
@@ -111,14 +93,11 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     const char *name = json_string_value(json_object_get(obj, "attack"));
     if (!name)
         BAD("attack", "attack must be one of " ATTACK_NAMES);
-    size_t i = 0;
-    for (; i < sizeof ATTACKS / sizeof ATTACKS[0]; i++)
-        if (!strcmp(ATTACKS[i].name, name))
-            break;
-    if (i == sizeof ATTACKS / sizeof ATTACKS[0])
+    rr_attack_name id;
+    if (!rr_attack_name_parse(name, &id))
         BAD("attack", "unknown attack '%.64s' (" ATTACK_NAMES ")", name);
     rr_attack_params p;
-    rr_attack_params_init(&p, ATTACKS[i].id);
+    rr_attack_params_init(&p, id);
     if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
         return false;
     double *dst[] = {&p.epsilon, &p.step_size,  &p.overshoot, &p.learning_rate,
@@ -173,8 +152,10 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         if (p.name == RR_ATTACK_DEEPFOOL || p.name == RR_ATTACK_APGD_CE)
             BAD("targeted", "%s is untargeted", name);
         if (p.name == RR_ATTACK_APGD_T || p.name == RR_ATTACK_FAB_T)
-            BAD("targeted", "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
-                            "by the clean logits, n = min(9, K - 1))", name);
+            BAD("targeted",
+                "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
+                "by the clean logits, n = min(9, K - 1))",
+                name);
         if (!json_is_array(tl) || json_array_size(tl) != B)
             BAD("target_labels", "targeted requires target_labels, %zu integers", B);
         o->targets = malloc(B * sizeof(int64_t));
@@ -191,7 +172,8 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         p.targeted = true;
         p.target_labels = o->targets;
     } else if (tl && p.name == RR_ATTACK_FAB_T) {
-        BAD("target_labels", "fab_t chooses its own targets (the classes ranked 2nd to 10th)");
+        BAD("target_labels", "fab_t chooses its own targets (the classes ranked 2nd to (n+1)th "
+                             "by the clean logits, n = min(9, K - 1))");
     } else if (tl) {
         BAD("target_labels", "target_labels needs \"targeted\": true");
     }
@@ -267,7 +249,7 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
             const size_t ns = rr_autoattack_stages(a->suite, &st);
             json_t *sa = json_array();
             for (size_t k = 0; k < ns; k++)
-                json_array_append_new(sa, json_string(attack_name((int)st[k])));
+                json_array_append_new(sa, json_string(rr_attack_name_string(st[k])));
             json_object_set_new(e, "stages", sa);
             if (a->steps > 0)
                 json_object_set_new(e, "steps", json_integer(a->steps));

@@ -46,16 +46,6 @@ static void die(const char *what, const rr_error *err)
     exit(1);
 }
 
-static const struct {
-    const char *name;
-    rr_attack_name id;
-} NAMES[] = {{"fgsm", RR_ATTACK_FGSM},       {"pgd", RR_ATTACK_PGD},
-             {"bim", RR_ATTACK_BIM},         {"deepfool", RR_ATTACK_DEEPFOOL},
-             {"cw_l2", RR_ATTACK_CW_L2},     {"jsma", RR_ATTACK_JSMA},
-             {"ead", RR_ATTACK_EAD},         {"zoo", RR_ATTACK_ZOO},
-             {"apgd_ce", RR_ATTACK_APGD_CE}, {"apgd_t", RR_ATTACK_APGD_T},
-             {"square", RR_ATTACK_SQUARE},   {"fab_t", RR_ATTACK_FAB_T}};
-
 static double num(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -92,13 +82,10 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     rr_error err = {0};
     const char *an = json_string_value(json_object_get(o, "attack"));
     rr_attack_params p;
-    size_t ni = 0;
-    for (; an && ni < sizeof NAMES / sizeof NAMES[0]; ni++)
-        if (!strcmp(NAMES[ni].name, an))
-            break;
-    if (!an || ni == sizeof NAMES / sizeof NAMES[0])
+    rr_attack_name id;
+    if (!rr_attack_name_parse(an, &id))
         die("unknown attack", NULL);
-    rr_attack_params_init(&p, NAMES[ni].id);
+    rr_attack_params_init(&p, id);
     p.norm = norm && !strcmp(norm, "l2") ? RR_NORM_L2 : RR_NORM_LINF;
     p.epsilon = num(o, "epsilon");
     p.step_size = num(o, "step_size");
