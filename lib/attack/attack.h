@@ -35,10 +35,10 @@ typedef enum rr_attack_name {
     RR_ATTACK_JSMA,
     RR_ATTACK_EAD,
     RR_ATTACK_ZOO,
-    RR_ATTACK_APGD_CE, // APGD on the cross-entropy (Croce & Hein 2020, AutoAttack APGDAttack)
-    RR_ATTACK_APGD_T,  // APGD on the targeted DLR loss, n = min(9, K - 1) targets
-    RR_ATTACK_SQUARE, // Square Attack (square.c)
-    RR_ATTACK_FAB_T,  // targeted FAB (fab.c)
+    RR_ATTACK_APGD_CE,    // APGD on the cross-entropy (Croce & Hein 2020, AutoAttack APGDAttack)
+    RR_ATTACK_APGD_T,     // APGD on the targeted DLR loss, n = min(9, K - 1) targets
+    RR_ATTACK_SQUARE,     // Square Attack (square.c)
+    RR_ATTACK_FAB_T,      // targeted FAB (fab.c)
     RR_ATTACK_AUTOATTACK, // the ensemble of a suite (autoattack.c)
 } rr_attack_name;
 
@@ -73,25 +73,25 @@ typedef struct rr_attack_params {
     // AutoAttack ensemble) passes the original indices, so a sample's outcome does not
     // depend on which other samples are attacked with it. Borrowed, [B].
     const size_t *sample_ids;
-    double overshoot;        // deepfool (0.02)
-    int max_iter;            // deepfool (50), cw_l2 / ead (1000 per binary step), zoo (10),
-                             // jsma (ceil(gamma * D / 2) when left default)
-    int candidates;          // deepfool: top classes considered (10)
-    int binary_search_steps; // cw_l2, ead (9); zoo (1)
-    double learning_rate;    // cw_l2, ead (1e-2); zoo (1e-2)
-    double c;                // cw_l2, ead initial constant (1e-3); zoo (1e-3)
-    double confidence;       // cw_l2, ead, zoo kappa (0)
-    double theta;            // jsma (1.0)
-    double gamma;            // jsma (0.1)
-    double beta;             // ead (1e-2)
-    double h;                // zoo coordinate step (1e-4)
+    double overshoot;          // deepfool (0.02)
+    int max_iter;              // deepfool (50), cw_l2 / ead (1000 per binary step), zoo (10),
+                               // jsma (ceil(gamma * D / 2) when left default)
+    int candidates;            // deepfool: top classes considered (10)
+    int binary_search_steps;   // cw_l2, ead (9); zoo (1)
+    double learning_rate;      // cw_l2, ead (1e-2); zoo (1e-2)
+    double c;                  // cw_l2, ead initial constant (1e-3); zoo (1e-3)
+    double confidence;         // cw_l2, ead, zoo kappa (0)
+    double theta;              // jsma (1.0)
+    double gamma;              // jsma (0.1)
+    double beta;               // ead (1e-2)
+    double h;                  // zoo coordinate step (1e-4)
     rr_autoattack_suite suite; // autoattack (standard); its stages take steps, restarts and
                                // queries when given, their own defaults otherwise
-    int queries;             // square: iterations after the first query (5000, at most
-                             // max_steps when left default)
-    double p_init;           // square: initial fraction of features in a square (0.8)
-    int max_steps;           // the largest value any count may take (0 = 10000)
-    rr_abort_fn abort;       // may be NULL
+    int queries;               // square: iterations after the first query (5000, at most
+                               // max_steps when left default)
+    double p_init;             // square: initial fraction of features in a square (0.8)
+    int max_steps;             // the largest value any count may take (0 = 10000)
+    rr_abort_fn abort;         // may be NULL
     void *abort_ctx;
     void (*progress)(void *ctx, double fraction); // may be NULL
     void *progress_ctx;

@@ -94,8 +94,12 @@ rr_status rr__attack_autoattack(rr__atk *a)
         sp.abort_ctx = a->p.abort_ctx;
         sp.progress = a->p.progress ? stage_progress : NULL;
         sp.progress_ctx = &pg;
-        rr_attack_result r = {.adversarial = adv, .success = succ, .l2 = l2, .linf = linf,
-                              .predictions = pred, .iterations = iters};
+        rr_attack_result r = {.adversarial = adv,
+                              .success = succ,
+                              .l2 = l2,
+                              .linf = linf,
+                              .predictions = pred,
+                              .iterations = iters};
         st = rr_attack(a->m, a->ws, xs, ys, n, &sp, &r, a->err);
         out->gradient_calls += r.gradient_calls;
         out->forward_calls += r.forward_calls;
