@@ -19,6 +19,8 @@ Q := $(if $(filter 1,$(V)),,@)
 VARIANT ?= release
 B := build
 O := $(B)/$(VARIANT)
+# Build packages and their versions (scripts/install-deps.sh --check; see its rule below).
+DEPS_STAMP := $(B)/build-deps.txt
 
 # BLAS policy (lib/core/blas.c): the OpenMP build of OpenBLAS, linked by explicit path because
 # Debian's alternatives prefer the pthread build whenever both are installed.
@@ -39,6 +41,10 @@ endif
 ifeq ($(CI),true)
   WERROR := -Werror
 endif
+# In every build, CI or not: a function used without its declaration (a header from another
+# package shadowing the one meant, as a generic cblas.h does OpenBLAS's) stops the build
+# instead of linking a call through an `int` it never returns.
+WERROR += -Werror=implicit-function-declaration -Werror=implicit-int
 CPPFLAGS := -Ilib -Itests/common -isystem $(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L
 CFLAGS := -std=c11 $(WARN) $(WERROR) $(OPT) -g -fopenmp -MMD -MP
 LDFLAGS := $(OPT) -fopenmp -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB)
@@ -66,7 +72,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-http fuzz format format-check clean
+.PHONY: FORCE all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -75,13 +81,24 @@ $(B)/librelureg.a: $(LIB_A)
 	$(Q)cp $< $@
 endif
 
-$(O)/%.o: %.c
+$(O)/%.o: %.c $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 # Flags live here: objects rebuild when the Makefile changes.
 $(LIB_OBJS) $(UNIT_OBJS) $(REF_OBJS) $(SERVER_OBJS): Makefile
+
+# Build dependencies, checked before anything compiles: one line naming `make deps` when a
+# Debian package is missing. The check prints the build packages' versions; they are kept in
+# DEPS_STAMP, rewritten only when they change, and every object depends on it, so objects
+# compiled before a package was installed or upgraded are compiled again (-MMD cannot see
+# that: the header it found first may still exist).
+$(DEPS_STAMP): FORCE
+	@mkdir -p $(B)
+	$(Q)./scripts/install-deps.sh --check > $@.new || { rm -f $@.new; exit 1; }
+	$(Q)if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+FORCE:
 
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
@@ -112,6 +129,10 @@ $(O)/attack-probe: $(O)/tests/probe/attack_probe.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/blas-probe: $(O)/tests/probe/blas_probe.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # ---- set-up ----
 deps:
 	$(Q)./scripts/install-deps.sh
@@ -124,9 +145,17 @@ test: deps
 
 check: unit python reference e2e browser test-scale
 
-unit: $(O)/test-unit
-	@echo "== unit tests ($(VARIANT))"
-	$(Q)$(TEST_ENV) $(O)/test-unit --jobs 2
+# The unit suite runs twice: as the environment has it, then with OPENBLAS_CORETYPE the other
+# way (unset when it was set, else a core weaker than this CPU's), so that both branches of the
+# kernel choice (core/blas.h) run every kernel test on every machine. OPENBLAS_L2_SIZE is left
+# as it is: some CPUs need it.
+unit: $(O)/test-unit $(O)/blas-probe
+	@echo "== unit tests ($(VARIANT), OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE-unset})"
+	$(Q)$(TEST_ENV) RR_BLAS_PROBE=$(abspath $(O)/blas-probe) $(O)/test-unit --jobs 2
+	$(Q)if [ -n "$${OPENBLAS_CORETYPE-}" ]; then set -- env -u OPENBLAS_CORETYPE; c=unset; \
+	else c=$$(env -u OPENBLAS_CORETYPE $(O)/blas-probe --weaker); set -- env OPENBLAS_CORETYPE=$$c; fi; \
+	echo "== unit tests ($(VARIANT), OPENBLAS_CORETYPE=$$c)"; \
+	"$$@" $(TEST_ENV) RR_BLAS_PROBE=$(abspath $(O)/blas-probe) $(O)/test-unit --jobs 2
 
 python:
 	@echo "== python tests"
@@ -256,12 +285,13 @@ FUZZ_SECONDS ?= 60
 # pragmas are left out (clang's libomp must not meet the libgomp that OpenBLAS brings), so
 # the kernels run serially; BLAS is the same OpenMP OpenBLAS as everywhere else.
 FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Wno-unknown-pragmas \
+               -Werror=implicit-function-declaration -Werror=implicit-int \
                -Ilib -isystem $(OPENBLAS_INC) -D_POSIX_C_SOURCE=200809L
 FUZZ_LIBS := -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas -l:libgomp.so.1 -ljansson -lz -lm
 
 FUZZ_SERVER := server/tensor_json.c server/problem.c
 
-$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_SERVER) $(shell find lib server -name '*.h')
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(DEPS_STAMP) $(LIB_SRCS) $(FUZZ_SERVER) $(shell find lib server -name '*.h')
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(FUZZ_SERVER) $(FUZZ_LIBS)

@@ -33,6 +33,7 @@ static void on_progress(void *ctx, double f)
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     if (argc != 9) {
         fprintf(stderr, "usage: %s MODEL INPUTS.f32 LABELS.i64 B THREADS REPS ATTACK EPS\n",
                 argv[0]);

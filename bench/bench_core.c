@@ -42,6 +42,7 @@ static int bench_sgemm(size_t N, int reps)
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     if (argc != 5) {
         fprintf(stderr, "usage: %s sgemm N THREADS REPS | MODEL B THREADS REPS\n", argv[0]);
         return 2;

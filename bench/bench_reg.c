@@ -13,6 +13,7 @@
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     if (argc != 5) {
         fprintf(stderr, "usage: %s MODEL B THREADS REPS\n", argv[0]);
         return 2;

@@ -1,13 +1,25 @@
 #!/bin/sh
-# Installs the Debian packages relureg needs to build, test and run, and only those missing.
-# Idempotent: when everything is present it does nothing (no apt-get update, no network).
-# Run as root on Debian 12 (bookworm). `make deps` calls it; `make test` and `make run` depend on it.
+# The Debian packages relureg needs, in two sets: BUILD (what plain `make` compiles against) and
+# the rest (tests, demo data, benchmarks, fuzzing, the browser tests). Run as root on Debian 12.
+#
+#   install-deps.sh          install whatever is missing of both sets (`make deps`; `make test`
+#                            and `make run` call it). Idempotent: with everything present it
+#                            does nothing (no apt-get update, no network).
+#   install-deps.sh --check  install nothing: print the BUILD set's versions, or one line
+#                            naming what is missing and exit 1 (plain `make` runs this before
+#                            compiling anything; the Makefile keeps the output as a stamp, so
+#                            that objects are rebuilt when a build package changes).
+# docker/Dockerfile's build stage installs the BUILD set.
 set -eu
 
-PKGS="
-build-essential pkg-config ca-certificates curl
-libmicrohttpd-dev libjansson-dev libopenblas-openmp-dev libcriterion-dev zlib1g-dev
+BUILD_PKGS="
+build-essential
+libmicrohttpd-dev libjansson-dev libopenblas-openmp-dev zlib1g-dev
 libcurl4-openssl-dev
+"
+OTHER_PKGS="
+pkg-config ca-certificates curl
+libcriterion-dev
 python3-torch python3-numpy python3-jsonschema python3-yaml
 dataset-fashion-mnist
 clang libclang-rt-14-dev libomp-dev
@@ -15,19 +27,39 @@ nginx wrk
 chromium fonts-dejavu-core
 "
 
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing_of() {
+    out=""
+    for p in "$@"; do
+        installed "$p" || out="$out $p"
+    done
+    echo "$out"
+}
+
+if [ "${1:-}" = "--check" ]; then
+    # shellcheck disable=SC2086
+    missing=$(missing_of $BUILD_PKGS)
+    if [ -n "$missing" ]; then
+        echo "relureg: missing Debian packages:$missing; run \`make deps\` as root (or \`make run\` / \`make test\`, which install them)" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2086
+    dpkg-query -W -f='${Package} ${Version}\n' $BUILD_PKGS
+    exit 0
+fi
+
+PKGS="$BUILD_PKGS $OTHER_PKGS"
 # The dashboard test runs playwright-core (npm) under Node. Use the machine's node/npm when it
 # has them (a NodeSource build conflicts with Debian's npm); install Debian's only when absent.
 if ! command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
     PKGS="$PKGS nodejs npm"
 fi
 
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        missing="$missing $p"
-    fi
-done
-
+# shellcheck disable=SC2086
+missing=$(missing_of $PKGS)
 if [ -z "$missing" ]; then
     exit 0
 fi

@@ -72,6 +72,7 @@ static void preload(rrd_server *s)
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     static rrd_server srv;
     rrd_server *s = &srv;
     int rc = rrd_config_parse(&s->cfg, argc, argv);

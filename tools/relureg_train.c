@@ -366,6 +366,7 @@ static int robustness(const char *path, size_t n, const char *data)
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     const char *arch_name = "mlp", *arch_file = NULL, *out = NULL, *reg_name = "none";
     const char *data = NULL, *eval_path = NULL, *robust_path = NULL;
     rr_reg_spec spec = {0};

@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static void gemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
@@ -107,32 +108,37 @@ rr_status rr_blas_check(rr_error *err)
 
 // ---- kernel choice ----
 //
-// OpenBLAS (DYNAMIC_ARCH) picks its kernels when it loads, from the CPU's family and model.
-// Debian's 0.3.21 does not know recent Xeon models and falls back to its Prescott (SSE3)
-// kernels: on this project's 2-core machines (AVX-512) sgemm 1024^3 runs at 60 GFLOP/s with
-// them against 265 with the SkylakeX kernels. It reads OPENBLAS_CORETYPE only at load, before
-// any code of ours runs, so when it fell back to a core weaker than the CPU's own features
-// (cpuid, and XCR0 for the OS-enabled register state), this constructor sets the variable
-// and re-executes the program once (glibc passes argv to constructors). An OPENBLAS_CORETYPE
-// set by the user is respected.
+// OpenBLAS (DYNAMIC_ARCH) picks its kernels when it loads, from the CPU's family and model, or
+// from OPENBLAS_CORETYPE when that is set. Debian's 0.3.21 does not know recent Xeon models and
+// falls back to its Prescott (SSE3) kernels: on this project's 2-core machines (AVX-512) sgemm
+// 1024^3 runs at 60 GFLOP/s with them against 265 with the SkylakeX kernels. Since the choice
+// is made before any code of ours runs, the only remedy is to set the variable and start the
+// program again. The library never does that by itself (nothing here runs at load time); it
+// tells what it sees, and rr_blas_use_fitting_kernels is there for a program's main to call.
 
-static int core_rank(const char *name)
+const char *rr_blas_core(void)
+{
+    return openblas_get_corename();
+}
+
+int rr_blas_core_rank(const char *name)
 {
     static const char *const r3[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
     static const char *const r2[] = {"Haswell", "Zen", "Excavator"};
     static const char *const r1[] = {"Sandybridge", "Bulldozer", "Piledriver", "Steamroller"};
-    for (size_t i = 0; name && i < 3; i++)
-        if (!strcmp(name, r3[i]))
+    for (size_t i = 0; name && i < sizeof r3 / sizeof *r3; i++)
+        if (!strcasecmp(name, r3[i]))
             return 3;
-    for (size_t i = 0; name && i < 3; i++)
-        if (!strcmp(name, r2[i]))
+    for (size_t i = 0; name && i < sizeof r2 / sizeof *r2; i++)
+        if (!strcasecmp(name, r2[i]))
             return 2;
-    for (size_t i = 0; name && i < 4; i++)
-        if (!strcmp(name, r1[i]))
+    for (size_t i = 0; name && i < sizeof r1 / sizeof *r1; i++)
+        if (!strcasecmp(name, r1[i]))
             return 1;
     return 0;
 }
 
+// From cpuid, and XCR0 for the register state the OS enables.
 const char *rr_blas_best_core(void)
 {
     unsigned a, b, c, d;
@@ -156,17 +162,26 @@ const char *rr_blas_best_core(void)
 bool rr_blas_core_fits_cpu(void)
 {
     const char *best = rr_blas_best_core();
-    return best == NULL || core_rank(openblas_get_corename()) >= core_rank(best);
+    return best == NULL || rr_blas_core_rank(rr_blas_core()) >= rr_blas_core_rank(best);
 }
 
-__attribute__((constructor)) static void choose_core(int argc, char **argv, char **envp)
+const char *rr_blas_core_to_request(const char *env, const char *loaded, const char *best)
 {
-    (void)argc;
-    (void)envp;
-    if (getenv("OPENBLAS_CORETYPE") || argv == NULL || rr_blas_core_fits_cpu())
+    if ((env != NULL && env[0] != '\0') || best == NULL)
+        return NULL;
+    return rr_blas_core_rank(loaded) >= rr_blas_core_rank(best) ? NULL : best;
+}
+
+void rr_blas_use_fitting_kernels(char **argv)
+{
+    if (argv == NULL || argv[0] == NULL)
         return;
-    if (setenv("OPENBLAS_CORETYPE", rr_blas_best_core(), 1) == 0)
-        execv("/proc/self/exe", argv); // on failure: carry on with the kernels loaded
+    const char *core =
+        rr_blas_core_to_request(getenv("OPENBLAS_CORETYPE"), rr_blas_core(), rr_blas_best_core());
+    if (core != NULL && setenv("OPENBLAS_CORETYPE", core, 1) == 0) {
+        execv("/proc/self/exe", argv);
+        unsetenv("OPENBLAS_CORETYPE"); // exec failed: carry on with the kernels loaded
+    }
 }
 
 const char *rr_blas_config(void)

@@ -165,6 +165,7 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
 
 int main(int argc, char **argv)
 {
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     if (argc != 4) {
         fprintf(stderr, "usage: attack_probe MODEL IN OUT\n");
         return 2;
