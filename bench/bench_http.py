@@ -1,17 +1,18 @@
 #!/usr/bin/python3
 """The transport's cost, measured on this machine in one run (issue 11). Not a test.
 
-1. wrk against POST /v1/models/tiny/predict at batch 1 (an MLP 4-8-3), requests per second and
-   p99 latency, beside nginx serving the same reply bytes as a static file to the same POST
-   (error_page 405 =200 lets the static module answer a POST) with the same wrk settings.
-   reluregd runs with --workers 2 --threads 2 (one OpenMP thread per worker) and wrk keeps at
-   most 3 x workers requests in flight, so no answer is a 503 (they are counted anyway: a
-   non-2xx answer fails the run). Both servers write an access log line per request.
-2. The regularizers at batch 256 on the MLP 784-1024-1024-10 of bench_core.py: the in-process
-   library call (bench-reg, the same workspace reuse as a daemon worker), and the same request
-   over HTTP with JSON tensors and with binary (safetensors) tensors, on one kept-alive
-   connection; the body is encoded once beforehand and the answer read as bytes, so the figures
-   are the daemon's parsing, encoding and transfer, not Python's JSON speed.
+reluregd runs with its default flags throughout (what `make run` gives).
+1. wrk -t2 -c32 against POST /v1/models/tiny/predict at batch 1 (an MLP 8-16-3, JSON), requests
+   per second and p99 latency, beside nginx serving the same reply bytes as a static file to
+   the same POST (error_page 405 =200 lets the static module answer a POST). A non-2xx answer
+   fails the run. Then the same while async AutoAttack robustness jobs (256 images) keep the
+   batch lane busy. Both servers write an access log line per request.
+2. An orchestrator step, the regularizers at batch 256 on the MLP 784-1024-1024-10 of
+   bench_core.py: the in-process library call (bench-reg, the same workspace reuse as a daemon
+   worker), the same request over HTTP with JSON and with binary tensors on one kept-alive
+   connection (the body encoded once beforehand, the answer read as bytes: the daemon's
+   parsing, encoding and transfer), through relureg.Client (torch tensors in and out), and
+   torch double backprop in this process.
 """
 import argparse
 import http.client
@@ -134,6 +135,34 @@ def timed(fn, reps):
     return t[0], t[len(t) // 2]
 
 
+def job_load(port, x, y, n):
+    """Queues n async AutoAttack robustness jobs (256 images, epsilons small enough that the
+    attacks run their full length); returns their ids."""
+    ids = []
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    body = json.dumps({"inputs": x.tolist(), "labels": y.tolist(), "epsilons": [0.001, 0.002],
+                       "async": True, "attack": {"attack": "autoattack", "suite": "standard"}})
+    for _ in range(n):
+        conn.request("POST", "/v1/models/mlp/robustness", body=body,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        if r.status != 202:
+            raise SystemExit(f"robustness job: {r.status} {doc}")
+        ids.append(doc["job"])
+    conn.close()
+    return ids
+
+
+def job_status(port, jid, cancel=False):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("DELETE" if cancel else "GET", f"/v1/jobs/{jid}")
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return json.loads(data)["status"] if data else None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--daemon", required=True)
@@ -149,17 +178,22 @@ def main():
     models = os.path.join(tmp, "models")
     os.makedirs(models)
     torch.manual_seed(0)
-    tiny = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    export(tiny, [4], os.path.join(models, "tiny.safetensors"))
+    tiny = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    export(tiny, [8], os.path.join(models, "tiny.safetensors"))
     big = bench_core.models()["mlp"]
-    export(big, [1, 28, 28], os.path.join(models, "mlp.safetensors"))
+    export(big, [1, 28, 28], os.path.join(models, "mlp.safetensors"), input_range=[0, 1])
     log = open(os.path.join(tmp, "reluregd.log"), "w")
-    print(f"threads 2 (the machine has {os.cpu_count()} cores)")
+    print(f"reluregd with default flags on {os.cpu_count()} cores")
+    B = 256
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(B, 1, 28, 28, generator=g)
+    y = torch.arange(B) % 10
 
-    # 1. Tiny predict against nginx.
-    d, port = start_daemon(a.daemon, models, ["--threads", "2", "--workers", "2"], log)
+    # 1. Tiny predictions (MLP 8-16-3, batch 1, JSON), wrk -t2 -c32, against nginx serving the
+    #    same bytes; then the same while AutoAttack jobs keep the batch lane busy.
+    d, port = start_daemon(a.daemon, models, [], log)
     try:
-        body = json.dumps({"inputs": [[0.1, -0.2, 0.3, 0.4]]})
+        body = json.dumps({"inputs": [[0.1, -0.2, 0.3, 0.4, 0.5, -0.6, 0.7, 0.8]]})
         conn = http.client.HTTPConnection("127.0.0.1", port)
         reply = post(conn, "/v1/models/tiny/predict", body, {"Content-Type": "application/json"})
         conn.close()
@@ -170,36 +204,48 @@ def main():
         nport = free_port()
         n = nginx(root, nport, tmp)
         try:
-            for conns in (1, 6):
-                r_rps, r_p99 = wrk(f"http://127.0.0.1:{port}/v1/models/tiny/predict", body, 1,
-                                   conns, a.seconds, tmp)
-                n_rps, n_p99 = wrk(f"http://127.0.0.1:{nport}/v1/models/tiny/predict", body, 1,
-                                   conns, a.seconds, tmp)
-                print(json.dumps({"op": f"predict tiny batch 1, wrk -t1 -c{conns}",
-                                  "reluregd_rps": r_rps, "reluregd_p99_ms": r_p99,
-                                  "nginx_rps": n_rps, "nginx_p99_ms": n_p99,
-                                  "ratio_rps": round(r_rps / n_rps, 3),
-                                  "reply_bytes": len(reply)}), flush=True)
+            url = f"http://127.0.0.1:{port}/v1/models/tiny/predict"
+            r_rps, r_p99 = wrk(url, body, 2, 32, a.seconds, tmp)
+            n_rps, n_p99 = wrk(f"http://127.0.0.1:{nport}/v1/models/tiny/predict", body, 2, 32,
+                               a.seconds, tmp)
+            print(json.dumps({"op": "predict tiny batch 1, wrk -t2 -c32", "reluregd_rps": r_rps,
+                              "reluregd_p99_ms": r_p99, "nginx_rps": n_rps,
+                              "nginx_p99_ms": n_p99, "ratio_rps": round(r_rps / n_rps, 3),
+                              "non_2xx": 0, "reply_bytes": len(reply)}), flush=True)
+            ids = job_load(port, x, y, 3)
+            time.sleep(0.5)
+            running = job_status(port, ids[0])
+            j_rps, j_p99 = wrk(url, body, 2, 32, a.seconds, tmp)
+            still = [job_status(port, j) for j in ids]
+            for j in ids:
+                job_status(port, j, cancel=True)
+            print(json.dumps({"op": "predict tiny batch 1, wrk -t2 -c32, AutoAttack jobs running",
+                              "reluregd_rps": j_rps, "reluregd_p99_ms": j_p99, "non_2xx": 0,
+                              "job_status_at_start": running, "job_status_at_end": still}),
+                  flush=True)
         finally:
             n.terminate()
             n.wait()
     finally:
         stop(d)
 
-    # 2. Regularizers at batch 256: in-process vs HTTP+JSON vs HTTP+binary.
-    B = 256
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(B, 1, 28, 28, generator=g)
-    y = torch.arange(B) % 10
+    # 2. An orchestrator step: regularizers at batch 256 on the MLP 784-1024-1024-10
+    #    (input_gradient, gradients of inputs and parameters) in-process, through HTTP with the
+    #    body encoded beforehand (JSON and binary), through the Python client, and torch double
+    #    backprop in this process.
     lib = {}
-    out = subprocess.run([a.bench_reg, os.path.join(models, "mlp.safetensors"), str(B), "2",
-                          str(a.reps)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([a.bench_reg, os.path.join(models, "mlp.safetensors"), str(B),
+                          str(os.cpu_count()), str(a.reps)], check=True, capture_output=True,
+                         text=True).stdout
     for line in out.splitlines():
         r = json.loads(line)
         lib[r["op"]] = r
-    d, port = start_daemon(a.daemon, models, ["--threads", "2", "--workers", "1"], log)
+    import relureg
+    import bench_reg
+    d, port = start_daemon(a.daemon, models, [], log)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
+        client = relureg.Client(f"http://127.0.0.1:{port}")
         for name, op, grads in (("input_gradient", "input_gradient", ["inputs"]),
                                 ("input_gradient", "input_gradient+params",
                                  ["inputs", "parameters"]),
@@ -215,9 +261,15 @@ def main():
             bsize = len(post(conn, path, bbody, bh))
             jmin, jmed = timed(lambda: post(conn, path, jbody, jh), a.reps)
             bmin, bmed = timed(lambda: post(conn, path, bbody, bh), a.reps)
+            cmin, cmed = timed(lambda: client.regularizers("mlp", x, y, [{"name": name}],
+                                                           gradients=grads), a.reps)
+            tmin, tmed = bench_reg.torch_time(big, {"name": name}, B, 10, a.reps,
+                                              "parameters" in grads)
             lmed = lib[op]["ms_median"]
             print(json.dumps({"op": f"{op} B={B}", "library_ms": lmed, "http_json_ms": jmed,
-                              "http_binary_ms": bmed,
+                              "http_binary_ms": bmed, "python_client_ms": cmed,
+                              "torch_double_backprop_ms": round(tmed, 3),
+                              "client_over_library": round(cmed / lmed, 3),
                               "json_overhead": round(jmed / lmed - 1, 3),
                               "binary_overhead": round(bmed / lmed - 1, 3),
                               "request_bytes_json": len(jbody),
@@ -225,6 +277,7 @@ def main():
                               "reply_bytes_json": jsize, "reply_bytes_binary": bsize}),
                   flush=True)
         conn.close()
+        client.close()
     finally:
         stop(d)
         log.close()

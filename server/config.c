@@ -13,7 +13,14 @@ static const char *usage =
     "  --host H          RELUREG_HOST        listen address (127.0.0.1)\n"
     "  --port P          RELUREG_PORT        port (8080; 0 picks a free one)\n"
     "  --threads N       RELUREG_THREADS     total compute threads (cores)\n"
-    "  --workers W       RELUREG_WORKERS     concurrent compute requests (1)\n"
+    "  --workers W       RELUREG_WORKERS     concurrent compute requests (2, at least 2:\n"
+    "                                        long work never holds the last one)\n"
+    "  --inline-us U     RELUREG_INLINE_US   requests estimated below U microseconds run on\n"
+    "                                        the thread that parsed them (100; 0: never)\n"
+    "  --long-ms L       RELUREG_LONG_MS     requests estimated above L ms, robustness\n"
+    "                                        reports and async jobs go to the batch lane (500)\n"
+    "  --queue-max Q     RELUREG_QUEUE_MAX   compute tasks queued at most (4096); admission\n"
+    "                                        is by deadline, this bounds memory\n"
     "  --models-dir D    RELUREG_MODELS_DIR  load every *.safetensors in D at start\n"
     "  --token-file F    RELUREG_TOKEN_FILE  bearer token required for PUT/DELETE of models\n"
     "  --cors-origin O   RELUREG_CORS_ORIGIN allowed browser origin (CORS)\n"
@@ -109,7 +116,19 @@ static int apply(rrd_config *cfg, const char *name, const char *v)
     } else if (strcmp(name, "workers") == 0) {
         if ((rc = set_long(&x, v, 1, 256, "--workers")))
             return rc;
-        cfg->workers = (int)x;
+        cfg->workers = x < 2 ? 2 : (int)x;
+    } else if (strcmp(name, "inline-us") == 0) {
+        if ((rc = set_long(&x, v, 0, 1000000, "--inline-us")))
+            return rc;
+        cfg->inline_us = (double)x;
+    } else if (strcmp(name, "long-ms") == 0) {
+        if ((rc = set_long(&x, v, 1, 86400000, "--long-ms")))
+            return rc;
+        cfg->long_ms = (double)x;
+    } else if (strcmp(name, "queue-max") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 20, "--queue-max")))
+            return rc;
+        cfg->queue_max = (size_t)x;
     } else if (strcmp(name, "models-dir") == 0) {
         return set_str(cfg->models_dir, sizeof cfg->models_dir, v, "--models-dir");
     } else if (strcmp(name, "token-file") == 0) {
@@ -159,7 +178,10 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
     cfg->port = 8080;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = cores > 0 ? (int)cores : 1;
-    cfg->workers = 1;
+    cfg->workers = 2;
+    cfg->inline_us = 100;
+    cfg->long_ms = 500;
+    cfg->queue_max = 4096;
     cfg->max_body = (size_t)64 << 20;
     cfg->max_batch = 4096;
     cfg->max_steps = 10000;
@@ -174,6 +196,9 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
                 {"port", "RELUREG_PORT"},
                 {"threads", "RELUREG_THREADS"},
                 {"workers", "RELUREG_WORKERS"},
+                {"inline-us", "RELUREG_INLINE_US"},
+                {"long-ms", "RELUREG_LONG_MS"},
+                {"queue-max", "RELUREG_QUEUE_MAX"},
                 {"models-dir", "RELUREG_MODELS_DIR"},
                 {"token-file", "RELUREG_TOKEN_FILE"},
                 {"cors-origin", "RELUREG_CORS_ORIGIN"},

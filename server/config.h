@@ -10,7 +10,11 @@ typedef struct rrd_config {
     char host[256];        // --host (RELUREG_HOST), default 127.0.0.1
     int port;              // --port (RELUREG_PORT), default 8080; 0 picks a free port
     int threads;           // --threads (RELUREG_THREADS), total compute threads, default cores
-    int workers;           // --workers (RELUREG_WORKERS), concurrent compute requests, default 1
+    int workers;           // --workers (RELUREG_WORKERS), concurrent compute requests, default
+                           // and minimum 2 (the batch lane holds at most workers - 1)
+    double inline_us;      // --inline-us (RELUREG_INLINE_US): cheaper requests run inline (100)
+    double long_ms;        // --long-ms (RELUREG_LONG_MS): costlier ones use the batch lane (500)
+    size_t queue_max;      // --queue-max (RELUREG_QUEUE_MAX): queued tasks at most (4096)
     char models_dir[1024]; // --models-dir (RELUREG_MODELS_DIR)
     char token[256];       // read from --token-file (RELUREG_TOKEN_FILE); "" = no auth
     char cors_origin[256]; // --cors-origin (RELUREG_CORS_ORIGIN); "" = no CORS headers

@@ -4,6 +4,8 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +26,38 @@ double rrd_now(void)
 
 // ---- answers ----
 
+static void out_release(rrd_out *o);
+
 void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len)
 {
+    out_release(&r->out);
     free(r->out.body);
     r->out.status = status;
     r->out.body = body;
     r->out.len = len;
+    snprintf(r->out.type, sizeof r->out.type, "%s", type);
+    r->responded = true;
+}
+
+static void out_release(rrd_out *o)
+{
+    if (o->release) {
+        o->release(o->release_ctx);
+        o->release = NULL;
+        o->body = NULL;
+    }
+}
+
+void rrd_respond_borrow(rrd_request *r, int status, const char *type, const void *body, size_t len,
+                        void (*release)(void *), void *ctx)
+{
+    out_release(&r->out);
+    free(r->out.body);
+    r->out.status = status;
+    r->out.body = (char *)body;
+    r->out.len = len;
+    r->out.release = release;
+    r->out.release_ctx = ctx;
     snprintf(r->out.type, sizeof r->out.type, "%s", type);
     r->responded = true;
 }
@@ -77,10 +105,17 @@ void rrd_add_header(rrd_request *r, const char *name, const char *value)
     }
 }
 
+static atomic_bool cancel_all;
+
+void rrd_http_cancel_all(void)
+{
+    atomic_store(&cancel_all, true);
+}
+
 bool rrd_ctl_abort(void *p)
 {
     rrd_ctl *c = p;
-    if (atomic_load(&c->cancel))
+    if (atomic_load(&c->cancel) || atomic_load(&cancel_all))
         return true;
     if (c->deadline > 0 && rrd_now() > c->deadline) {
         c->timed_out = true;
@@ -91,40 +126,97 @@ bool rrd_ctl_abort(void *p)
 
 // ---- compute ----
 
-static void run_sync(void *arg, rrd_worker *w)
+void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B)
 {
-    rrd_request *r = arg;
-    rrd_task *t = r->task;
-    if (rrd_ctl_abort(&t->ctl)) // waited in the queue past the deadline
-        rrd_problem_out(&r->out, RRD_P_TIMEOUT, NULL,
-                        "the request waited longer than --timeout-s (%g s) for a worker",
-                        r->srv->cfg.timeout_s);
-    else
-        t->run(t, w, &r->out);
+    rrd_cost_estimate(&t->cost, cls, t->model, passes, B);
+    static const char *const long_kinds[] = {"robustness", "/autoattack", "/cw_l2", "/ead", "/zoo"};
+    bool is_long = t->cost.cost_s * 1e3 >= s->cfg.long_ms;
+    for (size_t i = 0; i < sizeof long_kinds / sizeof *long_kinds && !is_long; i++)
+        is_long = strstr(cls, long_kinds[i]) != NULL;
+    t->lane = is_long ? RRD_LANE_BATCH : RRD_LANE_INTERACTIVE;
+}
+
+// Runs the task into r->out and records what it cost.
+static void compute(rrd_request *r, rrd_task *t, rrd_worker *w)
+{
+    const double t0 = rrd_now();
+    t->run(t, w, &r->out);
+    t->compute_s = rrd_now() - t0;
     if (t->ctl.timed_out && r->out.status != 503)
         rrd_problem_out(&r->out, RRD_P_TIMEOUT, NULL,
-                        "the computation ran longer than "
-                        "--timeout-s (%g s) and was cancelled",
-                        r->srv->cfg.timeout_s);
+                        "the computation ran past the request's deadline (%g s) and was "
+                        "cancelled",
+                        r->deadline - r->t0);
+    else if (r->out.status < 400)
+        rrd_cost_observe(&t->cost, t->compute_s);
+}
+
+static void sync_run(rrd_work *wk, rrd_worker *w)
+{
+    rrd_request *r = (rrd_request *)((char *)wk - offsetof(rrd_request, work));
+    compute(r, r->task, w);
     r->responded = true;
     rrd_worker_release(w);
     MHD_resume_connection(r->conn); // a barrier: the answer is visible to the I/O thread
 }
 
+static void sync_drop(rrd_work *wk, bool stopping)
+{
+    rrd_request *r = (rrd_request *)((char *)wk - offsetof(rrd_request, work));
+    if (stopping)
+        rrd_problem_out(&r->out, RRD_P_UNAVAILABLE, NULL,
+                        "the server is shutting down; the request was not run");
+    else
+        rrd_problem_out(&r->out, RRD_P_TIMEOUT, NULL,
+                        "the request waited past its deadline (%g s) for a worker and was not "
+                        "run",
+                        r->deadline - r->t0);
+    r->out.retry_after = 1;
+    r->responded = true;
+    MHD_resume_connection(r->conn);
+}
+
 void rrd_submit(rrd_request *r, rrd_task *t)
 {
+    rrd_server *s = r->srv;
     r->task = t;
     t->t_submit = rrd_now();
-    t->ctl.deadline = t->t_submit + r->srv->cfg.timeout_s;
+    t->ctl.deadline = r->deadline;
+    if (t->cost.cls[0] == '\0')
+        rrd_task_estimate(s, t, "other", 1, 1);
+    // Inline by the formula's estimate, not the learned one: what a request measures on a
+    // loaded machine (preemption, a cold workspace) must not push the tiniest requests onto
+    // the hand-off they are too small for.
+    if (t->lane == RRD_LANE_INTERACTIVE && t->cost.raw_s * 1e6 <= s->cfg.inline_us) {
+        rrd_worker *w = rrd_worker_inline();
+        if (w != NULL) {
+            r->inline_run = true;
+            compute(r, t, w);
+            r->responded = true;
+            return;
+        }
+    }
     // Suspend before queueing, so that a fast worker cannot resume first.
+    r->work = (rrd_work){sync_run, sync_drop};
     MHD_suspend_connection(r->conn);
     r->suspended = true;
-    if (!rrd_pool_submit(r->srv->pool, run_sync, r)) {
+    double wait = 0;
+    bool full = false;
+    if (rrd_pool_submit(s->pool, &r->work, t->lane, t->cost.cost_s, r->deadline, &wait, &full))
+        return;
+    r->suspended = false;
+    MHD_resume_connection(r->conn);
+    if (full)
         rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
-                    "all %d workers are busy and %d requests are queued; retry shortly",
-                    r->srv->cfg.workers, 2 * r->srv->cfg.workers);
-        MHD_resume_connection(r->conn);
-    }
+                    "the compute queue is full; retry in about %.1f s (the estimated wait)", wait);
+    else
+        rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
+                    "this request would not finish by its deadline: about %.3f s of waiting "
+                    "for a worker plus about %.3f s of compute is past its %.3f s; retry in "
+                    "about %.1f s, or allow more time (timeout_ms)",
+                    wait, t->cost.cost_s, r->deadline - rrd_now(), wait);
+    // Whole seconds (RFC 9110), to the nearest: the detail has the estimate itself.
+    r->out.retry_after = wait < 1.5 ? 1 : (int)lround(wait);
 }
 
 // ---- the access handler ----
@@ -156,7 +248,14 @@ static void add_headers(rrd_server *s, rrd_request *r, struct MHD_Response *resp
 static enum MHD_Result queue(rrd_server *s, rrd_request *r)
 {
     struct MHD_Response *resp;
-    if (r->out.body) {
+    if (r->out.release) {
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(
+            r->out.len, r->out.body, r->out.release, r->out.release_ctx);
+        if (resp) { // now MHD's to release
+            r->out.release = NULL;
+            r->out.body = NULL;
+        }
+    } else if (r->out.body) {
         resp = MHD_create_response_from_buffer(r->out.len, r->out.body, MHD_RESPMEM_MUST_FREE);
         if (resp)
             r->out.body = NULL; // now MHD's
@@ -248,6 +347,7 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
         r->srv = s;
         r->conn = conn;
         r->t0 = rrd_now();
+        r->deadline = r->t0 + s->cfg.timeout_s;
         snprintf(r->method, sizeof r->method, "%s", method);
         request_id(r);
         r->content_type = header(conn, "Content-Type");
@@ -289,10 +389,18 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
         r->body[r->body_len] = '\0';
         return MHD_YES;
     }
-    if (!r->responded && !r->suspended)
+    if (r->suspended) {
+        // Called again after a worker resumed us: its answer is in r->out (the resume was
+        // the barrier). Nothing else writes the request now.
+        return queue(s, r);
+    }
+    if (!r->responded) {
         dispatch(s, r);
-    if (!r->responded)
-        return MHD_YES; // suspended: a worker answers and resumes us
+        // Once suspended, the request belongs to a worker until it resumes the connection:
+        // read nothing of it here.
+        if (r->suspended)
+            return MHD_YES;
+    }
     return queue(s, r);
 }
 
@@ -308,12 +416,21 @@ void rrd_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     const int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->out.status : 0;
     const char *route = r->route ? r->route->name : "unmatched";
     rrd_metrics_request(s->metrics, route, status ? status : 499, dt, r->body_len, r->out.len);
-    if (!s->cfg.quiet)
-        fprintf(stderr, "%s %s %d %.1fms in=%zu out=%zu id=%s%s\n", r->method, r->url, status,
-                dt * 1e3, r->body_len, r->out.len, r->request_id,
+    if (!s->cfg.quiet) {
+        char cost[128] = "";
+        if (r->task && r->task->cost.cls[0])
+            snprintf(cost, sizeof cost, " cost=%s:%.3fms/%.3fms%s", r->task->cost.cls,
+                     r->task->cost.cost_s * 1e3, r->task->compute_s * 1e3,
+                     r->inline_run                     ? ":inline"
+                     : r->task->lane == RRD_LANE_BATCH ? ":batch"
+                                                       : "");
+        fprintf(stderr, "%s %s %d %.1fms in=%zu out=%zu id=%s%s%s\n", r->method, r->url, status,
+                dt * 1e3, r->body_len, r->out.len, r->request_id, cost,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection dropped)");
+    }
     if (r->task)
         r->task->free(r->task);
+    out_release(&r->out);
     free(r->out.body);
     free(r->body);
     free(r->url);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@ struct rrd_job {
     rrd_task *task;
     rrd_out out;
     double created;
+    rrd_work work; // the hand-off to the pool
 };
 
 struct rrd_jobs {
@@ -85,21 +87,34 @@ static void random_id(char *out)
         sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-static void job_run(void *arg, rrd_worker *w)
+static void job_run(rrd_work *wk, rrd_worker *w)
 {
-    rrd_job *job = arg;
+    rrd_job *job = (rrd_job *)((char *)wk - offsetof(rrd_job, work));
     int expected = QUEUED;
     if (atomic_load(&job->task->ctl.cancel) ||
         !atomic_compare_exchange_strong(&job->status, &expected, RUNNING)) {
         atomic_store(&job->status, CANCELLED);
     } else {
+        const double t0 = rrd_now();
         job->task->run(job->task, w, &job->out);
+        job->task->compute_s = rrd_now() - t0;
         atomic_store(&job->task->ctl.progress, 1.0);
         int st = atomic_load(&job->task->ctl.cancel) ? CANCELLED
                  : job->out.status < 400             ? DONE
                                                      : FAILED;
+        if (st == DONE)
+            rrd_cost_observe(&job->task->cost, job->task->compute_s);
         atomic_store(&job->status, st);
     }
+    rrd_job_release(job); // the pool's reference
+}
+
+// Never ran: the pool stopped (jobs have no deadline, so they never expire in the queue).
+static void job_drop(rrd_work *wk, bool stopping)
+{
+    (void)stopping;
+    rrd_job *job = (rrd_job *)((char *)wk - offsetof(rrd_job, work));
+    atomic_store(&job->status, CANCELLED);
     rrd_job_release(job); // the pool's reference
 }
 
@@ -140,7 +155,10 @@ rrd_job *rrd_jobs_submit(rrd_jobs *j, rrd_pool *pool, rrd_task *t)
         job_free(job);
         return NULL;
     }
-    if (!rrd_pool_submit(pool, job_run, job)) {
+    job->work = (rrd_work){job_run, job_drop};
+    double wait;
+    bool full;
+    if (!rrd_pool_submit(pool, &job->work, RRD_LANE_BATCH, t->cost.cost_s, 0, &wait, &full)) {
         // Not queued: take it out of the table again.
         pthread_mutex_lock(&j->mu);
         for (size_t i = 0; i < j->n; i++)

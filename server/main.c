@@ -83,8 +83,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "reluregd: %s\n", err.msg);
         return 1;
     }
-    if (s->cfg.workers > s->cfg.threads)
-        s->cfg.workers = s->cfg.threads;
+    // The cost model's rates, measured on this machine before serving (about 50 ms).
+    rrd_cost_calibrate(s->cfg.threads);
     // jansson hashes with a random seed; set it once before any thread starts.
     json_object_seed(0);
 
@@ -100,7 +100,7 @@ int main(int argc, char **argv)
     s->models = rrd_registry_new();
     s->metrics = rrd_metrics_new();
     s->jobs = rrd_jobs_new(1024, s->cfg.instance);
-    s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, 2 * (size_t)s->cfg.workers);
+    s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, s->cfg.queue_max);
     if (!s->models || !s->metrics || !s->jobs || !s->pool) {
         fprintf(stderr, "reluregd: out of memory at start-up\n");
         return 1;
@@ -136,9 +136,13 @@ int main(int argc, char **argv)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->cfg.port;
     atomic_store(&s->ready, true);
-    fprintf(stderr, "reluregd: %d compute threads, %d workers, BLAS %s%s%s\n", s->cfg.threads,
-            s->cfg.workers, rr_blas_config(), s->cfg.instance[0] ? ", instance " : "",
-            s->cfg.instance);
+    double g1, gall, bw, ovh;
+    rrd_cost_rates(&g1, &gall, &bw, &ovh);
+    fprintf(stderr,
+            "reluregd: %d compute threads, %d workers, BLAS %s, cost model %.1f GFLOP/s on 1 "
+            "thread, %.1f on %d, %.1f GB/s, %.1f us a pass%s%s\n",
+            s->cfg.threads, s->cfg.workers, rr_blas_config(), g1, gall, s->cfg.threads, bw,
+            ovh * 1e6, s->cfg.instance[0] ? ", instance " : "", s->cfg.instance);
     printf("reluregd listening on http://%s:%d\n", s->cfg.host, s->port);
     fflush(stdout);
 
@@ -154,9 +158,19 @@ int main(int argc, char **argv)
     while (rrd_now() < grace_end)
         nanosleep(&tick, NULL);
     MHD_socket listen_fd = MHD_quiesce_daemon(s->mhd);
-    const double until = rrd_now() + s->cfg.timeout_s + 5;
+    // What has not started never will: queued requests are answered 503, queued jobs end
+    // cancelled. Running ones get --drain-grace-s more to finish, then are cancelled (the
+    // library polls for that between chunks), and the rest is bounded by a few seconds.
+    const size_t dropped = rrd_pool_drop_queued(s->pool);
+    double until = rrd_now() + s->cfg.drain_grace_s;
     while (atomic_load(&s->inflight) > 0 && rrd_now() < until)
         nanosleep(&tick, NULL);
+    rrd_http_cancel_all();
+    until = rrd_now() + 5;
+    while (atomic_load(&s->inflight) > 0 && rrd_now() < until)
+        nanosleep(&tick, NULL);
+    fprintf(stderr, "reluregd: %zu queued tasks dropped, %d requests left at exit\n", dropped,
+            atomic_load(&s->inflight));
     MHD_stop_daemon(s->mhd);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);

@@ -1,6 +1,8 @@
 // Counters and histograms for /metrics (see metrics.h).
 #include "metrics.h"
 
+#include "cost.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -109,8 +111,19 @@ put(sbuf *s, const char *fmt, ...)
     }
 }
 
-char *rrd_metrics_render(rrd_metrics *m, int inflight, size_t queue_depth, size_t busy,
-                         size_t models, size_t jobs, size_t *len)
+static void put_v(void *ctx, const char *fmt, ...)
+{
+    sbuf *s = ctx;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    put(s, "%s", line);
+}
+
+char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps, size_t models,
+                         size_t jobs, size_t *len)
 {
     sbuf s = {0};
     pthread_mutex_lock(&m->mu);
@@ -149,14 +162,39 @@ char *rrd_metrics_render(rrd_metrics *m, int inflight, size_t queue_depth, size_
         "# HELP relureg_requests_in_flight Requests being received, computed or answered.\n"
         "# TYPE relureg_requests_in_flight gauge\nrelureg_requests_in_flight %d\n",
         inflight);
+    static const char *const lanes[] = {"interactive", "batch"};
+    put(&s, "# HELP relureg_queue_depth Compute tasks waiting for a worker, by lane.\n"
+            "# TYPE relureg_queue_depth gauge\n");
+    for (int l = 0; l < RRD_NLANES; l++)
+        put(&s, "relureg_queue_depth{lane=\"%s\"} %zu\n", lanes[l], ps->queued[l]);
+    put(&s, "# HELP relureg_workers_busy Compute workers running a task, by lane.\n"
+            "# TYPE relureg_workers_busy gauge\n");
+    for (int l = 0; l < RRD_NLANES; l++)
+        put(&s, "relureg_workers_busy{lane=\"%s\"} %zu\n", lanes[l], ps->running[l]);
     put(&s,
-        "# HELP relureg_queue_depth Compute tasks waiting for a worker.\n"
-        "# TYPE relureg_queue_depth gauge\nrelureg_queue_depth %zu\n",
-        queue_depth);
+        "# HELP relureg_workers Compute workers (the batch lane may hold all but one).\n"
+        "# TYPE relureg_workers gauge\nrelureg_workers %d\n",
+        ps->workers);
+    put(&s, "# HELP relureg_queue_wait_seconds_total Time tasks spent queued before a worker "
+            "took them, by lane.\n# TYPE relureg_queue_wait_seconds_total counter\n");
+    for (int l = 0; l < RRD_NLANES; l++)
+        put(&s, "relureg_queue_wait_seconds_total{lane=\"%s\"} %.6f\n", lanes[l], ps->wait_sum[l]);
+    put(&s, "# HELP relureg_queue_started_total Tasks a worker took from the queue, by lane.\n"
+            "# TYPE relureg_queue_started_total counter\n");
+    for (int l = 0; l < RRD_NLANES; l++)
+        put(&s, "relureg_queue_started_total{lane=\"%s\"} %llu\n", lanes[l], ps->started[l]);
     put(&s,
-        "# HELP relureg_workers_busy Compute workers running a task.\n"
-        "# TYPE relureg_workers_busy gauge\nrelureg_workers_busy %zu\n",
-        busy);
+        "# HELP relureg_queue_refused_total Tasks refused at admission: reason deadline (the "
+        "estimated wait plus cost would pass the deadline) or full (the queue's memory bound).\n"
+        "# TYPE relureg_queue_refused_total counter\n"
+        "relureg_queue_refused_total{reason=\"deadline\"} %llu\n"
+        "relureg_queue_refused_total{reason=\"full\"} %llu\n",
+        ps->refused_time, ps->refused_full);
+    put(&s,
+        "# HELP relureg_queue_expired_total Queued tasks dropped unrun: their deadline passed.\n"
+        "# TYPE relureg_queue_expired_total counter\nrelureg_queue_expired_total %llu\n",
+        ps->expired);
+    rrd_cost_render(put_v, &s);
     put(&s,
         "# HELP relureg_models_loaded Models in the registry.\n"
         "# TYPE relureg_models_loaded gauge\nrelureg_models_loaded %zu\n",

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "pool.h"
+
 typedef struct rrd_metrics rrd_metrics;
 
 rrd_metrics *rrd_metrics_new(void);
@@ -13,8 +15,9 @@ void rrd_metrics_free(rrd_metrics *m);
 // Records a finished request of `route` (a fixed route name, not the raw path).
 void rrd_metrics_request(rrd_metrics *m, const char *route, int status, double seconds,
                          size_t bytes_in, size_t bytes_out);
-// The exposition text (malloc'd) with the gauges given by the caller.
-char *rrd_metrics_render(rrd_metrics *m, int inflight, size_t queue_depth, size_t busy,
-                         size_t models, size_t jobs, size_t *len);
+// The exposition text (malloc'd) with the gauges given by the caller, the scheduler's figures
+// and the cost model's (cost.h).
+char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps, size_t models,
+                         size_t jobs, size_t *len);
 
 #endif

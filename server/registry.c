@@ -81,6 +81,11 @@ int rrd_registry_put(rrd_registry *r, const char *name, rr_model *model, uint8_t
     l->model = model;
     l->bytes = bytes;
     l->len = len;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ bytes[i]) * 0x100000001b3ull;
+    l->hash = h;
+    snprintf(l->etag, sizeof l->etag, "\"%016llx\"", (unsigned long long)h);
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);

@@ -21,6 +21,8 @@ typedef struct rrd_loaded {
     size_t len;
     int version;        // 1 for a new name, +1 per replacement (monotonic across deletes)
     char loaded_at[32]; // RFC 3339 UTC
+    uint64_t hash;      // FNV-1a 64 of bytes, computed once by rrd_registry_put
+    char etag[24];      // "\"<16 hex>\"": the HTTP entity tag of bytes
 } rrd_loaded;
 
 typedef struct rrd_registry rrd_registry;
@@ -32,7 +34,8 @@ void rrd_registry_free(rrd_registry *r);
 rrd_loaded *rrd_registry_get(rrd_registry *r, const char *name);
 void rrd_loaded_release(rrd_loaded *l);
 
-// Adds or atomically replaces name with model and bytes (both taken). Returns the new
+// Adds or atomically replaces name with model and bytes (both taken), hashing the bytes
+// first (outside the lock: call it from a worker for large files). Returns the new
 // version; *created tells whether the name was new. NULL model never happens (callers load
 // first). Returns -1 when out of memory (model and bytes are freed).
 int rrd_registry_put(rrd_registry *r, const char *name, rr_model *model, uint8_t *bytes, size_t len,

@@ -18,6 +18,8 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "cost.h"
+#include "pool.h"
 #include "relureg.h"
 
 typedef struct rrd_server rrd_server;
@@ -37,6 +39,10 @@ typedef struct rrd_out {
     char type[64];
     int retry_after;   // seconds, 0 = none
     size_t header_len; // > 0: the Inference-Header-Content-Length of a binary v2 answer
+    // A body borrowed rather than owned (served without a copy): release(release_ctx) is
+    // called once the answer is sent or dropped.
+    void (*release)(void *ctx);
+    void *release_ctx;
 } rrd_out;
 
 // Cancellation and progress of a running computation (a synchronous request's deadline, or a
@@ -58,7 +64,15 @@ typedef struct rrd_task {
     bool binary; // answer as application/vnd.safetensors
     double t_submit;
     rrd_ctl ctl;
+    rrd_cost_est cost; // estimated at parse time (rrd_task_estimate)
+    rrd_lane lane;     // where the scheduler runs it (rrd_task_estimate)
+    double compute_s;  // measured: the run itself, once it ran
 } rrd_task;
+
+// Sets t->cost from the route's cost class and forward-pass equivalents per sample, and
+// t->lane: BATCH for work longer than --long-ms or of a long kind (robustness reports,
+// AutoAttack, C&W / EAD, ZOO), else INTERACTIVE.
+void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B);
 
 typedef struct rrd_request {
     rrd_server *srv;
@@ -80,8 +94,11 @@ typedef struct rrd_request {
         char value[160];
     } hdr[4]; // extra response headers
     int nhdr;
-    double t0;      // arrival, monotonic seconds
-    rrd_task *task; // submitted synchronous task, freed with the request
+    double t0;       // arrival, monotonic seconds
+    double deadline; // rrd_now() seconds by which the answer is due (--timeout-s, timeout_ms)
+    rrd_task *task;  // submitted synchronous task, freed with the request
+    rrd_work work;   // the task's hand-off to the pool
+    bool inline_run; // computed on the I/O thread
 } rrd_request;
 
 struct rrd_server {
@@ -104,16 +121,24 @@ double rrd_now(void);
 void rrd_respond(rrd_request *r, int status, const char *type, const char *body, size_t len);
 // Takes ownership of a malloc'd body.
 void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len);
+// Answers `len` bytes at `body` without copying them; release(ctx) runs when they are no
+// longer needed.
+void rrd_respond_borrow(rrd_request *r, int status, const char *type, const void *body, size_t len,
+                        void (*release)(void *), void *ctx);
 // Dumps a JSON value (stolen) as the answer.
 void rrd_respond_json(rrd_request *r, int status, json_t *doc);
 void rrd_out_json(rrd_out *out, int status, json_t *doc);
 void rrd_add_header(rrd_request *r, const char *name, const char *value);
 
-// Submits a task for a compute worker and suspends the request until it is done; answers
-// 503 + Retry-After itself when the queue is full. The task is owned by the request.
+// Runs a task (owned by the request from here on): inline on this I/O thread when its
+// estimated cost is below --inline-us, else queued for a worker in its lane with the request
+// suspended until the worker answers. Refuses at once with 503 + Retry-After (the estimated
+// wait) when the wait plus the cost would pass the request's deadline.
 void rrd_submit(rrd_request *r, rrd_task *t);
 
-// The abort callback librelureg polls: true once the deadline passed or cancel was set.
+// The abort callback librelureg polls: true once the deadline passed, cancel was set, or
+// rrd_http_cancel_all was called (shutdown).
 bool rrd_ctl_abort(void *ctl);
+void rrd_http_cancel_all(void);
 
 #endif

@@ -100,8 +100,13 @@ export function decodeSafetensors(buf) {
     const [size, Ctor] = DTYPES[v.dtype] || [];
     if (!Ctor) throw new Error(`safetensors: dtype ${v.dtype} of ${k} is not supported`);
     const [a, b] = v.data_offsets;
-    const copy = bytes.slice(base + a, base + b); // aligned copy
-    tensors[k] = { shape: v.shape, dtype: v.dtype, data: new Ctor(copy.buffer, 0, (b - a) / size) };
+    const off = bytes.byteOffset + base + a;
+    // A view of the answer's buffer when the tensor is aligned for its type (reluregd pads
+    // the header so that it is), else an aligned copy.
+    const data = off % size === 0
+      ? new Ctor(bytes.buffer, off, (b - a) / size)
+      : new Ctor(bytes.slice(base + a, base + b).buffer, 0, (b - a) / size);
+    tensors[k] = { shape: v.shape, dtype: v.dtype, data };
   }
   return { metadata: header.__metadata__ || {}, tensors };
 }

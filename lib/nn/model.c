@@ -763,6 +763,32 @@ size_t rr_model_parameter_count(const rr_model *m)
     return m->param_count;
 }
 
+double rr_model_forward_flops(const rr_model *m)
+{
+    double f = 0;
+    for (int i = 0; i < m->nops; i++) {
+        const rr_op *op = &m->ops[i];
+        switch (op->kind) {
+            case RR_OP_LINEAR:
+                f += 2.0 * (double)op->n_in * (double)op->n_out;
+                break;
+            case RR_OP_CONV2D:
+                f += 2.0 * (double)op->n_out * (double)op->c * op->kh * op->kw;
+                break;
+            case RR_OP_MAXPOOL:
+            case RR_OP_AVGPOOL:
+                f += (double)op->n_out * op->kh * op->kw;
+                break;
+            case RR_OP_FLATTEN:
+            case RR_OP_RES_BEGIN:
+                break;
+            default:
+                f += (double)op->n_out;
+        }
+    }
+    return f;
+}
+
 const char *rr_model_architecture(const rr_model *m)
 {
     return m->arch_json;

@@ -75,6 +75,10 @@ const rr_param *rr_model_param_find(const rr_model *m, const char *name);
 size_t rr_model_param_size(const rr_model *m);
 // Total number of parameter elements (no padding): what users call the parameter count.
 size_t rr_model_parameter_count(const rr_model *m);
+// Floating-point operations of one sample's forward pass (a multiply-add counts 2; elementwise
+// layers count one per output). What a caller's cost model scales: a backward pass through the
+// same layers costs about as much again, a parameter gradient about twice.
+double rr_model_forward_flops(const rr_model *m);
 // The architecture document as stored in the file (JSON text), and any __metadata__ entry.
 const char *rr_model_architecture(const rr_model *m);
 size_t rr_model_metadata_count(const rr_model *m);

@@ -79,14 +79,14 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
                                  "c",       "confidence", "theta",     "gamma",
                                  "beta",    "h",          "p_init"};
     static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps", "queries"};
-    const char *allowed = in_report
-                              ? "attack norm step_size steps random_start restarts seed overshoot "
-                                "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h queries p_init suite"
-                              : "inputs labels version async attack norm epsilon step_size steps "
-                                "random_start restarts targeted target_labels seed overshoot "
-                                "max_iter binary_search_steps learning_rate c confidence theta "
-                                "gamma beta h queries p_init suite";
+    const char *allowed =
+        in_report ? "attack norm step_size steps random_start restarts seed overshoot "
+                    "max_iter binary_search_steps learning_rate c confidence theta "
+                    "gamma beta h queries p_init suite"
+                  : "inputs labels version async timeout_ms attack norm epsilon step_size steps "
+                    "random_start restarts targeted target_labels seed overshoot "
+                    "max_iter binary_search_steps learning_rate c confidence theta "
+                    "gamma beta h queries p_init suite";
     if (!rrd_only_members(obj, allowed, in_report ? "the attack object" : "an attacks request",
                           out))
         return false;
@@ -382,6 +382,9 @@ void rrd_route_attacks(rrd_request *r)
     if (!o ||
         !parse_attack(c->doc.root, false, c->seed, c->B, K, r->srv->cfg.max_steps, o, &r->out))
         return fail(r, c);
+    char cls[40];
+    rrd_cost_class_attack(cls, sizeof cls, "attacks", &o->ap);
+    rrd_task_estimate(r->srv, &c->base, cls, rrd_cost_passes_attack(&o->ap, K), c->B);
     rrd_compute_dispatch(r, c);
 }
 
@@ -444,10 +447,12 @@ void rrd_route_certify(rrd_request *r)
         return;
     opts *o = new_opts(r, c);
     if (!o ||
-        !rrd_only_members(c->doc.root, "inputs labels norm version seed async", "a certify request",
-                          &r->out) ||
+        !rrd_only_members(c->doc.root, "inputs labels norm version seed async timeout_ms",
+                          "a certify request", &r->out) ||
         !parse_norm(json_object_get(c->doc.root, "norm"), &o->norm, RR_NORM_L2, &r->out))
         return fail(r, c);
+    rrd_task_estimate(r->srv, &c->base, "certify", 4 + 4.0 * rr_model_num_classes(c->entry->model),
+                      c->B);
     rrd_compute_dispatch(r, c);
 }
 
@@ -524,7 +529,7 @@ void rrd_route_robustness(rrd_request *r)
         return fail(r, c);
     json_t *root = c->doc.root, *eps = json_object_get(root, "epsilons");
     json_t *atk = json_object_get(root, "attack");
-    if (!rrd_only_members(root, "inputs labels norm epsilons attack version seed async",
+    if (!rrd_only_members(root, "inputs labels norm epsilons attack version seed async timeout_ms",
                           "a robustness request", out) ||
         !parse_norm(json_object_get(root, "norm"), &o->norm, RR_NORM_LINF, out))
         return fail(r, c);
@@ -572,5 +577,9 @@ void rrd_route_robustness(rrd_request *r)
     json_decref(dflt);
     if (!ok)
         return fail(r, c);
+    char cls[40];
+    rrd_cost_class_attack(cls, sizeof cls, "robustness", &o->ap);
+    rrd_task_estimate(r->srv, &c->base, cls,
+                      1 + (double)o->neps * rrd_cost_passes_attack(&o->ap, K), c->B);
     rrd_compute_dispatch(r, c);
 }

@@ -1,10 +1,12 @@
 // What the compute routes share (see routes.h): model look-up, the parse of inputs, labels,
 // version pin and seed, and the hand-off to a worker or a job.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../jobs.h"
+#include "../router.h"
 #include "routes.h"
 
 rrd_loaded *rrd_route_entry(rrd_request *r)
@@ -122,6 +124,17 @@ rrd_compute *rrd_compute_parse(rrd_request *r, bool labels_required,
         rrd_problem_out(o, RRD_P_INVALID, "async", "async must be true or false");
         goto fail;
     }
+    json_t *tm = json_object_get(root, "timeout_ms");
+    if (tm) {
+        const double ms = json_number_value(tm);
+        if (!json_is_number(tm) || !(ms > 0) || !isfinite(ms)) {
+            rrd_problem_out(o, RRD_P_INVALID, "timeout_ms",
+                            "timeout_ms must be a number of milliseconds > 0");
+            goto fail;
+        }
+        if (r->t0 + ms * 1e-3 < r->deadline)
+            r->deadline = r->t0 + ms * 1e-3;
+    }
     if (!rrd_doc_tensor(&c->doc, "inputs", true, &s, &c->x, o))
         goto fail;
     // [B, ...input_shape], or input_shape alone for one sample.
@@ -179,10 +192,13 @@ fail:
 
 void rrd_compute_dispatch(rrd_request *r, rrd_compute *c)
 {
+    if (c->base.cost.cls[0] == '\0')
+        rrd_task_estimate(r->srv, &c->base, r->route ? r->route->name : "other", 1, c->B);
     if (json_is_true(json_object_get(c->doc.root, "async"))) {
         rrd_job *job = rrd_jobs_submit(r->srv->jobs, r->srv->pool, &c->base);
         if (job == NULL) {
             rrd_problem(r, RRD_P_QUEUE_FULL, NULL, "the job table or the compute queue is full");
+            r->out.retry_after = 1;
             return;
         }
         char loc[96];

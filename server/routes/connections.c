@@ -70,12 +70,14 @@ void rrd_route_connections(rrd_request *r)
     json_t *h = json_object_get(c->doc.root, "h");
     if (o == NULL) {
         rrd_problem_out(&r->out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-    } else if (!rrd_only_members(c->doc.root, "inputs labels h version seed async",
+    } else if (!rrd_only_members(c->doc.root, "inputs labels h version seed async timeout_ms",
                                  "a connections request", &r->out)) {
     } else if (h && !(json_is_number(h) && json_number_value(h) > 0)) {
         rrd_problem_out(&r->out, RRD_P_INVALID, "h", "h must be a number > 0");
     } else {
         o->h = h ? json_number_value(h) : RR_REG_DEFAULT_H;
+        rrd_task_estimate(r->srv, &c->base, "connections",
+                          4 + 4.0 * rr_model_num_classes(c->entry->model), c->B);
         rrd_compute_dispatch(r, c);
         return;
     }

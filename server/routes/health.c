@@ -25,9 +25,10 @@ void rrd_route_metrics(rrd_request *r)
 {
     rrd_server *s = r->srv;
     size_t len = 0;
-    char *text = rrd_metrics_render(s->metrics, atomic_load(&s->inflight), rrd_pool_depth(s->pool),
-                                    rrd_pool_busy(s->pool), rrd_registry_count(s->models),
-                                    rrd_jobs_count(s->jobs), &len);
+    rrd_pool_stats ps;
+    rrd_pool_stats_get(s->pool, &ps);
+    char *text = rrd_metrics_render(s->metrics, atomic_load(&s->inflight), &ps,
+                                    rrd_registry_count(s->models), rrd_jobs_count(s->jobs), &len);
     if (text == NULL) {
         rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
         return;

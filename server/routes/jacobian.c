@@ -51,7 +51,7 @@ void rrd_route_jacobian(rrd_request *r)
     rrd_out *out = &r->out;
     if (o == NULL) {
         rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-    } else if (!rrd_only_members(c->doc.root, "inputs labels of version seed async",
+    } else if (!rrd_only_members(c->doc.root, "inputs labels of version seed async timeout_ms",
                                  "a jacobian request", out)) {
     } else if (of &&
                !(json_is_string(of) && (strcmp(json_string_value(of), "logits") == 0 ||
@@ -63,6 +63,8 @@ void rrd_route_jacobian(rrd_request *r)
         o->of = of && strcmp(json_string_value(of), "log_probabilities") == 0
                     ? RR_JACOBIAN_LOG_PROBABILITIES
                     : RR_JACOBIAN_LOGITS;
+        rrd_task_estimate(r->srv, &c->base, "jacobian", 1 + rr_model_num_classes(c->entry->model),
+                          c->B);
         rrd_compute_dispatch(r, c);
         return;
     }

@@ -336,5 +336,6 @@ void rrd_route_v2_infer(rrd_request *r)
         fail(r, it);
         return;
     }
+    rrd_task_estimate(r->srv, &it->base, "v2_infer", 1, it->B);
     rrd_submit(r, &it->base);
 }

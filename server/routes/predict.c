@@ -63,11 +63,12 @@ void rrd_route_predict(rrd_request *r)
     rrd_compute *c = rrd_compute_parse(r, false, run);
     if (c == NULL)
         return;
-    if (!rrd_only_members(c->doc.root, "inputs labels version seed async", "a predict request",
-                          &r->out)) {
+    if (!rrd_only_members(c->doc.root, "inputs labels version seed async timeout_ms",
+                          "a predict request", &r->out)) {
         r->responded = true;
         rrd_compute_free(&c->base);
         return;
     }
+    rrd_task_estimate(r->srv, &c->base, "predict", 1, c->B);
     rrd_compute_dispatch(r, c);
 }

@@ -258,6 +258,25 @@ static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, in
     return true;
 }
 
+// Cost class "regularizers/NAME+NAME[+params]" and its forward-pass equivalents.
+static void estimate(rrd_request *r, rrd_compute *c, const opts *o)
+{
+    static const char *const short_names[] = {"ce", "ig", "jac", "cl", "curv", "wd"};
+    char cls[40] = "regularizers/";
+    for (size_t i = 0; i < o->n && i < 4; i++) {
+        const size_t u = strlen(cls);
+        snprintf(cls + u, sizeof cls - u, "%s%s", i ? "+" : "", short_names[o->specs[i].name]);
+    }
+    if (o->grad_params) {
+        const size_t u = strlen(cls);
+        snprintf(cls + u, sizeof cls - u, "+params");
+    }
+    const int K = rr_model_num_classes(c->entry->model);
+    rrd_task_estimate(r->srv, &c->base, cls,
+                      rrd_cost_passes_regs(o->specs, o->n, o->grad_inputs, o->grad_params, K),
+                      c->B);
+}
+
 void rrd_route_regularizers(rrd_request *r)
 {
     rrd_compute *c = rrd_compute_parse(r, true, run);
@@ -276,7 +295,7 @@ void rrd_route_regularizers(rrd_request *r)
     }
     if (!rrd_only_members(root,
                           "inputs labels regularizers gradients reduction version seed "
-                          "async",
+                          "async timeout_ms",
                           "a regularizers request", out))
         goto fail;
     if (!json_is_array(regs) || json_array_size(regs) == 0 || json_array_size(regs) > 64) {
@@ -319,6 +338,7 @@ void rrd_route_regularizers(rrd_request *r)
         if (!parse_spec(json_array_get(regs, i), i, c->seed, r->srv->cfg.max_steps, K, &o->specs[i],
                         &o->echo[i], out))
             goto fail;
+    estimate(r, c, o);
     rrd_compute_dispatch(r, c);
     return;
 fail:

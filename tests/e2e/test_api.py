@@ -718,7 +718,9 @@ class Drain(unittest.TestCase):
 
 class QueueFull(unittest.TestCase):
     def test_queue_full_is_503_with_retry_after(self):
-        d = harness.Daemon(extra=("--workers", "1", "--threads", "1"))
+        # Admission is by deadline (test_serving.py); --queue-max bounds the queue's memory:
+        # two workers, one queued task at most, the rest refused at once.
+        d = harness.Daemon(extra=("--workers", "2", "--threads", "2", "--queue-max", "1"))
         try:
             # Each request keeps its worker busy for well over the time the 8 take to arrive
             # (PGD, 1000 steps x 8 restarts, one sample each step never succeeding early).
@@ -741,6 +743,7 @@ class QueueFull(unittest.TestCase):
             for st, h, b in results:
                 if st == 503:
                     self.assertEqual(json.loads(b)["type"], "/problems/queue-full")
+                    self.assertIn("queue is full", json.loads(b)["detail"])
                     self.assertIn("Retry-After", h)
         finally:
             d.stop()

@@ -365,10 +365,10 @@ class Replica:
         self.port = int(m.group(1))
 
     def metric(self, pattern):
-        """The value of the first /metrics sample matching pattern (a regex), or 0."""
+        """The sum of the /metrics samples matching pattern (a regex; a labelled family such as
+        relureg_workers_busy{lane=...} sums over its labels), or 0."""
         st, b = request(self.port, "GET", "/metrics")
-        m = re.search(pattern + r" (\d+)", b.decode())
-        return int(m.group(1)) if m else 0
+        return sum(int(v) for v in re.findall(pattern + r"(?:\{[^}]*\})? (\d+)", b.decode()))
 
     def counter(self, route, code=200):
         return self.metric(rf'relureg_requests_total\{{route="{route}",code="{code}"\}}')

@@ -233,6 +233,31 @@ def _dumps(doc):
     return json.dumps(doc, allow_nan=False, default=default)
 
 
+def _read_body(r):
+    """The answer's body. A large one with a known length is read straight into one
+    preallocated bytearray (no chunk list, no join): binary answers' tensors are then views of
+    it, with no copy per tensor."""
+    n = r.length
+    if n is None or n < (1 << 16):
+        return r.read()
+    buf = bytearray(n)
+    mv = memoryview(buf)
+    pos = 0
+    while pos < n:
+        k = r.readinto(mv[pos:])
+        if not k:
+            raise http.client.IncompleteRead(bytes(mv[:pos]), n - pos)
+        pos += k
+    return buf
+
+
+def _writable(raw):
+    """raw as a writable buffer: itself when it is a view of a bytearray, else a copy."""
+    if isinstance(raw, memoryview) and not raw.readonly:
+        return raw
+    return bytearray(raw)
+
+
 def _from_bytes(dt, shape, raw, fmt):
     """A binary answer tensor as `fmt`."""
     if dt not in _DT:
@@ -242,12 +267,12 @@ def _from_bytes(dt, shape, raw, fmt):
     for d in shape:
         numel *= d
     if fmt == "numpy":
-        return _np.frombuffer(bytearray(raw), dtype=npdt).reshape(shape)
+        return _np.frombuffer(_writable(raw), dtype=npdt).reshape(shape)
     if fmt == "torch":
         torch = _torch()
         if numel == 0:
             return torch.empty(shape, dtype=getattr(torch, tdt))
-        return torch.frombuffer(bytearray(raw), dtype=getattr(torch, tdt)).reshape(shape)
+        return torch.frombuffer(_writable(raw), dtype=getattr(torch, tdt)).reshape(shape)
     a = array.array(code)
     a.frombytes(bytes(raw))
     if sys.byteorder == "big":  # pragma: no cover
@@ -479,7 +504,7 @@ class Client:
                         raise  # a stale connection: reopen below
                     # a fresh connection: the daemon answered early (413) and closed; read it
                 r = conn.getresponse()
-                data = r.read()
+                data = _read_body(r)
                 hdrs = {k.lower(): v for k, v in r.getheaders()}
                 if r.will_close:
                     conn.close()
