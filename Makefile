@@ -170,6 +170,7 @@ reference: $(O)/test-reference $(O)/attack-probe
 	$(Q)mkdir -p $(REF_DIR)
 	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_core.py --out $(REF_DIR)
 	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_reg.py --out $(REF_DIR)
+	$(Q)OMP_NUM_THREADS=2 $(PYTHON) tests/reference/gen_real.py --out $(REF_DIR)
 	@echo "== reference tests ($(VARIANT))"
 	$(Q)$(TEST_ENV) $(O)/test-reference --jobs 2
 	@echo "== attack and certificate tests against torch ($(VARIANT))"

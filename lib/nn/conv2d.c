@@ -150,7 +150,12 @@ void rr__conv2d_forward(const rr_model *m, const rr_op *op, float *out, const fl
         float *col = thread_col(s), *y = thread_out(s, op);
         for (size_t j = 0; j < n; j++)
             im2col(col + j * P, ld, in + (r0 + j) * op->n_in, op);
-        rr__sgemm_serial(false, false, Co, ld, ckk, 1.0f, W, ckk, col, ld, 0.0f, y, ld);
+        // The primal map decides relu masks and max-pool winners: equal inputs must give equal
+        // outputs there (uniform_gemm.c). Tangent rows decide nothing and take sgemm.
+        if (affine)
+            rr__gemm_uniform(Co, ld, ckk, W, ckk, col, ld, y, ld);
+        else
+            rr__sgemm_serial(false, false, Co, ld, ckk, 1.0f, W, ckk, col, ld, 0.0f, y, ld);
         for (size_t j = 0; j < n; j++)
             for (size_t co = 0; co < Co; co++) {
                 float *dst = out + (r0 + j) * op->n_out + co * P;

@@ -36,6 +36,11 @@ void rr__conv2d_vjp_params(const rr_model *m, const rr_op *op, float *dparams, c
 // dW (part) and doubles of db (bpart). Used to plan workspaces.
 void rr__conv2d_scratch_need(const rr_op *op, size_t *row, size_t *part, size_t *bpart);
 
+// C [M, N] (ldc) = A [M, K] (lda) B [K, N] (ldb), each element by the same chain of operations
+// wherever it sits (uniform_gemm.c): equal columns of B give equal columns of C. Serial.
+void rr__gemm_uniform(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                      size_t ldb, float *C, size_t ldc);
+
 // ---- relu and leaky_relu (relu.c) ----
 void rr__relu_forward(const rr_op *op, float *out, const float *in, size_t rows);
 // out may alias t. x: the primal input of the op, [rows / R, n].

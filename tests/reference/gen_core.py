@@ -379,7 +379,15 @@ def make_case(idx, seed, out_dir):
     if x is None:
         return None
     y = torch.randint(0, K, (B,), generator=rng_t)
+    desc = write_case(model, shape, x, y, f"core_{idx:03d}", out_dir, rng_t, dtype_name,
+                      {"seed": seed})
+    return f"core_{idx:03d}", B, K, shape, desc
 
+
+def write_case(model, shape, x, y, case_name, out_dir, rng_t, dtype_name="F32", info=None):
+    """Writes CASE_NAME.model.safetensors and CASE_NAME.case.safetensors for `model` (float64, weights
+    already rounded) at inputs x [B, ...] with labels y; returns the description."""
+    B, K = x.shape[0], int(model(x[:1]).shape[1])
     tw = twin(model).double().eval()
     with torch.no_grad():
         assert torch.allclose(tw(x), model(x), rtol=1e-12, atol=1e-12), "BN twin disagrees"
@@ -420,13 +428,13 @@ def make_case(idx, seed, out_dir):
     case.update(pattern)
     kinds = ["maxpool2d" if isinstance(m, nn.MaxPool2d) else "relu" for m in pattern_layers(model)]
     desc = describe(model)
-    meta = {"relureg.case": json.dumps({"seed": seed, "description": desc, "layers": kinds})}
-    name = f"core_{idx:03d}"
-    export(model.float(), shape, os.path.join(out_dir, f"{name}.model.safetensors"),
+    meta = {"relureg.case": json.dumps(dict(info or {}, description=desc, layers=kinds))}
+    export(model.float(), shape, os.path.join(out_dir, f"{case_name}.model.safetensors"),
            dtype=dtype_name)
-    with open(os.path.join(out_dir, f"{name}.case.safetensors"), "wb") as f:
+    model.double()
+    with open(os.path.join(out_dir, f"{case_name}.case.safetensors"), "wb") as f:
         f.write(safetensors.save(case, meta))
-    return name, B, K, shape, desc
+    return desc
 
 
 REQUIRED = {

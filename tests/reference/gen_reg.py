@@ -221,6 +221,14 @@ def make_case(idx, seed, out_dir):
     x, y = draw(model, shape, K, B, rng_t)
     if x is None:
         return None
+    desc = write_case(model, shape, x, y, f"reg_{idx:03d}", out_dir, {"seed": seed})
+    return f"reg_{idx:03d}", B, K, shape, desc
+
+
+def write_case(model, shape, x, y, case_name, out_dir, info=None):
+    """Writes CASE_NAME.model.safetensors and CASE_NAME.case.safetensors: every spec of SPECS for
+    `model` (float64, weights already rounded) at x with labels y; returns the description."""
+    B, K = x.shape[0], int(model(x[:1]).shape[1])
     tw = core.twin(model).double().eval()
     params = dict(tw.named_parameters())
     case = {"inputs": x.float(), "labels": y.to(torch.int64)}
@@ -251,13 +259,13 @@ def make_case(idx, seed, out_dir):
             x2 = displaced(tw, x, y, spec.get("h", 1.5)).float().double()
             for j, (mod, inp) in enumerate(core.capture(model, x2)):
                 case.update(pattern_entry(f"{key}/pattern/{j:03d}", mod, inp))
-    meta = {"relureg.case": json.dumps({"seed": seed, "specs": SPECS,
-                                        "description": core.describe(model)})}
-    name = f"reg_{idx:03d}"
-    export(model.float(), shape, os.path.join(out_dir, f"{name}.model.safetensors"))
-    with open(os.path.join(out_dir, f"{name}.case.safetensors"), "wb") as f:
+    meta = {"relureg.case": json.dumps(dict(info or {}, specs=SPECS,
+                                            description=core.describe(model)))}
+    export(model.float(), shape, os.path.join(out_dir, f"{case_name}.model.safetensors"))
+    model.double()
+    with open(os.path.join(out_dir, f"{case_name}.case.safetensors"), "wb") as f:
         f.write(safetensors.save(case, meta))
-    return name, B, K, shape, core.describe(model)
+    return core.describe(model)
 
 
 def pattern_entry(key, mod, inp):
