@@ -2,6 +2,7 @@
 #
 #   make            build/librelureg.a and the binaries (release variant)
 #   make test       install missing Debian packages, build, run every test suite
+#                   (NO_BROWSER=1: all but the browser suite, which runs npm ci)
 #   make test-scale nginx on loopback in front of two reluregd (docker/'s topology, no containers)
 #   make run        install missing packages, build, start reluregd with the demo models
 #   make asan       C tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan/)
@@ -145,7 +146,8 @@ deps:
 test: deps
 	$(Q)$(MAKE) --no-print-directory check
 
-check: unit python reference e2e browser test-scale
+# NO_BROWSER=1 leaves out `browser`, the one suite that downloads (npm ci of playwright-core).
+check: unit python reference e2e $(if $(NO_BROWSER),,browser) test-scale
 
 # The unit suite runs twice: as the environment has it, then with OPENBLAS_CORETYPE the other
 # way (unset when it was set, else a core weaker than this CPU's), so that both branches of the

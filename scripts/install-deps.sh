@@ -21,6 +21,7 @@ OTHER_PKGS="
 pkg-config ca-certificates curl
 libcriterion-dev
 python3-torch python3-numpy python3-jsonschema python3-yaml
+python3-venv python3-pip python3-setuptools python3-wheel
 dataset-fashion-mnist
 clang libclang-rt-14-dev libomp-dev
 nginx wrk

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 
 static const struct {
@@ -110,4 +111,56 @@ void rrd_problem_from(rrd_out *out, rr_status st, const rr_error *err)
             break;
     }
     rrd_problem_out(out, RRD_P_INTERNAL, field, "internal error: %s", msg);
+}
+
+// Optimal-string-alignment distance of a[0..n) and b[0..m), case-insensitive; words longer
+// than 63 characters are not compared (RRD_FAR).
+#define RRD_FAR 1000
+static int edit_distance(const char *a, size_t n, const char *b, size_t m)
+{
+    if (n > 63 || m > 63)
+        return RRD_FAR;
+    int d[64][64];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            const int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+            int best = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+const char *rrd_suggest(const char *word, const char *candidates, size_t *len)
+{
+    const size_t n = strlen(word);
+    const char *best = NULL;
+    int best_d = RRD_FAR;
+    for (const char *p = candidates; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const size_t m = strcspn(p, " ,");
+        if (m == 0)
+            break;
+        const int dist = edit_distance(word, n, p, m);
+        if (dist < best_d) {
+            best_d = dist;
+            best = p;
+            *len = m;
+        }
+        p += m;
+    }
+    if (best == NULL || best_d > 2 || 2 * (size_t)best_d >= n)
+        return NULL;
+    return best;
 }

@@ -43,4 +43,10 @@ void rrd_problem(rrd_request *r, rrd_problem_kind k, const char *field, const ch
 // 422, EFORMAT -> 400, ENOTFOUND -> 404, ECANCELLED -> 503 timeout, EIO/EINTERNAL -> 500.
 void rrd_problem_from(rrd_out *out, rr_status st, const rr_error *err);
 
+// "Did you mean": the word of `candidates` (separated by spaces or commas) closest to `word` by
+// edit distance (insertions, deletions, substitutions and swaps of neighbours, case-insensitive),
+// when it is close enough to be a typo (at most 2 edits and fewer than half of word's letters);
+// otherwise NULL. The answer points into `candidates` and is `*len` characters long.
+const char *rrd_suggest(const char *word, const char *candidates, size_t *len);
+
 #endif

@@ -24,7 +24,7 @@ static const rrd_route routes[] = {
     {"POST", "/v1/models/{name}/robustness", rrd_route_robustness, "robustness"},
     {"GET", "/v1/jobs/{id}", rrd_route_job_get, "jobs"},
     {"DELETE", "/v1/jobs/{id}", rrd_route_job_delete, "jobs"},
-    {"GET", "/v1/datasets/fashion-mnist/{split}", rrd_route_dataset, "datasets"},
+    {"GET", "/v1/datasets/{name}/{split}", rrd_route_dataset, "datasets"},
     {"GET", "/v2", rrd_route_v2_server, "v2"},
     {"GET", "/v2/health/live", rrd_route_v2_live, "v2"},
     {"GET", "/v2/health/ready", rrd_route_v2_ready, "v2"},

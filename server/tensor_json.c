@@ -25,6 +25,12 @@ bool rrd_doc_parse(rrd_doc *d, const rrd_request *r, rrd_out *out)
     if (ct == NULL || is_type(ct, "application/json") ||
         is_type(ct, "application/x-www-form-urlencoded")) {
         json_error_t je;
+        if (r->body_len == 0) {
+            rrd_problem_out(out, RRD_P_MALFORMED, NULL,
+                            "the body is empty; send a JSON object with the request's members "
+                            "(Content-Type: application/json), e.g. {\"inputs\": [[...]]}");
+            return false;
+        }
         d->root = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
         if (d->root == NULL) {
             rrd_problem_out(out, RRD_P_MALFORMED, NULL,
@@ -211,6 +217,26 @@ static const rr_st_tensor *binary(const rrd_doc *d, const char *name)
     return d->st ? rr_safetensors_find(d->st, ptr) : NULL;
 }
 
+// "missing required member": names a member sent beside it that looks like a typo of it
+// ("input" for "inputs"), since that member is what the client meant.
+static void missing(const rrd_doc *d, const char *name, rrd_out *o)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(d->root, key, v)
+    {
+        size_t m;
+        if (rrd_suggest(key, name, &m)) {
+            rrd_problem_out(o, RRD_P_INVALID, name,
+                            "missing required member '%s'; the request has an unknown member "
+                            "'%.64s': did you mean '%s'?",
+                            name, key, name);
+            return;
+        }
+    }
+    rrd_problem_out(o, RRD_P_INVALID, name, "missing required member '%s'", name);
+}
+
 bool rrd_doc_tensor(const rrd_doc *d, const char *name, bool required, rr_shape *shape,
                     float **data, rrd_out *o)
 {
@@ -242,7 +268,7 @@ bool rrd_doc_tensor(const rrd_doc *d, const char *name, bool required, rr_shape 
     }
     if (v == NULL) {
         if (required)
-            rrd_problem_out(o, RRD_P_INVALID, name, "missing required member '%s'", name);
+            missing(d, name, o);
         return !required;
     }
     return rrd_json_tensor(v, name, shape, data, o);
@@ -281,7 +307,7 @@ bool rrd_doc_labels(const rrd_doc *d, const char *name, bool required, size_t *n
     }
     if (v == NULL) {
         if (required)
-            rrd_problem_out(o, RRD_P_INVALID, name, "missing required member '%s'", name);
+            missing(d, name, o);
         return !required;
     }
     json_t *arr = v;

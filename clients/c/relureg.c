@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -26,7 +28,9 @@ enum { OK = 0, FAIL = 1, USAGE = 2 };
 #define DEFAULT_URL       "http://127.0.0.1:8080"
 #define FIRST_FEW         6 // per-sample values shown per regularizer in the human form
 #define CONNECT_TIMEOUT_S 10L
-#define TENSOR_PRECISION  9 // float32 round-trips through 9 significant digits (api.md)
+#define TENSOR_PRECISION  9   // float32 round-trips through 9 significant digits (api.md)
+#define POLL_MS           200 // how often jobs wait polls the job
+#define BAR_WIDTH         30  // the progress bar's cells
 
 // The synopsis, printed after a usage error, then the rest of --help.
 static const char usage_text[] =
@@ -43,7 +47,18 @@ static const char usage_text[] =
     "         [--seed S] [--set KEY=VALUE ...] [--out ADV.json]\n"
     "                                  adversarial examples; --out writes the adversarial tensor\n"
     "  certify NAME INPUTS.json [--norm l2|linf]\n"
-    "                                  linear-region certified radius per sample\n";
+    "                                  linear-region certified radius per sample\n"
+    "  jacobian NAME INPUTS.json [--of logits|log_probabilities]\n"
+    "                                  the input Jacobian's shape and per-sample ||J||_F^2\n"
+    "  connections NAME INPUTS.json [--h H]\n"
+    "                                  the quantities that connect the regularizers\n"
+    "  robustness NAME INPUTS.json --epsilons E,... [--norm linf|l2] [--attack ATTACK]\n"
+    "         [--steps N] [--seed S] [--set KEY=VALUE ...] [--no-wait]\n"
+    "                                  a robustness report, run as a job with a progress bar;\n"
+    "                                  --no-wait prints the job id and returns\n"
+    "  jobs status ID | jobs wait ID | jobs cancel ID\n"
+    "                                  an async job: its state, wait for it (progress bar,\n"
+    "                                  then its result), or cancel it\n";
 static const char help_text[] =
     "\n"
     "options:\n"
@@ -51,7 +66,7 @@ static const char help_text[] =
     "  --token FILE    file holding the bearer token for put and delete\n"
     "                  (default $RELUREG_TOKEN_FILE)\n"
     "  --json          print the server's JSON answer, pretty-printed, instead of the human form\n"
-    "  --labels L,...  labels for predict, regularizers, attack and certify (replace the file's)\n"
+    "  --labels L,...  labels for the compute commands (replace the file's)\n"
     "  -h, --help      this help\n"
     "\n"
     "INPUTS.json is a request body object (\"inputs\", maybe \"labels\" and other fields), a bare\n"
@@ -60,6 +75,8 @@ static const char help_text[] =
     "SPEC is name[:key=value,...], e.g. jacobian:estimator=projection,projections=2 or\n"
     "curvature:method=hessian. Values in JSON number syntax become numbers, true/false/null\n"
     "JSON literals, anything else a string; --set also takes JSON arrays and objects.\n"
+    "For robustness, --attack, --steps, --seed and --set go into the \"attack\" object.\n"
+    "The progress bar goes to standard error; the result to standard output.\n"
     "\n"
     "exit status: 0 success, 1 error (a problem answer, no connection, a bad file), 2 usage\n";
 
@@ -295,6 +312,23 @@ static int label_item(const char *s, void *ctx)
     if (!json_is_integer(v)) {
         json_decref(v);
         return usage_error("--labels: '%s' is not an integer", s);
+    }
+    if (json_array_append_new(ctx, v) != 0) {
+        oom();
+        return FAIL;
+    }
+    return OK;
+}
+
+static int number_item(const char *s, void *ctx)
+{
+    json_t *v;
+    int rc = value_parse(s, false, "--epsilons", &v);
+    if (rc != OK)
+        return rc;
+    if (!json_is_number(v)) {
+        json_decref(v);
+        return usage_error("--epsilons: '%s' is not a number", s);
     }
     if (json_array_append_new(ctx, v) != 0) {
         oom();
@@ -913,9 +947,137 @@ static int render_certify(json_t *doc)
     return OK;
 }
 
+static int render_jacobian(json_t *doc)
+{
+    json_t *jac = json_object_get(doc, "jacobian");
+    size_t B = 0;
+    json_t *data = tensor_data(jac, &B);
+    if (!data) {
+        fprintf(stderr, "relureg: the answer has no \"jacobian\" tensor\n");
+        return FAIL;
+    }
+    buf shape = {0};
+    if (!shape_format(&shape, json_object_get(jac, "shape"))) {
+        oom();
+        return FAIL;
+    }
+    const char *of = json_string_value(json_object_get(doc, "of"));
+    printf("jacobian of %s, shape %s\n", of ? of : "logits", shape.data);
+    buf_clear(&shape);
+    // Per sample, the squared Frobenius norm of its [K, ...input_shape] block (as /connections'
+    // jacobian_fro2 for of=logits).
+    const size_t n = json_array_size(data) / B;
+    printf("%-6s  %s\n", "SAMPLE", "JACOBIAN_FRO2");
+    for (size_t b = 0; b < B; b++) {
+        double ss = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double v = json_number_value(json_array_get(data, b * n + i));
+            ss += v * v;
+        }
+        printf("%-6zu  %.6g\n", b, ss);
+    }
+    return OK;
+}
+
+// A table of per-sample arrays: SAMPLE, then one column per member (null as "inf").
+static int render_columns(json_t *doc, const char *const *keys, size_t nkeys)
+{
+    json_t *first = json_object_get(doc, keys[0]);
+    if (!json_is_array(first)) {
+        fprintf(stderr, "relureg: the answer has no \"%s\" array\n", keys[0]);
+        return FAIL;
+    }
+    printf("%-6s", "SAMPLE");
+    for (size_t k = 0; k < nkeys; k++) {
+        printf("  ");
+        for (const char *p = keys[k]; *p; p++)
+            putc(toupper((unsigned char)*p), stdout);
+        printf("%*s", (int)(strlen(keys[k]) < 12 ? 12 - strlen(keys[k]) : 0), "");
+    }
+    putc('\n', stdout);
+    for (size_t b = 0; b < json_array_size(first); b++) {
+        printf("%-6zu", b);
+        for (size_t k = 0; k < nkeys; k++) {
+            fputs("  ", stdout);
+            const int w = strlen(keys[k]) < 12 ? 12 : (int)strlen(keys[k]);
+            put_value(json_array_get(json_object_get(doc, keys[k]), b), w, "inf");
+        }
+        putc('\n', stdout);
+    }
+    return OK;
+}
+
+static int render_connections(json_t *doc)
+{
+    static const char *const keys[] = {"jacobian_fro2", "input_gradient_norm2", "hessian_trace",
+                                       "curvature_ratio", "left_region"};
+    return render_columns(doc, keys, sizeof keys / sizeof *keys);
+}
+
+static int render_robustness(json_t *doc)
+{
+    json_t *eps = json_object_get(doc, "epsilons"), *ra = json_object_get(doc, "robust_accuracy");
+    if (!json_is_array(ra)) {
+        fprintf(stderr, "relureg: the answer has no \"robust_accuracy\" array\n");
+        return FAIL;
+    }
+    json_t *atk = json_object_get(doc, "attack");
+    const char *name =
+        json_string_value(json_is_object(atk) ? json_object_get(atk, "attack") : atk);
+    const char *norm = json_string_value(json_object_get(doc, "norm"));
+    printf("robustness under %s (%s)\n", name ? name : "the attack", norm ? norm : "?");
+    fputs("clean accuracy         ", stdout);
+    put_value(json_object_get(doc, "clean_accuracy"), 0, "null");
+    fputs("\ndeepfool rho           ", stdout);
+    put_value(json_object_get(doc, "deepfool_rho"), 0, "null");
+    fputs("\nmean certified radius  ", stdout);
+    put_value(json_object_get(doc, "mean_certified_radius"), 0, "inf");
+    json_t *flags = json_object_get(doc, "flags");
+    fputs("\ngradient masking       ", stdout);
+    fputs(json_is_true(json_object_get(flags, "flagged")) ? "flagged" : "not flagged", stdout);
+    printf("\n%-12s  %s\n", "EPSILON", "ROBUST_ACCURACY");
+    for (size_t i = 0; i < json_array_size(ra); i++) {
+        put_value(json_array_get(eps, i), 12, "?");
+        fputs("  ", stdout);
+        put_value(json_array_get(ra, i), 0, "null");
+        putc('\n', stdout);
+    }
+    return OK;
+}
+
+// The human form of any compute answer (a job's result), told by its members.
+static int render_any(json_t *doc)
+{
+    if (json_object_get(doc, "robust_accuracy"))
+        return render_robustness(doc);
+    if (json_object_get(doc, "regularizers"))
+        return render_regularizers(doc);
+    if (json_object_get(doc, "success"))
+        return render_attack(doc);
+    if (json_object_get(doc, "certified_radius"))
+        return render_certify(doc);
+    if (json_object_get(doc, "curvature_ratio"))
+        return render_connections(doc);
+    if (json_object_get(doc, "jacobian"))
+        return render_jacobian(doc);
+    return render_predict(doc);
+}
+
 // ---- commands ----
 
-enum cmd { CMD_LIST, CMD_PUT, CMD_DELETE, CMD_PREDICT, CMD_REGULARIZERS, CMD_ATTACK, CMD_CERTIFY };
+enum cmd {
+    CMD_LIST,
+    CMD_PUT,
+    CMD_DELETE,
+    CMD_PREDICT,
+    CMD_REGULARIZERS,
+    CMD_ATTACK,
+    CMD_CERTIFY,
+    CMD_JACOBIAN,
+    CMD_CONNECTIONS,
+    CMD_ROBUSTNESS,
+    CMD_JOBS
+};
 
 static const struct command {
     const char *name;
@@ -929,11 +1091,18 @@ static const struct command {
     [CMD_REGULARIZERS] = {"regularizers", 2, "/regularizers"},
     [CMD_ATTACK] = {"attack", 2, "/attacks"},
     [CMD_CERTIFY] = {"certify", 2, "/certify"},
+    [CMD_JACOBIAN] = {"jacobian", 2, "/jacobian"},
+    [CMD_CONNECTIONS] = {"connections", 2, "/connections"},
+    [CMD_ROBUSTNESS] = {"robustness", 2, "/robustness"},
+    [CMD_JOBS] = {"jobs", 2, NULL},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof *commands)
 #define ALL       ((1u << NCOMMANDS) - 1)
 #define BIT(c)    (1u << (c))
-#define COMPUTE   (BIT(CMD_PREDICT) | BIT(CMD_REGULARIZERS) | BIT(CMD_ATTACK) | BIT(CMD_CERTIFY))
+#define COMPUTE                                                                                    \
+    (BIT(CMD_PREDICT) | BIT(CMD_REGULARIZERS) | BIT(CMD_ATTACK) | BIT(CMD_CERTIFY) |               \
+     BIT(CMD_JACOBIAN) | BIT(CMD_CONNECTIONS) | BIT(CMD_ROBUSTNESS))
+#define ATTACKS (BIT(CMD_ATTACK) | BIT(CMD_ROBUSTNESS))
 
 enum opt {
     OPT_URL,
@@ -950,6 +1119,10 @@ enum opt {
     OPT_SEED,
     OPT_SET,
     OPT_OUT,
+    OPT_OF,
+    OPT_H,
+    OPT_EPSILONS,
+    OPT_NO_WAIT,
     NOPTS
 };
 
@@ -965,20 +1138,24 @@ static const struct opt_def {
     [OPT_LABELS] = {"--labels", true, COMPUTE},
     [OPT_REG] = {"--reg", true, BIT(CMD_REGULARIZERS)},
     [OPT_GRADIENTS] = {"--gradients", true, BIT(CMD_REGULARIZERS)},
-    [OPT_ATTACK] = {"--attack", true, BIT(CMD_ATTACK)},
-    [OPT_NORM] = {"--norm", true, BIT(CMD_ATTACK) | BIT(CMD_CERTIFY)},
+    [OPT_ATTACK] = {"--attack", true, ATTACKS},
+    [OPT_NORM] = {"--norm", true, ATTACKS | BIT(CMD_CERTIFY)},
     [OPT_EPSILON] = {"--epsilon", true, BIT(CMD_ATTACK)},
-    [OPT_STEPS] = {"--steps", true, BIT(CMD_ATTACK)},
-    [OPT_SEED] = {"--seed", true, BIT(CMD_ATTACK)},
-    [OPT_SET] = {"--set", true, BIT(CMD_ATTACK)},
+    [OPT_STEPS] = {"--steps", true, ATTACKS},
+    [OPT_SEED] = {"--seed", true, ATTACKS},
+    [OPT_SET] = {"--set", true, ATTACKS},
     [OPT_OUT] = {"--out", true, BIT(CMD_ATTACK)},
+    [OPT_OF] = {"--of", true, BIT(CMD_JACOBIAN)},
+    [OPT_H] = {"--h", true, BIT(CMD_CONNECTIONS)},
+    [OPT_EPSILONS] = {"--epsilons", true, BIT(CMD_ROBUSTNESS)},
+    [OPT_NO_WAIT] = {"--no-wait", false, BIT(CMD_ROBUSTNESS)},
 };
 
 // The parsed command line. Strings are borrowed from argv or the environment; json_t members are
 // owned (opts_clear).
 typedef struct opts {
     const char *url, *token_file, *out;
-    bool json, help;
+    bool json, help, no_wait;
     int cmd;            // enum cmd, -1 before the command
     const char *pos[2]; // NAME, FILE
     int npos;
@@ -1015,6 +1192,27 @@ static int opt_apply(opts *o, enum opt id, const char *val)
         case OPT_OUT:
             o->out = val;
             return OK;
+        case OPT_NO_WAIT:
+            o->no_wait = true;
+            return OK;
+        case OPT_OF:
+            member = "of";
+            if ((rc = string_new(val, strlen(val), options[id].name, &v)) != OK)
+                return rc;
+            break;
+        case OPT_H:
+            member = "h";
+            if ((rc = value_parse(val, false, options[id].name, &v)) != OK)
+                return rc;
+            if (!json_is_number(v))
+                rc = usage_error("--h: '%s' is not a number", val);
+            break;
+        case OPT_EPSILONS:
+            member = "epsilons";
+            if (!(v = json_array()))
+                goto oom;
+            rc = split_commas(val, options[id].name, number_item, v);
+            break;
         case OPT_REG:
             return reg_parse(val, o->regs);
         case OPT_LABELS:
@@ -1129,9 +1327,13 @@ static int opts_parse(opts *o, int argc, char **argv)
             return usage_error("%s does not apply to %s", options[k].name, c->name);
     if (o->npos < c->npos)
         return usage_error("%s needs %s", c->name,
-                           c->npos == 1        ? "NAME"
-                           : o->cmd == CMD_PUT ? "NAME FILE.safetensors"
-                                               : "NAME INPUTS.json");
+                           c->npos == 1         ? "NAME"
+                           : o->cmd == CMD_PUT  ? "NAME FILE.safetensors"
+                           : o->cmd == CMD_JOBS ? "status|wait|cancel ID"
+                                                : "NAME INPUTS.json");
+    if (o->cmd == CMD_JOBS && strcmp(o->pos[0], "status") != 0 && strcmp(o->pos[0], "wait") != 0 &&
+        strcmp(o->pos[0], "cancel") != 0)
+        return usage_error("jobs: unknown action '%s' (status, wait or cancel)", o->pos[0]);
     if (o->cmd == CMD_REGULARIZERS && json_array_size(o->regs) == 0)
         return usage_error("regularizers needs at least one --reg SPEC");
     if (o->cmd == CMD_ATTACK && !json_object_get(o->body, "attack"))
@@ -1265,6 +1467,160 @@ static int body_load(const char *file, json_t **out)
     return FAIL;
 }
 
+// ---- jobs ----
+
+// Draws "[#####.....]  42% running" on standard error, over the previous one.
+static void progress_bar(double p, const char *status)
+{
+    if (!(p >= 0))
+        p = 0;
+    if (p > 1)
+        p = 1;
+    const int full = (int)(p * BAR_WIDTH + 0.5);
+    fputc('\r', stderr);
+    fputc('[', stderr);
+    for (int i = 0; i < BAR_WIDTH; i++)
+        fputc(i < full ? '#' : '.', stderr);
+    fprintf(stderr, "] %3d%% %-9s", (int)(p * 100 + 0.5), status);
+    fflush(stderr);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
+}
+
+// GET or DELETE /v1/jobs/ID into *doc (owned). With --json the answer is printed.
+static int job_call(const client *c, const char *method, const char *id, json_t **doc)
+{
+    response r = {0};
+    client quiet = *c;
+    quiet.json = false;
+    char *esc = curl_easy_escape(NULL, id, 0);
+    char *path = esc ? str_cat("/v1/jobs/", esc, NULL) : NULL;
+    curl_free(esc);
+    if (!path) {
+        oom();
+        return FAIL;
+    }
+    int rc = http(c, method, path, NULL, false, &r);
+    if (rc == OK)
+        rc = answer(&quiet, &r, doc);
+    buf_clear(&r.body);
+    free(path);
+    return rc;
+}
+
+// Polls job id until it ends, drawing the progress bar; *result (owned) is its result when done.
+// A failed job prints its problem, a cancelled one says so; both return FAIL.
+static int job_wait(const client *c, const char *id, json_t **result)
+{
+    *result = NULL;
+    for (;;) {
+        json_t *doc = NULL;
+        if (job_call(c, "GET", id, &doc) != OK) {
+            fputc('\n', stderr);
+            return FAIL;
+        }
+        const char *st = json_string_value(json_object_get(doc, "status"));
+        progress_bar(json_number_value(json_object_get(doc, "progress")), st ? st : "?");
+        if (st && strcmp(st, "done") == 0) {
+            progress_bar(1, st);
+            fputc('\n', stderr);
+            *result = json_incref(json_object_get(doc, "result"));
+            json_decref(doc);
+            return OK;
+        }
+        if (st && (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0)) {
+            fputc('\n', stderr);
+            json_t *e = json_object_get(doc, "error");
+            if (strcmp(st, "cancelled") == 0) {
+                fprintf(stderr, "relureg: job %s was cancelled\n", id);
+            } else {
+                const char *title = json_string_value(json_object_get(e, "title"));
+                const char *detail = json_string_value(json_object_get(e, "detail"));
+                fprintf(stderr, "relureg: job %s failed: %" JSON_INTEGER_FORMAT "%s%s%s%s\n", id,
+                        json_integer_value(json_object_get(e, "status")), title ? " " : "",
+                        title ? title : "", detail ? ": " : "", detail ? detail : "");
+            }
+            json_decref(doc);
+            return FAIL;
+        }
+        json_decref(doc);
+        sleep_ms(POLL_MS);
+    }
+}
+
+// Prints a job's result: the human form, or with --json the result as JSON.
+static int result_print(const client *c, json_t *result)
+{
+    if (!result) {
+        fprintf(stderr, "relureg: the finished job has no result\n");
+        return FAIL;
+    }
+    if (!c->json)
+        return render_any(result);
+    if (json_dumpf(result, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0)
+        return FAIL;
+    putc('\n', stdout);
+    return OK;
+}
+
+static int cmd_jobs(const client *c, const char *action, const char *id)
+{
+    json_t *doc = NULL;
+    int rc;
+    if (strcmp(action, "wait") == 0) {
+        if ((rc = job_wait(c, id, &doc)) == OK)
+            rc = result_print(c, doc);
+        json_decref(doc);
+        return rc;
+    }
+    rc = job_call(c, strcmp(action, "cancel") == 0 ? "DELETE" : "GET", id, &doc);
+    if (rc == OK && c->json) {
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+        putc('\n', stdout);
+    } else if (rc == OK) {
+        const char *st = json_string_value(json_object_get(doc, "status"));
+        printf("job %s %s ", id, st ? st : "?");
+        put_value(json_object_get(doc, "progress"), 0, "?");
+        putc('\n', stdout);
+    }
+    json_decref(doc);
+    return rc;
+}
+
+// Robustness options from the command line go into its "attack" object, except the report's
+// own members (api.md: `attack` takes the fields of /attacks except inputs, labels, epsilon).
+static int robustness_body(json_t *body, json_t *cli)
+{
+    json_t *atk = json_object_get(body, "attack");
+    json_t *own = json_is_object(atk) ? json_deep_copy(atk) : json_object();
+    if (!own)
+        return FAIL;
+    if (json_is_string(atk))
+        json_object_set(own, "attack", atk);
+    bool any = json_is_object(atk) || json_is_string(atk);
+    const char *key;
+    json_t *v;
+    json_object_foreach(cli, key, v)
+    {
+        if (!strcmp(key, "labels") || !strcmp(key, "norm") || !strcmp(key, "epsilons") ||
+            !strcmp(key, "version"))
+            continue;
+        json_object_set(own, key, v);
+        json_object_del(body, key);
+        any = true;
+    }
+    int rc = OK;
+    if (any && json_object_set(body, "attack", own) != 0)
+        rc = FAIL;
+    json_decref(own);
+    return rc == OK && json_object_set_new(body, "async", json_true()) == 0 ? OK : FAIL;
+}
+
 static int cmd_compute(const client *c, const opts *o)
 {
     int rc;
@@ -1279,14 +1635,33 @@ static int cmd_compute(const client *c, const opts *o)
         goto out;
     // The command line wins over the file.
     if ((o->cmd == CMD_REGULARIZERS && json_object_set(body, "regularizers", o->regs) != 0) ||
-        json_object_update(body, o->body) != 0 || !(text = json_dumps(body, JSON_COMPACT))) {
+        json_object_update(body, o->body) != 0 ||
+        (o->cmd == CMD_ROBUSTNESS && robustness_body(body, o->body) != OK) ||
+        !(text = json_dumps(body, JSON_COMPACT))) {
         oom();
         rc = FAIL;
         goto out;
     }
     payload p = {.content_type = "application/json", .body = text, .len = strlen(text)};
-    if ((rc = http(c, "POST", path, &p, false, &r)) != OK || (rc = answer(c, &r, &doc)) != OK)
+    client quiet = *c;
+    quiet.json = c->json && o->cmd != CMD_ROBUSTNESS; // a job: its result is printed below
+    if ((rc = http(c, "POST", path, &p, false, &r)) != OK || (rc = answer(&quiet, &r, &doc)) != OK)
         goto out;
+    const char *job = r.status == 202 ? json_string_value(json_object_get(doc, "job")) : NULL;
+    if (job && o->no_wait) {
+        if (c->json)
+            print_pretty(stdout, r.body.data, r.body.len);
+        else
+            printf("job %s queued (relureg jobs wait %s)\n", job, job);
+        goto out;
+    }
+    if (job) {
+        json_t *result = NULL;
+        if ((rc = job_wait(c, job, &result)) == OK)
+            rc = result_print(c, result);
+        json_decref(result);
+        goto out;
+    }
     if (o->out) {
         json_t *adv = json_object_get(doc, "adversarial");
         if (!adv) {
@@ -1318,7 +1693,14 @@ static int cmd_compute(const client *c, const opts *o)
         case CMD_CERTIFY:
             rc = render_certify(doc);
             break;
+        case CMD_JACOBIAN:
+            rc = render_jacobian(doc);
+            break;
+        case CMD_CONNECTIONS:
+            rc = render_connections(doc);
+            break;
         default:
+            rc = render_any(doc);
             break;
     }
 out:
@@ -1432,6 +1814,9 @@ int main(int argc, char **argv)
             break;
         case CMD_DELETE:
             rc = cmd_delete(&c, o.pos[0]);
+            break;
+        case CMD_JOBS:
+            rc = cmd_jobs(&c, o.pos[0], o.pos[1]);
             break;
         default:
             rc = cmd_compute(&c, &o);

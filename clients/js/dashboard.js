@@ -1,7 +1,8 @@
 // The dashboard reluregd serves at `/`: models and their metadata, a Fashion-MNIST test-image
 // picker, regularizer values and the connection quantities, adversarial images beside the
 // originals with their perturbation, robustness curves and certified-radius histograms, and
-// progress bars for the long jobs. Everything goes through the ES module client (relureg.js).
+// progress bars for the long jobs, and model upload by dropping a .safetensors file on the page.
+// Everything goes through the ES module client (relureg.js).
 import { Client, ProblemError, tensor } from './relureg.js';
 
 const rr = new Client();
@@ -98,8 +99,11 @@ async function selectModel(name) {
     }
     const m = state.model;
     const meta = m.metadata || {};
+    // Objects (relureg.training: the trainer's options and per-epoch history) in a wrapping,
+    // scrolling block, so that a long one stays inside its card.
     const rows = Object.entries(meta).map(([k, v]) =>
-      el('tr', {}, el('th', {}, k), el('td', {}, typeof v === 'object' ? JSON.stringify(v) : v)));
+      el('tr', {}, el('th', {}, k), el('td', {}, typeof v === 'object' ?
+        el('pre', { class: 'json' }, JSON.stringify(v, null, 1)) : v)));
     $('#model-detail').replaceChildren(
       el('h3', {}, `${m.name} v${m.version}`),
       el('p', { class: 'hint' }, `input ${JSON.stringify(m.input_shape)}` +
@@ -205,6 +209,14 @@ async function predict() {
 
 // ---- regularizers and connections ----
 
+// The q-quantile of numbers (linear interpolation between order statistics; ±Infinity allowed).
+function quantile(nums, q) {
+  const a = [...nums].sort((x, y) => x - y);
+  const pos = (a.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
+  if (lo === hi || !Number.isFinite(a[lo]) || !Number.isFinite(a[hi])) return a[Math.round(pos)];
+  return a[lo] + (a[hi] - a[lo]) * (pos - lo);
+}
+
 const REGULARIZERS = [
   { name: 'cross_entropy' },
   { name: 'input_gradient' },
@@ -230,16 +242,27 @@ async function runRegularizers() {
         .map(([k, v]) => `${k}=${v}`).join(', ');
       return el('tr', {}, el('td', {}, g.name + (opts ? ` (${opts})` : '')), el('td', {}, fmt(g.value)));
     }));
+    // Per quantity: median, 10th and 90th percentiles and max over the samples (ratios such as
+    // curvature_ratio have a few huge values near decision boundaries; a mean would show those).
     const rows = [];
+    const perSample = [];
     for (const [k, v] of Object.entries(c)) {
-      if (!Array.isArray(v) || typeof v[0] !== 'number' && v[0] !== null && typeof v[0] !== 'boolean') continue;
-      const nums = v.map(Number).filter(Number.isFinite);
+      if (!Array.isArray(v) || v.length !== index.length ||
+          typeof v[0] !== 'number' && v[0] !== null && typeof v[0] !== 'boolean') continue;
+      perSample.push([k, v]);
+      const nums = v.map((u) => (u === null ? Infinity : Number(u))).filter((u) => !Number.isNaN(u));
       if (!nums.length) continue;
-      const mean = nums.reduce((a, b) => a + b, 0) / nums.length;
-      rows.push(el('tr', {}, el('td', {}, k), el('td', {}, fmt(mean)), el('td', {}, fmt(Math.min(...nums))),
-        el('td', {}, fmt(Math.max(...nums)))));
+      rows.push(el('tr', { dataset: { quantity: k } }, el('td', {}, k),
+        el('td', {}, fmt(quantile(nums, 0.5))), el('td', {}, fmt(quantile(nums, 0.1))),
+        el('td', {}, fmt(quantile(nums, 0.9))), el('td', {}, fmt(Math.max(...nums)))));
     }
     $('#connections tbody').replaceChildren(...rows);
+    $('#connections-per-sample thead').replaceChildren(el('tr', {}, el('th', {}, 'image'),
+      el('th', {}, 'label'), ...perSample.map(([k]) => el('th', {}, k))));
+    $('#connections-per-sample tbody').replaceChildren(...index.map((i, b) => el('tr', {},
+      el('td', {}, state.offset + i), el('td', {}, className(labels[b])),
+      ...perSample.map(([, v]) => el('td', {}, typeof v[b] === 'boolean' ? (v[b] ? 'yes' : 'no') :
+        v[b] === null ? '∞' : fmt(v[b]))))));
     setStatus('#regularizers-status', `${index.length} samples · loss ${fmt(r.loss.value)} · ` +
       `${fmt(r.elapsed_ms, 1)} ms + ${fmt(c.elapsed_ms, 1)} ms`);
   } catch (e) {
@@ -254,8 +277,10 @@ async function runAttack(ev) {
   const f = new FormData($('#attack-form'));
   const { x, labels, index } = batch();
   if (!index.length) return setStatus('#attack-status', 'no image selected', true);
-  const attack = { attack: f.get('attack'), seed: Number(f.get('seed')) };
-  const bounded = ['pgd', 'fgsm', 'bim', 'apgd_ce', 'apgd_t', 'square'];
+  const [name, suite] = String(f.get('attack')).split(':');
+  const attack = { attack: name, seed: Number(f.get('seed')) };
+  if (suite) attack.suite = suite;
+  const bounded = ['pgd', 'fgsm', 'bim', 'apgd_ce', 'apgd_t', 'square', 'autoattack'];
   if ([...bounded, 'deepfool', 'fab_t'].includes(attack.attack)) attack.norm = f.get('norm');
   if (bounded.includes(attack.attack)) attack.epsilon = Number(f.get('epsilon'));
   if (['pgd', 'bim', 'apgd_ce', 'apgd_t', 'fab_t'].includes(attack.attack)) attack.steps = Number(f.get('steps'));
@@ -263,7 +288,7 @@ async function runAttack(ev) {
   const out = $('#attack-result');
   out.dataset.state = 'running';
   out.replaceChildren();
-  setStatus('#attack-status', `running ${attack.attack}…`);
+  setStatus('#attack-status', `running ${suite ? `${name} (${suite})` : name}…`);
   try {
     const r = await rr.attack(state.model.name, x, labels, attack);
     const adv = r.adversarial.data;
@@ -278,11 +303,13 @@ async function runAttack(ev) {
         el('div', {}, drawImage(el('canvas'), adv, 784 * k), `adversarial: ${className(r.predictions[k])}`),
         el('div', {}, drawImage(el('canvas'), delta, 0, { diverging: true, scale }), `perturbation ×${fmt(scale, 1)}`),
         el('div', { class: 'info' }, `‖δ‖₂ ${fmt(r.perturbation_norms.l2[k], 3)} · ‖δ‖∞ ${fmt(r.perturbation_norms.linf[k], 3)}` +
-          ` · ${r.success[k] ? 'broken' : 'robust'}`)));
+          ` · ${r.success[k] ? 'broken' : 'robust'}` +
+          (r.broken_by && r.broken_by[k] ? ` by ${r.broken_by[k]}` : ''))));
     });
     const broken = r.success.filter(Boolean).length;
     out.dataset.state = 'done';
-    setStatus('#attack-status', `${attack.attack}: ${broken}/${index.length} broken · ${fmt(r.elapsed_ms, 1)} ms`);
+    const what = suite ? `${name} (${suite})` : name;
+    setStatus('#attack-status', `${what}: ${broken}/${index.length} broken · ${fmt(r.elapsed_ms, 1)} ms`);
   } catch (e) {
     out.dataset.state = 'error';
     setStatus('#attack-status', explain(e), true);
@@ -327,6 +354,14 @@ function drawCurve() {
     s.append(svg('text', { x: W - R - 4, y: T + 14 + 14 * i, 'text-anchor': 'end', fill: c, style: `fill:${c}` }, r.label));
   });
   $('#curve').replaceChildren(s);
+  // Runs on different numbers of images (or different images) are not directly comparable.
+  const sizes = [...new Set(runs.map((r) => r.n))];
+  const offsets = [...new Set(runs.map((r) => r.offset))];
+  const note = $('#curve-note');
+  note.textContent = sizes.length > 1 || offsets.length > 1 ?
+    `note: these runs differ in size (${runs.map((r) => `${r.label}: ${r.n} images from ${r.offset}`).join('; ')}); ` +
+    'their accuracies are not directly comparable' : runs.length ? `each run: ${sizes[0]} images` : '';
+  note.classList.toggle('flag', sizes.length > 1 || offsets.length > 1);
 }
 
 function drawHistogram(radii, norm) {
@@ -407,20 +442,22 @@ async function runRobustness(ev) {
       rr.certify(model, x, { labels: d.labels, norm }),
     ]);
     bar.set(1, 'done');
-    state.runs.push({ ...report, epsilons, label, model, what, norm });
+    state.runs.push({ ...report, epsilons, label: `${label} (n=${d.labels.length})`, model, what, norm,
+      n: d.labels.length, offset: state.offset });
     drawCurve();
     drawComparison();
     drawHistogram(cert.certified_radius, norm);
     const flags = report.flags || {};
     $('#robustness-table tbody').append(el('tr', {}, el('td', {}, model), el('td', {}, what),
       el('td', {}, norm), el('td', {}, `${(100 * report.clean_accuracy).toFixed(1)}%`),
+      el('td', {}, `${d.labels.length} from ${state.offset}`),
       el('td', {}, epsilons.map((e, k) => `${e}: ${(100 * report.robust_accuracy[k]).toFixed(1)}%`).join(' · ')),
       el('td', {}, fmt(report.deepfool_rho)), el('td', {}, fmt(report.mean_certified_radius)),
       el('td', flags.flagged ? { class: 'flag' } : {}, flagText(flags))));
     if (report.broken_by) {
       const counts = {};
       for (const b of report.broken_by) if (b) counts[b] = (counts[b] || 0) + 1;
-      $('#robustness-table tbody').append(el('tr', {}, el('td', { colspan: 8, class: 'hint' },
+      $('#robustness-table tbody').append(el('tr', {}, el('td', { colspan: 9, class: 'hint' },
         'broken by: ' + (Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(' · ') || 'none'))));
     }
     setStatus('#robustness-status', `${label}: clean ${(100 * report.clean_accuracy).toFixed(1)}% on ${d.labels.length} images`);
@@ -431,6 +468,51 @@ async function runRobustness(ev) {
     setStatus('#robustness-status', explain(e), true);
   }
 }
+
+// ---- model upload: drop a .safetensors file on the page ----
+
+// A model name from a file name: its stem, with characters a name may not hold replaced.
+function modelName(file) {
+  const stem = file.name.replace(/\.safetensors$/i, '').replace(/[^A-Za-z0-9._-]/g, '-');
+  return (/^[A-Za-z0-9]/.test(stem) ? stem : `m${stem}`).slice(0, 64);
+}
+
+async function upload(file) {
+  if (!/\.safetensors$/i.test(file.name)) {
+    return setStatus('#upload-status', `${file.name} is not a .safetensors file: write one with ` +
+      'relureg.export(model, input_shape, path) (clients/python)', true);
+  }
+  const name = modelName(file);
+  rr.token = $('#token').value.trim() || null;
+  setStatus('#upload-status', `uploading ${file.name} as ${name}…`);
+  try {
+    const r = await rr.putModel(name, await file.arrayBuffer());
+    setStatus('#upload-status', `${name} ${r.created ? 'created' : 'replaced'}: version ${r.version}, ` +
+      `${(r.parameter_count ?? 0).toLocaleString('en')} parameters`);
+    $('#upload').dataset.uploaded = name;
+    await loadModels();
+    await selectModel(name);
+  } catch (e) {
+    const hint = e instanceof ProblemError && e.status === 401 ?
+      ' — this server needs its bearer token (reluregd --token-file): enter it in the token field and drop the file again' : '';
+    setStatus('#upload-status', explain(e) + hint, true);
+  }
+}
+
+document.addEventListener('dragover', (ev) => {
+  if (![...(ev.dataTransfer?.types || [])].includes('Files')) return;
+  ev.preventDefault();
+  document.body.classList.add('dragging');
+});
+document.addEventListener('dragleave', (ev) => { if (!ev.relatedTarget) document.body.classList.remove('dragging'); });
+document.addEventListener('drop', (ev) => {
+  const files = ev.dataTransfer?.files;
+  if (!files || !files.length) return;
+  ev.preventDefault();
+  document.body.classList.remove('dragging');
+  upload(files[0]);
+});
+$('#upload-file').addEventListener('change', (ev) => { if (ev.target.files.length) upload(ev.target.files[0]); });
 
 // ---- wiring ----
 

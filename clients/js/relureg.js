@@ -15,7 +15,11 @@
 // rides in the `relureg.request` metadata (model-format.md, "Requests and responses in
 // binary"); answers are asked for in binary too and put back together into one document.
 // Failures throw ProblemError carrying the problem+json document (status, type, title,
-// detail, field). 503 answers are retried after their Retry-After, up to `retries` times.
+// detail, field). A 503 that carries Retry-After (queue full, not ready, draining) is retried
+// after that many seconds, up to `retries` times (default 3); a 503 without it and a 503
+// /problems/timeout are not retried -- the rule of the Python client (clients/python). A job
+// that ends cancelled rejects Job.wait with JobCancelled (as Python's JobCancelled), a failed
+// one with its ProblemError.
 
 const JSON_TYPE = 'application/json';
 const ST_TYPE = 'application/vnd.safetensors';
@@ -31,6 +35,15 @@ export class ProblemError extends Error {
     this.title = p.title;
     this.detail = p.detail;
     this.field = p.field;
+  }
+}
+
+// Job.wait's rejection when the job ended cancelled; `job` is its last document.
+export class JobCancelled extends Error {
+  constructor(job) {
+    super(`job ${job && job.job} was cancelled`);
+    this.name = 'JobCancelled';
+    this.job = job;
   }
 }
 
@@ -164,15 +177,17 @@ export class Job {
   }
 
   // Polls until the job ends; resolves with its result, rejects with ProblemError when it
-  // failed or was cancelled. onProgress(fraction, doc) is called after every poll.
+  // failed and with JobCancelled when it was cancelled. onProgress(fraction, doc) is called
+  // after every poll.
   async wait({ poll = 200, onProgress = null, signal = null } = {}) {
     for (;;) {
       if (signal && signal.aborted) throw new Error('aborted');
       const d = await this.status();
       if (onProgress) onProgress(d.progress ?? 0, d);
       if (d.status === 'done') return d.result;
-      if (d.status === 'failed' || d.status === 'cancelled') {
-        throw new ProblemError(d.error?.status || 500, d.error || { title: `job ${d.status}` });
+      if (d.status === 'cancelled') throw new JobCancelled(d);
+      if (d.status === 'failed') {
+        throw new ProblemError(d.error?.status || 500, d.error || { title: 'job failed' });
       }
       await new Promise((r) => setTimeout(r, poll));
     }
@@ -196,21 +211,29 @@ export class Client {
     this.fetch = f || globalThis.fetch.bind(globalThis);
   }
 
-  async raw(method, path, { body = null, headers = {} } = {}) {
+  async raw(method, path, { body = null, headers = {}, retries = this.retries } = {}) {
     const h = { ...headers };
     if (this.token) h.Authorization = `Bearer ${this.token}`;
     for (let attempt = 0; ; attempt++) {
-      const r = await this.fetch(this.baseUrl + path, { method, headers: h, body });
-      if (r.status === 503 && attempt < this.retries) {
-        const after = Number(r.headers.get('Retry-After') || 1);
-        await r.arrayBuffer();
-        await new Promise((res) => setTimeout(res, Math.min(after, 5) * 1000));
-        continue;
+      let r;
+      try {
+        r = await this.fetch(this.baseUrl + path, { method, headers: h, body });
+      } catch (e) {
+        const base = this.baseUrl || (globalThis.location ? globalThis.location.origin : '');
+        throw new TypeError(`cannot reach reluregd at ${base} (${method} ${path}): ${e.message}`,
+          { cause: e });
       }
       if (!r.ok) {
         const text = await r.text();
         let problem;
         try { problem = JSON.parse(text); } catch { problem = { title: r.statusText, detail: text }; }
+        const after = r.headers.get('Retry-After');
+        if (r.status === 503 && after !== null && attempt < retries &&
+            problem.type !== '/problems/timeout') {
+          const secs = Number(after);
+          await new Promise((res) => setTimeout(res, (Number.isFinite(secs) && secs >= 0 ? secs : 1) * 1000));
+          continue;
+        }
         throw new ProblemError(r.status, problem);
       }
       return r;
@@ -263,6 +286,7 @@ export class Client {
   // ---- models ----
   models() { return this.request('GET', '/v1/models'); }
   model(name) { return this.request('GET', Client.modelPath(name)); }
+  // bytes: a model file (Uint8Array, ArrayBuffer or Blob, e.g. a dropped .safetensors File).
   async putModel(name, bytes) {
     const r = await this.raw('PUT', Client.modelPath(name), {
       body: bytes, headers: { 'Content-Type': ST_TYPE, Accept: JSON_TYPE },
@@ -277,7 +301,7 @@ export class Client {
 
   // ---- health, datasets ----
   async ready() {
-    try { await this.raw('GET', '/v1/health/ready', { headers: { Accept: JSON_TYPE } }); return true; }
+    try { await this.raw('GET', '/v1/health/ready', { headers: { Accept: JSON_TYPE }, retries: 0 }); return true; }
     catch (e) { if (e instanceof ProblemError) return false; throw e; }
   }
   dataset(split = 'test', { offset = 0, limit = 16 } = {}) {

@@ -3,6 +3,7 @@
 // here (422 before any compute starts); librelureg computes.
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,8 +95,14 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
     if (!name)
         BAD("attack", "attack must be one of " ATTACK_NAMES);
     rr_attack_name id;
-    if (!rr_attack_name_parse(name, &id))
+    if (!rr_attack_name_parse(name, &id)) {
+        size_t m = 0;
+        const char *near = rrd_suggest(name, ATTACK_NAMES, &m);
+        if (near)
+            BAD("attack", "unknown attack '%.64s': did you mean '%.*s'? (" ATTACK_NAMES ")", name,
+                (int)m, near);
         BAD("attack", "unknown attack '%.64s' (" ATTACK_NAMES ")", name);
+    }
     rr_attack_params p;
     rr_attack_params_init(&p, id);
     if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
@@ -372,6 +379,31 @@ static void fail(rrd_request *r, rrd_compute *c)
     rrd_compute_free(&c->base);
 }
 
+// An epsilon larger than the model's input box is a mistake (a value in other units, as 8
+// for 8/255): the ball then covers every valid input and the answer means nothing. The box
+// [lo, hi]^D has linf diameter hi - lo and l2 diameter (hi - lo) sqrt(D). Models without an
+// input_range accept any epsilon.
+static bool eps_within_range(const rrd_compute *c, rr_norm norm, double eps, const char *field,
+                             rrd_out *out)
+{
+    float lo, hi;
+    if (!rr_model_input_range(c->entry->model, &lo, &hi))
+        return true;
+    const double span = (double)hi - (double)lo;
+    const bool l2 = norm == RR_NORM_L2;
+    const double most = l2 ? span * sqrt((double)rr_model_input_size(c->entry->model)) : span;
+    if (!(eps > most))
+        return true;
+    rrd_problem_out(out, RRD_P_INVALID, field,
+                    "%s = %g is larger than the input range allows: model '%s' has input_range "
+                    "[%g, %g], so no two valid inputs are more than %g apart in %s; the %s ball "
+                    "would cover every input (give epsilon in the units of the inputs, e.g. "
+                    "8/255 = 0.0314 rather than 8)",
+                    field, eps, c->entry->name, (double)lo, (double)hi, most, l2 ? "l2" : "linf",
+                    l2 ? "l2" : "linf");
+    return false;
+}
+
 void rrd_route_attacks(rrd_request *r)
 {
     rrd_compute *c = rrd_compute_parse(r, true, run_attack);
@@ -381,6 +413,9 @@ void rrd_route_attacks(rrd_request *r)
     const int K = rr_model_num_classes(c->entry->model);
     if (!o ||
         !parse_attack(c->doc.root, false, c->seed, c->B, K, r->srv->cfg.max_steps, o, &r->out))
+        return fail(r, c);
+    json_t *ev = json_object_get(c->doc.root, "epsilon");
+    if (ev && !eps_within_range(c, o->ap.norm, json_number_value(ev), "epsilon", &r->out))
         return fail(r, c);
     char cls[40];
     rrd_cost_class_attack(cls, sizeof cls, "attacks", &o->ap);
@@ -552,6 +587,10 @@ void rrd_route_robustness(rrd_request *r)
             return fail(r, c);
         }
         o->eps[i] = json_number_value(v);
+        char field[32];
+        snprintf(field, sizeof field, "epsilons[%zu]", i);
+        if (!eps_within_range(c, o->norm, o->eps[i], field, out))
+            return fail(r, c);
     }
     json_t *dflt = NULL;
     if (!atk)

@@ -19,8 +19,48 @@ rrd_loaded *rrd_route_entry(rrd_request *r)
     }
     rrd_loaded *l = rrd_registry_get(r->srv->models, name);
     if (l == NULL)
-        rrd_problem(r, RRD_P_NOT_FOUND, "name", "no model named '%s'", name);
+        rrd_problem_no_model(r, name);
     return l;
+}
+
+void rrd_problem_no_model(rrd_request *r, const char *name)
+{
+    // The names of the loaded models, as many as fit in the detail; the closest first when
+    // the name looks like a typo of one.
+    char names[360] = "";
+    size_t used = 0, n_more = 0;
+    rrd_loaded **items = NULL;
+    const size_t n = rrd_registry_list(r->srv->models, &items);
+    for (size_t i = 0; i < n; i++) {
+        const size_t len = strlen(items[i]->name);
+        if (n_more == 0 && used + len + 3 < sizeof names)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "",
+                                     items[i]->name);
+        else
+            n_more++;
+    }
+    char cands[sizeof names];
+    snprintf(cands, sizeof cands, "%s", names);
+    for (char *p = cands; *p; p++)
+        if (*p == ',')
+            *p = ' ';
+    size_t m = 0;
+    const char *near = rrd_suggest(name, cands, &m);
+    for (size_t i = 0; i < n; i++)
+        rrd_loaded_release(items[i]);
+    free(items);
+    if (n == 0)
+        rrd_problem(r, RRD_P_NOT_FOUND, "name",
+                    "no model named '%s'; no models are loaded (PUT /v1/models/{name} uploads one, "
+                    "--models-dir loads a folder at start)",
+                    name);
+    else if (near)
+        rrd_problem(r, RRD_P_NOT_FOUND, "name",
+                    "no model named '%s': did you mean '%.*s'? The loaded models are: %s%s", name,
+                    (int)m, near, names, n_more ? ", ..." : "");
+    else
+        rrd_problem(r, RRD_P_NOT_FOUND, "name", "no model named '%s'; the loaded models are: %s%s",
+                    name, names, n_more ? ", ..." : "");
 }
 
 bool rrd_wants_binary(const rrd_request *r)
@@ -45,7 +85,15 @@ bool rrd_only_members(json_t *obj, const char *allowed, const char *where, rrd_o
             p += m;
         }
         if (!ok) {
-            rrd_problem_out(out, RRD_P_INVALID, key, "unknown member '%.64s' in %s", key, where);
+            size_t m = 0;
+            const char *near = rrd_suggest(key, allowed, &m);
+            if (near)
+                rrd_problem_out(out, RRD_P_INVALID, key,
+                                "unknown member '%.64s' in %s: did you mean '%.*s'? (members: %s)",
+                                key, where, (int)m, near, allowed);
+            else
+                rrd_problem_out(out, RRD_P_INVALID, key,
+                                "unknown member '%.64s' in %s (members: %s)", key, where, allowed);
             return false;
         }
     }

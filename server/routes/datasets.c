@@ -1,5 +1,6 @@
 // GET /v1/datasets/fashion-mnist/{train|test}?offset=&limit= (for dashboards): images
-// [n, 1, 28, 28] in [0, 1] and labels; limit defaults to 16 and is capped at 256.
+// [n, 1, 28, 28] in [0, 1] and labels; limit defaults to 16, at most 256 (more is 422).
+// Any other dataset name is a 404 that lists the datasets there are.
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -134,9 +135,17 @@ static void dataset_run(rrd_task *t, rrd_worker *w, rrd_out *out)
 
 void rrd_route_dataset(rrd_request *r)
 {
-    const char *split = r->params[0];
+    const char *name = r->params[0], *split = r->params[1];
+    if (strcmp(name, "fashion-mnist") != 0) {
+        rrd_problem(r, RRD_P_NOT_FOUND, "name",
+                    "no dataset named '%.64s'; the datasets are: fashion-mnist (splits train and "
+                    "test)",
+                    name);
+        return;
+    }
     if (strcmp(split, "train") != 0 && strcmp(split, "test") != 0) {
-        rrd_problem(r, RRD_P_NOT_FOUND, "split", "fashion-mnist has the splits train and test");
+        rrd_problem(r, RRD_P_NOT_FOUND, "split",
+                    "fashion-mnist has no split '%.64s'; its splits are train and test", split);
         return;
     }
     size_t offset, limit;

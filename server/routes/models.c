@@ -168,6 +168,36 @@ static void put_run(rrd_task *t, rrd_worker *w, rrd_out *out)
     rrd_out_json(out, created ? 201 : 200, doc);
 }
 
+// A safetensors file opens with its header's length N (8 bytes, little-endian), then N bytes
+// of JSON that start with '{'. A body that does not is some other file (a torch.save zip or
+// pickle, a README): say so and point at the exporter, rather than report an absurd header
+// length.
+static bool looks_like_safetensors(rrd_request *r)
+{
+    // Only the opening is checked here; a truncated or inconsistent file gets the model
+    // loader's precise message.
+    const uint8_t *b = r->body;
+    const size_t n = r->body_len;
+    size_t j = 8;
+    while (j < n && j < 16 && (b[j] == ' ' || b[j] == '\n' || b[j] == '\t'))
+        j++;
+    if (n > 8 && j < n && b[j] == '{')
+        return true;
+    const char *what = "it does not open with an 8-byte header length and a JSON header";
+    if (n == 0)
+        what = "the body is empty";
+    else if (n >= 4 && memcmp(b, "PK\x03\x04", 4) == 0)
+        what = "it is a zip archive, as torch.save writes";
+    else if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+        what = "it is a Python pickle, as torch.save writes";
+    rrd_problem(r, RRD_P_MALFORMED, "body",
+                "the body is not a safetensors model file (%s). Write one from a PyTorch "
+                "nn.Sequential with relureg.export(model, input_shape, path) or upload it with "
+                "relureg.Client.put_model(name, model, input_shape=...) (clients/python)",
+                what);
+    return false;
+}
+
 void rrd_route_model_put(rrd_request *r)
 {
     const char *name = r->params[0];
@@ -187,6 +217,8 @@ void rrd_route_model_put(rrd_request *r)
                     ct ? ct : "none");
         return;
     }
+    if (!looks_like_safetensors(r))
+        return;
     put_task *t = calloc(1, sizeof *t);
     if (t == NULL) {
         rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
@@ -221,7 +253,7 @@ void rrd_route_model_delete(rrd_request *r)
         return;
     }
     if (!rrd_registry_delete(r->srv->models, name)) {
-        rrd_problem(r, RRD_P_NOT_FOUND, "name", "no model named '%s'", name);
+        rrd_problem_no_model(r, name);
         return;
     }
     rrd_respond(r, 204, "text/plain", "", 0);

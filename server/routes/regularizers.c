@@ -147,13 +147,18 @@ static bool str_is(json_t *v, const char *s)
 }
 
 // One entry of "regularizers" into a spec; the echo is the entry (plus the seed it uses).
+#define REG_NAMES "cross_entropy input_gradient jacobian cross_lipschitz curvature weight_decay"
+
 static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, int K, rr_reg_spec *s,
                        json_t **echo, rrd_out *out)
 {
     char where[32], field[128];
     snprintf(where, sizeof where, "regularizers[%zu]", i);
     if (!json_is_object(e)) {
-        rrd_problem_out(out, RRD_P_INVALID, where, "%s must be an object", where);
+        rrd_problem_out(out, RRD_P_INVALID, where,
+                        "%s must be a regularizer's name (\"jacobian\") or an object "
+                        "({\"name\": \"jacobian\", ...})",
+                        where);
         return false;
     }
     json_t *name = json_object_get(e, "name");
@@ -183,10 +188,13 @@ static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, in
         s->name = RR_REG_WEIGHT_DECAY;
         allowed = "name";
     } else {
+        size_t m = 0;
+        const char *near = rrd_suggest(n, REG_NAMES, &m);
         rrd_problem_out(out, RRD_P_INVALID, field,
-                        "unknown regularizer '%.40s' (cross_entropy, input_gradient, jacobian, "
-                        "cross_lipschitz, curvature, weight_decay)",
-                        n);
+                        "unknown regularizer '%.40s'%s%.*s%s (cross_entropy, input_gradient, "
+                        "jacobian, cross_lipschitz, curvature, weight_decay)",
+                        n, near ? ": did you mean '" : "", near ? (int)m : 0, near ? near : "",
+                        near ? "'?" : "");
         return false;
     }
     if (!rrd_only_members(e, allowed, where, out))
@@ -300,8 +308,19 @@ void rrd_route_regularizers(rrd_request *r)
         goto fail;
     if (!json_is_array(regs) || json_array_size(regs) == 0 || json_array_size(regs) > 64) {
         rrd_problem_out(out, RRD_P_INVALID, "regularizers",
-                        "regularizers must be a list of 1 to 64 regularizers");
+                        "regularizers must be a list of 1 to 64 regularizers, each a name "
+                        "(\"jacobian\") or an object ({\"name\": \"jacobian\", ...})");
         goto fail;
+    }
+    // A bare name is short for {"name": name} (an extension of api.md's object form; the
+    // answer echoes the object form).
+    for (size_t i = 0; i < json_array_size(regs); i++) {
+        json_t *e = json_array_get(regs, i);
+        if (json_is_string(e) &&
+            json_array_set_new(regs, i, json_pack("{s:s}", "name", json_string_value(e))) != 0) {
+            rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
+            goto fail;
+        }
     }
     if (red && !(str_is(red, "mean") || str_is(red, "sum"))) {
         rrd_problem_out(out, RRD_P_INVALID, "reduction", "reduction must be \"mean\" or \"sum\"");

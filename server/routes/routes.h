@@ -74,6 +74,10 @@ void rrd_compute_stamp(const rrd_compute *c, json_t *root);
 // [B, lead, input_shape...] (lead 0: [B, input_shape...]); a single sample is a batch of one.
 rr_shape rrd_compute_shape(const rrd_compute *c, size_t lead);
 
+// 404 for a model name that is not loaded, listing the models that are (and the closest one
+// when the name looks like a typo).
+void rrd_problem_no_model(rrd_request *r, const char *name);
+
 // Checks that the document's members are all in `allowed` (space separated); 422 otherwise.
 bool rrd_only_members(json_t *obj, const char *allowed, const char *where, rrd_out *out);
 

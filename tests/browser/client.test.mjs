@@ -2,7 +2,7 @@
 // JSON and binary transport agree, jobs report progress, errors carry problem+json.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Client, ProblemError, tensor, encodeSafetensors, decodeSafetensors } from '../../clients/js/relureg.js';
+import { Client, JobCancelled, ProblemError, tensor, encodeSafetensors, decodeSafetensors } from '../../clients/js/relureg.js';
 
 const URL = process.env.RELUREG_URL;
 const bin = new Client(URL);
@@ -104,4 +104,64 @@ test('errors are ProblemError with the problem+json document', async () => {
   });
   await assert.rejects(json.attack('fashion-mlp', tensor([1, 1, 28, 28], new Float32Array(784)), [0], { attack: 'nope' }),
     (e) => e.status === 422);
+});
+
+// A fetch that answers from a list: [status, headers, body] per call; records the calls.
+function stubFetch(answers) {
+  const calls = [];
+  const f = async (url, init) => {
+    calls.push({ url, init, t: Date.now() });
+    const [status, headers, body] = answers[Math.min(calls.length - 1, answers.length - 1)];
+    return new Response(JSON.stringify(body), { status, headers });
+  };
+  return { f, calls };
+}
+
+const busy = [503, { 'Content-Type': 'application/problem+json', 'Retry-After': '0' },
+  { type: '/problems/queue-full', title: 'Compute queue full', status: 503, detail: 'busy' }];
+
+test('503 retries follow the Python client: only with Retry-After, not timeouts, 3 times', async () => {
+  let s = stubFetch([busy, busy, [200, { 'Content-Type': 'application/json' }, { models: [] }]]);
+  assert.deepEqual(await new Client('http://stub', { fetch: s.f }).models(), { models: [] });
+  assert.equal(s.calls.length, 3, 'two 503s retried');
+  s = stubFetch([busy]);
+  await assert.rejects(new Client('http://stub', { fetch: s.f }).models(), (e) => e.status === 503);
+  assert.equal(s.calls.length, 4, 'the first try and 3 retries (retries defaults to 3)');
+  const noHeader = [503, { 'Content-Type': 'application/problem+json' }, busy[2]];
+  s = stubFetch([noHeader, [200, {}, { models: [] }]]);
+  await assert.rejects(new Client('http://stub', { fetch: s.f }).models(), (e) => e.status === 503);
+  assert.equal(s.calls.length, 1, 'a 503 without Retry-After is not retried');
+  const timeout = [503, { 'Retry-After': '0' }, { type: '/problems/timeout', status: 503, title: 'Computation timed out' }];
+  s = stubFetch([timeout, [200, {}, { models: [] }]]);
+  await assert.rejects(new Client('http://stub', { fetch: s.f }).models(), (e) => e.type === '/problems/timeout');
+  assert.equal(s.calls.length, 1, 'a timed-out computation is not retried');
+  const slow = [503, { 'Retry-After': '1' }, busy[2]];
+  s = stubFetch([slow, [200, {}, { models: [] }]]);
+  await new Client('http://stub', { fetch: s.f }).models();
+  assert.ok(s.calls[1].t - s.calls[0].t >= 950, 'waited Retry-After seconds');
+});
+
+test('a cancelled job rejects with JobCancelled, as in Python', async () => {
+  const s = stubFetch([[200, {}, { job: 'j1', status: 'cancelled', progress: 0.5 }]]);
+  await assert.rejects(new Client('http://stub', { fetch: s.f }).job('j1').wait({ poll: 1 }), (e) => {
+    assert.ok(e instanceof JobCancelled);
+    assert.ok(!(e instanceof ProblemError));
+    assert.equal(e.job.status, 'cancelled');
+    assert.match(e.message, /job j1 was cancelled/);
+    return true;
+  });
+  // and for real: a long robustness job, cancelled at once
+  const { x, labels } = await images(64);
+  const job = await bin.robustness('random-cnn', x, labels, {
+    norm: 'linf', epsilons: [0.01, 0.02, 0.05, 0.1, 0.2],
+    attack: { attack: 'pgd', steps: 1000, restarts: 10 }, async: true });
+  await job.cancel();
+  await assert.rejects(job.wait({ poll: 20 }), (e) => e instanceof JobCancelled);
+});
+
+test('an unreachable daemon is named in the error', async () => {
+  await assert.rejects(new Client('http://127.0.0.1:9').models(), (e) => {
+    assert.match(e.message, /cannot reach reluregd at http:\/\/127\.0\.0\.1:9 \(GET \/v1\/models\)/);
+    return true;
+  });
 });

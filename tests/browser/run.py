@@ -12,6 +12,7 @@ clients/js, then runs with the machine's Node:
 Exit status non-zero when any step fails.
 """
 import gzip
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,18 @@ def trained_mlp():
     return net.eval()
 
 
+# A training record as long as relureg-train writes (options and a per-epoch history), for the
+# dashboard's metadata view: it must stay inside its card at any width.
+TRAINING = json.dumps({
+    "options": {"arch": "mlp", "regularizer": "jacobian", "lambda": 0.01, "epochs": 40,
+                "optimizer": "adam", "learning_rate": 0.001, "batch_size": 128, "seed": 1,
+                "data": "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"},
+    "history": [{"epoch": e, "loss": round(1 / (e + 1), 6), "regularizer": round(0.5 / (e + 2), 6),
+                 "train_accuracy": round(0.7 + e / 200, 4)} for e in range(40)],
+}, separators=(",", ":"))
+TOKEN = "browser-test-token"
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     work = tempfile.mkdtemp(prefix="relureg-browser-")
@@ -67,13 +80,18 @@ def main():
     os.makedirs(models)
     export(trained_mlp(), [1, 28, 28], os.path.join(models, "fashion-mlp.safetensors"),
            input_range=[0, 1], class_names=CLASSES, metadata={"dataset": "fashion-mnist (6000 training images)",
-                                         "trained_by": "tests/browser/run.py"})
+                                         "trained_by": "tests/browser/run.py",
+                                         "relureg.training": TRAINING})
     torch.manual_seed(1)
     cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear(8 * 14 * 14, 10)).eval()
     export(cnn, [1, 28, 28], os.path.join(models, "random-cnn.safetensors"), input_range=[0, 1])
     log = open(os.path.join(OUT, "daemon.log"), "w")
+    token = os.path.join(work, "token")
+    with open(token, "w") as f:
+        f.write(TOKEN + "\n")
     proc = subprocess.Popen([DAEMON, "--port", "0", "--models-dir", models, "--workers", "2",
+                             "--token-file", token,
                              "--static-dir", os.path.join(ROOT, "clients", "js")],
                             stdout=subprocess.PIPE, stderr=log, text=True)
     rc = 1
@@ -83,7 +101,7 @@ def main():
         if not m:
             print(f"browser: reluregd did not start: {line!r}", file=sys.stderr)
             return 1
-        env = dict(os.environ, RELUREG_URL=m.group(1), BROWSER_OUT=OUT)
+        env = dict(os.environ, RELUREG_URL=m.group(1), BROWSER_OUT=OUT, RELUREG_TOKEN=TOKEN)
         rc = 0
         for script in ("client.test.mjs", "dashboard.test.mjs"):
             r = subprocess.run(["node", "--test-reporter=spec", os.path.join(HERE, script)], env=env, cwd=HERE)

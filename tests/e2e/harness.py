@@ -21,7 +21,11 @@ from jsonschema import Draft202012Validator, RefResolver
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
+# RELUREG_INSTALLED=1 (test_install.py): use the relureg package installed in the running
+# interpreter's environment instead of the tree's clients/python.
+INSTALLED = os.environ.get("RELUREG_INSTALLED") == "1"
+if not INSTALLED:
+    sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 from relureg import export, safetensors  # noqa: E402
 
 DAEMON = os.environ.get("RELUREGD", os.path.join(ROOT, "build", "reluregd"))

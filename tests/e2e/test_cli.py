@@ -262,6 +262,112 @@ class Cli(unittest.TestCase):
         got = json.loads(self.ok("--json", "certify", "mlp", self.bare, "--norm", "linf"))
         self.assertEqual(without(got, "elapsed_ms"), without(want, "elapsed_ms"))
 
+    # ---- jacobian, connections ----
+
+    def test_jacobian_matches_direct(self):
+        for of in ("logits", "log_probabilities"):
+            with self.subTest(of=of):
+                want = self.direct("POST", "/v1/models/mlp/jacobian", {"inputs": self.x, "of": of})
+                out = self.ok("jacobian", "mlp", self.req, "--of", of)
+                self.assertEqual(out.splitlines()[0], f"jacobian of {of}, shape [6, 4, 12]")
+                J, n = want["jacobian"]["data"], 4 * 12
+                got = [float(r[1]) for r in rows(out, "SAMPLE")]
+                fro2 = [sum(v * v for v in J[b * n:(b + 1) * n]) for b in range(len(self.x))]
+                for g, w in zip(got, fro2):
+                    self.assertAlmostEqual(g, w, delta=1e-5 * abs(w))  # %.6g of a float64 sum
+                got = json.loads(self.ok("--json", "jacobian", "mlp", self.req, "--of", of))
+                self.assertEqual(without(got, "elapsed_ms"), without(want, "elapsed_ms"))
+        want = self.direct("POST", "/v1/models/mlp/connections", {"inputs": self.x,
+                                                                  "labels": self.y})
+        self.assertEqual([float(r[1]) for r in rows(self.ok("jacobian", "mlp", self.req),
+                                                     "SAMPLE")],
+                         [g6(v) for v in want["jacobian_fro2"]])
+
+    def test_connections_matches_direct(self):
+        want = self.direct("POST", "/v1/models/mlp/connections",
+                           {"inputs": self.x, "labels": self.y, "h": 0.5})
+        out = self.ok("connections", "mlp", self.req, "--h", "0.5")
+        head = out.splitlines()[0].split()
+        self.assertEqual(head, ["SAMPLE", "JACOBIAN_FRO2", "INPUT_GRADIENT_NORM2",
+                                "HESSIAN_TRACE", "CURVATURE_RATIO", "LEFT_REGION"])
+        got = rows(out, "SAMPLE")
+        for k, col in (("jacobian_fro2", 1), ("input_gradient_norm2", 2), ("hessian_trace", 3)):
+            self.assertEqual([float(r[col]) for r in got], [g6(v) for v in want[k]], k)
+        self.assertEqual([r[4] for r in got],
+                         ["inf" if v is None else f"{v:.6g}" for v in want["curvature_ratio"]])
+        self.assertEqual([r[5] == "yes" for r in got], want["left_region"])
+        got = json.loads(self.ok("--json", "connections", "mlp", self.req, "--h", "0.5"))
+        self.assertEqual(without(got, "elapsed_ms"), without(want, "elapsed_ms"))
+
+    # ---- robustness and jobs ----
+
+    def robustness_direct(self, attack):
+        return self.direct("POST", "/v1/models/mlp/robustness",
+                           {"inputs": self.x, "labels": self.y, "epsilons": [0.05, 0.2],
+                            "norm": "linf", "attack": attack})
+
+    def test_robustness_runs_as_a_job_with_a_progress_bar(self):
+        want = self.robustness_direct({"attack": "pgd", "steps": 7, "seed": 2, "restarts": 2})
+        rc, out, err = self.run_cli("robustness", "mlp", self.req, "--epsilons", "0.05,0.2",
+                                    "--attack", "pgd", "--steps", "7", "--seed", "2",
+                                    "--set", "restarts=2")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(err, r"\[#{30}\] 100% done")  # the bar, on standard error
+        self.assertEqual(out.splitlines()[0], "robustness under pgd (linf)")
+        self.assertIn(f"clean accuracy         {want['clean_accuracy']:.6g}", out)
+        got = rows(out, "EPSILON")
+        self.assertEqual([float(r[0]) for r in got], [0.05, 0.2])
+        self.assertEqual([float(r[1]) for r in got], [g6(v) for v in want["robust_accuracy"]])
+        rc, out, err = self.run_cli("--json", "robustness", "mlp", self.req, "--epsilons",
+                                    "0.05,0.2", "--attack", "pgd", "--steps", "7", "--seed", "2",
+                                    "--set", "restarts=2")
+        self.assertEqual(rc, 0, err)
+        got = json.loads(out)
+        self.assertEqual(without(got, "elapsed_ms"), without(want, "elapsed_ms"))
+        # the server's 422 for an epsilon outside the input range, exit 1
+        rc, out, err = self.run_cli("robustness", "mlp", self.req, "--epsilons", "0.1,9")
+        self.assertEqual(rc, 1)
+        self.assertIn("relureg: 422 Invalid request: epsilons[1] = 9", err)
+
+    def test_jobs_status_wait_and_cancel(self):
+        want = self.robustness_direct({"attack": "fgsm"})
+        rc, out, err = self.run_cli("robustness", "mlp", self.req, "--epsilons", "0.05,0.2",
+                                    "--attack", "fgsm", "--no-wait")
+        self.assertEqual(rc, 0, err)
+        m = re.fullmatch(r"job (\S+) queued \(relureg jobs wait \1\)\n", out)
+        self.assertIsNotNone(m, out)
+        job = m.group(1)
+        rc, out, err = self.run_cli("jobs", "wait", job)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("100% done", err)
+        self.assertEqual([float(r[1]) for r in rows(out, "EPSILON")],
+                         [g6(v) for v in want["robust_accuracy"]])
+        out = self.ok("jobs", "status", job)
+        self.assertEqual(out, f"job {job} done 1\n")
+        doc = json.loads(self.ok("--json", "jobs", "status", job))
+        self.assertEqual(doc["status"], "done")
+        self.assertEqual(doc["result"]["robust_accuracy"], want["robust_accuracy"])
+        # a long job, cancelled: status says so and wait exits 1 naming it
+        big = self.write("big.json", {"inputs": self.x * 10, "labels": self.y * 10})
+        rc, out, err = self.run_cli("robustness", "mlp", big, "--epsilons",
+                                    "0.01,0.02,0.05,0.1,0.2", "--attack", "pgd", "--steps",
+                                    "1000", "--set", "restarts=10", "--no-wait")
+        self.assertEqual(rc, 0, err)
+        job = out.split()[1]
+        out = self.ok("jobs", "cancel", job)
+        self.assertRegex(out, rf"^job {job} (queued|running|cancelled) ")
+        rc, out, err = self.run_cli("jobs", "wait", job)
+        self.assertEqual(rc, 1)
+        self.assertIn(f"relureg: job {job} was cancelled", err)
+        self.assertRegex(self.ok("jobs", "status", job), rf"^job {job} cancelled ")
+        # unknown job: the server's 404; unknown action: usage
+        rc, out, err = self.run_cli("jobs", "status", "f" * 32)
+        self.assertEqual(rc, 1)
+        self.assertIn("relureg: 404", err)
+        rc, out, err = self.run_cli("jobs", "frob", job)
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown action 'frob'", err)
+
     # ---- put and delete ----
 
     def test_put_creates_then_replaces(self):

@@ -423,7 +423,8 @@ class ClientTests(unittest.TestCase):
         still works, in pure Python)."""
         code = (
             "import sys; sys.modules['numpy'] = None; sys.modules['torch'] = None\n"
-            f"sys.path.insert(0, {os.path.join(harness.ROOT, 'clients', 'python')!r})\n"
+            + ("" if harness.INSTALLED else
+               f"sys.path.insert(0, {os.path.join(harness.ROOT, 'clients', 'python')!r})\n") +
             "import json, relureg\n"
             "assert not hasattr(relureg, 'export'), 'the exporter needs torch'\n"
             f"c = relureg.Client({self.d.base!r})\n"
@@ -475,7 +476,8 @@ class _Stub(http.server.BaseHTTPRequestHandler):
                                "status": 503, "detail": "busy", "error": "busy"}).encode()
             self.send_response(503)
             self.send_header("Content-Type", "application/problem+json")
-            self.send_header("Retry-After", _Stub.retry_after)
+            if _Stub.retry_after is not None:
+                self.send_header("Retry-After", _Stub.retry_after)
         else:
             body = json.dumps({"models": []}).encode()
             self.send_response(200)
@@ -522,6 +524,25 @@ class Retries(unittest.TestCase):
         with self.assertRaises(ProblemError), Client(self.base, retries=0) as c:
             c.models()
         self.assertEqual(len(_Stub.seen), 1)
+
+    def test_503_without_retry_after_is_not_retried(self):
+        # the rule the JS client shares (tests/browser/client.test.mjs)
+        _Stub.fails, _Stub.retry_after = 10, None
+        with self.assertRaises(ProblemError) as cm, Client(self.base, retries=3) as c:
+            c.models()
+        self.assertEqual(cm.exception.status, 503)
+        self.assertEqual(len(_Stub.seen), 1)
+
+    def test_unreachable_daemon_names_the_url(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        with self.assertRaises(ConnectionError) as cm, Client(f"http://127.0.0.1:{port}") as c:
+            c.models()
+        self.assertIn(f"http://127.0.0.1:{port}", str(cm.exception))
+        self.assertIn("GET /v1/models", str(cm.exception))
+        self.assertIn("Is the daemon running", str(cm.exception))
 
     def test_connection_closed_by_the_server_is_reopened(self):
         _Stub.fails, _Stub.drop = 0, True

@@ -134,6 +134,38 @@ class Cookbook(unittest.TestCase):
                        "'linf'", '"certified_radius"', '"robust_accuracy"'):
             self.assertIn(member, outs, "each README example printed its answer")
 
+    def test_readme_bring_your_own_model_runs_as_written(self):
+        """The README's "Bring your own PyTorch model" section: a torch network defined in the
+        block, trained a little, uploaded, used and deleted, run as written."""
+        with open(os.path.join(ROOT, "README.md")) as f:
+            readme = f.read()
+        self.assertIn("## Bring your own PyTorch model", readme)
+        section = readme.split("## Bring your own PyTorch model", 1)[1].split("\n## ", 1)[0]
+        pys = re.findall(r"```python\n(.*?)```", section, re.S)
+        self.assertEqual(len(pys), 1, "one Python block")
+        code = pys[0]
+        for needle in ("nn.Sequential(", "put_model(", "delete_model("):
+            self.assertIn(needle, code)
+        port = self.base.rsplit(":", 1)[1]
+        code = code.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300, cwd=self.dir,
+                           env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "clients", "python"),
+                                    OMP_NUM_THREADS="1"))
+        self.assertEqual(r.returncode, 0, f"{code}\n{r.stderr}")
+        out = r.stdout
+        self.assertRegex(out, r"uploaded my-cnn version 1 \d+ parameters")
+        preds = re.search(r"predictions (\[.*?\]) torch (\[.*?\])", out)
+        self.assertIsNotNone(preds, out)
+        self.assertEqual(preds.group(1), preds.group(2), "the daemon predicts as torch does")
+        self.assertIn("'input_gradient':", out)
+        self.assertIn("'jacobian':", out)
+        self.assertIn("pgd success [", out)
+        self.assertIn("certified radius [", out)
+        models = re.search(r"models now (\[.*\])", out).group(1)
+        self.assertNotIn("my-cnn", models, "the block deleted its model")
+        self.assertIn("'mlp'", models)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import unittest
+import warnings
 
 import torch
 import torch.nn as nn
@@ -92,6 +93,41 @@ class Rejections(unittest.TestCase):
                    "Residual body maps [4] to [3]")
         self.check(nn.Linear(4, 2), [4], "torch.nn.Sequential", TypeError)
         self.check(nn.Sequential(nn.Sequential(nn.Linear(4, 2))), [4], "nested nn.Sequential")
+
+    def test_final_softmax_is_refused_with_the_advice_to_drop_it(self):
+        for layer, kind in ((nn.Softmax(dim=1), "Softmax"), (nn.LogSoftmax(dim=1), "LogSoftmax")):
+            with self.subTest(kind=kind):
+                self.check(nn.Sequential(nn.Linear(4, 3), layer), [4],
+                           f"1: {kind} is not supported: drop it")
+                self.check(nn.Sequential(nn.Linear(4, 3), layer), [4],
+                           "applies the softmax itself")
+
+    def test_wrong_input_shape_names_the_shape(self):
+        mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        self.check(mlp, [100], "1: Linear expects 784 input features but receives 100 with "
+                   "input_shape [100]")
+        self.check(nn.Sequential(nn.Linear(784, 10)), [1, 28, 28], "input_shape [1, 28, 28]")
+        cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+        self.check(cnn, [3, 28, 28], "0: Conv2d expects 1 input channels but receives 3")
+        self.check(cnn, [1, 32, 32], "3: Linear expects 2704 input features but receives 3600 "
+                   "with input_shape [1, 32, 32]")
+        self.check(cnn, [1, 2, 2], "0: Conv2d cannot take its input of shape [1, 2, 2]")
+        self.check(cnn, [28, 28], "input_shape [28, 28] must be one sample's shape")
+        self.check(cnn, [0, 28, 28], "without the batch dimension")
+
+    def test_dropout_is_left_out_with_a_warning(self):
+        net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2))
+        with self.assertWarns(relureg.DropoutDropped) as cm:
+            data = export(net, [4])
+        self.assertIn("2: Dropout is left out", str(cm.warning))
+        self.assertIn("eval mode", str(cm.warning))
+        back, arch, meta = load(data)
+        self.assertEqual([l["type"] for l in arch["layers"]], ["linear", "relu", "linear"])
+        x = torch.rand(3, 4, dtype=torch.float64)
+        self.assertTrue(torch.allclose(back(x), net.eval().double()(x), rtol=0, atol=1e-12))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning without Dropout
+            export(nn.Sequential(nn.Identity(), nn.Linear(4, 2)), [4])
 
     def test_num_classes_and_class_names_must_match(self):
         net = nn.Sequential(nn.Linear(4, 3))

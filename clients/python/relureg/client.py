@@ -34,16 +34,22 @@ Errors
     Every answer outside 2xx raises :class:`ProblemError` carrying the RFC 9457 problem
     (``status``, ``type``, ``title``, ``detail``, ``field``). A 503 with ``Retry-After`` (queue
     full, not ready, draining) is retried up to ``retries`` times (default 3), sleeping what
-    ``Retry-After`` says; a 503 ``/problems/timeout`` (the request ran past the daemon's
-    ``--timeout-s``) is not retried -- send such requests with ``wait=False`` instead, async
-    jobs are not bound by that timeout.
+    ``Retry-After`` says; a 503 without it, and a 503 ``/problems/timeout`` (the request ran
+    past the daemon's ``--timeout-s``), are not retried -- send long requests with
+    ``wait=False`` instead, async jobs are not bound by that timeout. The JS client
+    (clients/js/relureg.js) follows the same rule. A daemon that cannot be reached raises
+    ``ConnectionError`` naming the URL; no answer within ``timeout`` raises ``TimeoutError``.
 
 Async jobs
     Every compute method takes ``wait=True``; with ``wait=False`` the request is sent with
     ``"async": true`` and a :class:`Job` is returned at once (``.status()``, ``.wait()``,
     ``.cancel()``). ``robustness(..., progress=callback)`` runs as a job too and calls
-    ``callback(fraction)`` while it waits.
+    ``callback(fraction)`` while it waits. A job that ends ``cancelled`` makes ``wait()`` raise
+    :class:`JobCancelled` (a failed one raises its :class:`ProblemError`); the JS client
+    rejects with its ``JobCancelled`` the same way.
 """
+from __future__ import annotations
+
 import array
 import http.client
 import importlib
@@ -55,13 +61,23 @@ import sys
 import threading
 import time
 import urllib.parse
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 try:
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy is optional
     _np = None
 
-__all__ = ["Client", "Job", "ProblemError", "JobCancelled"]
+__all__ = ["Client", "Job", "ProblemError", "JobCancelled", "Tensor", "Labels", "Doc"]
+
+#: A tensor as the client takes it: nested lists of numbers, a numpy array or a torch tensor.
+Tensor = Any
+#: Integer labels: a list of ints, or a numpy array / torch tensor of integers.
+Labels = Union[Sequence[int], Any]
+#: A JSON document (an answer of the daemon, tensors converted as chosen by ``as_``).
+Doc = Dict[str, Any]
+#: ``"torch"``, ``"numpy"`` or ``"list"``: what the answer's tensors become.
+Format = Optional[str]
 
 BIN = "application/vnd.safetensors"
 _JSON = "application/json"
@@ -115,7 +131,8 @@ class ProblemError(Exception):
     request member at fault); ``type``, ``title``, ``detail``, ``field`` are shortcuts.
     ``headers`` holds the answer's headers (e.g. ``X-Request-Id``)."""
 
-    def __init__(self, status, problem, headers=None):
+    def __init__(self, status: int, problem: Optional[Mapping[str, Any]],
+                 headers: Optional[Mapping[str, str]] = None) -> None:
         self.status = int(status)
         self.problem = dict(problem or {})
         self.headers = dict(headers or {})
@@ -125,7 +142,7 @@ class ProblemError(Exception):
         self.field = self.problem.get("field")
         super().__init__(str(self))
 
-    def __str__(self):
+    def __str__(self) -> str:
         s = f"{self.status} {self.title}"
         if self.detail:
             s += f": {self.detail}"
@@ -137,7 +154,7 @@ class ProblemError(Exception):
 class JobCancelled(Exception):
     """Raised by :meth:`Job.wait` when the job ended cancelled (``job`` is its last status)."""
 
-    def __init__(self, job):
+    def __init__(self, job: Doc) -> None:
         self.job = job
         super().__init__(f"job {job.get('job')} was cancelled")
 
@@ -374,7 +391,7 @@ class Job:
     would be; :meth:`wait` polls until the job ends and returns the result.
     """
 
-    def __init__(self, client, job_id, as_="list"):
+    def __init__(self, client: "Client", job_id: str, as_: str = "list") -> None:
         self.client = client
         self.id = job_id
         self.as_ = as_
@@ -390,20 +407,21 @@ class Job:
         self._last = doc
         return doc
 
-    def status(self):
+    def status(self) -> Doc:
         """The job document now (one ``GET /v1/jobs/{id}``)."""
         return self._doc(self.client._call("GET", f"/v1/jobs/{self.id}"))
 
     @property
-    def progress(self):
+    def progress(self) -> float:
         """The progress seen by the last :meth:`status`/:meth:`wait` poll, in [0, 1]."""
         return self._last.get("progress", 0.0)
 
-    def done(self):
+    def done(self) -> bool:
         """True once the job has ended (done, failed or cancelled); polls once."""
         return self.status()["status"] in ("done", "failed", "cancelled")
 
-    def wait(self, poll=0.2, progress=None, timeout=None):
+    def wait(self, poll: float = 0.2, progress: Optional[Callable[[float], None]] = None,
+             timeout: Optional[float] = None) -> Any:
         """Polls every `poll` seconds until the job ends; returns its result (the answer the
         synchronous request would have given). `progress(fraction)` is called with each new
         progress value seen (and 1.0 at the end). Raises :class:`ProblemError` with the job's
@@ -429,7 +447,7 @@ class Job:
                 raise TimeoutError(f"job {self.id} still {st} after {timeout} s")
             time.sleep(poll)
 
-    def cancel(self):
+    def cancel(self) -> Doc:
         """Asks the daemon to cancel the job (``DELETE /v1/jobs/{id}``); returns the job
         document after the request (a job that already finished keeps its result)."""
         return self._doc(self.client._call("DELETE", f"/v1/jobs/{self.id}"))
@@ -451,8 +469,8 @@ class Client:
     Usable as a context manager; :meth:`close` closes the connection.
     """
 
-    def __init__(self, base_url="http://127.0.0.1:8080", token=None, timeout=300, binary=None,
-                 retries=3):
+    def __init__(self, base_url: str = "http://127.0.0.1:8080", token: Optional[str] = None,
+                 timeout: float = 300, binary: Optional[bool] = None, retries: int = 3) -> None:
         u = urllib.parse.urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"base_url {base_url!r} is not an http(s) URL")
@@ -475,7 +493,7 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Closes the keep-alive connection (a later call opens a new one)."""
         with self._lock:
             if self._conn is not None:
@@ -532,7 +550,16 @@ class Client:
         tries = 0
         while True:
             with self._lock:
-                status, hdrs, data = self._once(method, path, body, h)
+                try:
+                    status, hdrs, data = self._once(method, path, body, h)
+                except TimeoutError as e:
+                    raise TimeoutError(f"{method} {self.base_url}{path}: no answer within "
+                                       f"{self.timeout} s (Client(timeout=...))") from e
+                except OSError as e:  # refused, unknown host, unreachable network
+                    raise ConnectionError(
+                        f"cannot reach reluregd at {self.base_url} ({method} {path}): {e}. Is "
+                        "the daemon running (`make run` or build/reluregd), on that host and "
+                        "port?") from e
             if 200 <= status < 300:
                 return status, hdrs, data
             problem = None
@@ -563,7 +590,7 @@ class Client:
         st, hdrs, data = self._request(method, path, body, h)
         return json.loads(data) if data else None
 
-    def request(self, method, path, doc=None):
+    def request(self, method: str, path: str, doc: Optional[Doc] = None) -> Any:
         """Escape hatch: any route of the API (``path`` starts with ``/``) with a JSON body;
         returns the decoded JSON answer, tensors left as JSON objects."""
         return self._call(method, path, doc)
@@ -623,16 +650,17 @@ class Client:
 
     # ---- models ----
 
-    def models(self):
+    def models(self) -> List[Doc]:
         """The loaded models: a list of ``{"name", "version", "input_shape", "num_classes",
         "parameter_count", "layers", "loaded_at"}``, sorted by name (``GET /v1/models``)."""
         return self._call("GET", "/v1/models")["models"]
 
-    def model(self, name):
+    def model(self, name: str) -> Doc:
         """One model's metadata and architecture (``GET /v1/models/{name}``)."""
         return self._call("GET", self._model_path(name))
 
-    def put_model(self, name, model, input_shape=None, **export_kwargs):
+    def put_model(self, name: str, model: Any, input_shape: Optional[Sequence[int]] = None,
+                  **export_kwargs: Any) -> Doc:
         """Uploads or atomically replaces model `name` (``PUT /v1/models/{name}``).
 
         model: a path to a model file (str or os.PathLike), the file's bytes, or a
@@ -661,16 +689,16 @@ class Client:
                                        {"Content-Type": BIN, "Accept": _JSON})
         return json.loads(body)
 
-    def delete_model(self, name):
+    def delete_model(self, name: str) -> None:
         """Unloads model `name` (``DELETE /v1/models/{name}``; requests in flight finish)."""
         self._request("DELETE", self._model_path(name))
 
-    def weights(self, name):
+    def weights(self, name: str) -> bytes:
         """The model file as uploaded, byte-identical (``GET /v1/models/{name}/weights``);
-        :func:`relureg.load` rebuilds the torch network from it."""
+        ``net, arch, meta = relureg.load(data)`` rebuilds the torch network from it."""
         return self._request("GET", self._model_path(name, "/weights"))[2]
 
-    def ready(self):
+    def ready(self) -> bool:
         """True when the daemon is ready to serve (``GET /v1/health/ready``); False when it
         answers 503 (starting or draining). No retry."""
         try:
@@ -689,7 +717,8 @@ class Client:
     #   **options: further request members, passed as they are (e.g. "seed"); the daemon
     #   answers 422 to members it does not know.
 
-    def predict(self, name, inputs, version=None, *, as_=None, wait=True, **options):
+    def predict(self, name: str, inputs: Tensor, version: Optional[int] = None, *,
+                as_: Format = None, wait: bool = True, **options: Any) -> Any:
         """``POST /v1/models/{name}/predict``: ``logits`` and ``probabilities`` ([B, K]
         tensors), ``predictions`` (B ints) and ``activation_pattern_hash`` (B hex strings: equal
         ⇔ same linear region), plus ``model``, ``version``, ``elapsed_ms``. A single sample
@@ -697,16 +726,19 @@ class Client:
         return self._compute(name, "predict", inputs, dict(options, version=version),
                              as_, wait)
 
-    def jacobian(self, name, inputs, of="logits", version=None, *, as_=None, wait=True,
-                 **options):
+    def jacobian(self, name: str, inputs: Tensor, of: str = "logits",
+                 version: Optional[int] = None, *, as_: Format = None, wait: bool = True,
+                 **options: Any) -> Any:
         """``POST /v1/models/{name}/jacobian``: ``jacobian`` [B, K, ...input_shape] of the
         logits (``of="logits"``) or of the log-probabilities (``of="log_probabilities"``)."""
         return self._compute(name, "jacobian", inputs, dict(options, of=of, version=version),
                              as_, wait)
 
-    def regularizers(self, name, inputs, labels, regularizers=("input_gradient",),
-                     gradients=("inputs", "parameters"), reduction="mean", version=None, *,
-                     as_=None, wait=True, **options):
+    def regularizers(self, name: str, inputs: Tensor, labels: Labels,
+                     regularizers: Iterable[Union[str, Mapping[str, Any]]] = ("input_gradient",),
+                     gradients: Iterable[str] = ("inputs", "parameters"), reduction: str = "mean",
+                     version: Optional[int] = None, *, as_: Format = None, wait: bool = True,
+                     **options: Any) -> Any:
         """``POST /v1/models/{name}/regularizers``: values and gradients of regularizers.
 
         regularizers: entries as in api.md, each a dict (``{"name": "jacobian", "estimator":
@@ -724,8 +756,9 @@ class Client:
                    reduction=reduction, version=version)
         return self._compute(name, "regularizers", inputs, doc, as_, wait)
 
-    def connections(self, name, inputs, labels, h=None, version=None, *, as_=None, wait=True,
-                    **options):
+    def connections(self, name: str, inputs: Tensor, labels: Labels, h: Optional[float] = None,
+                    version: Optional[int] = None, *, as_: Format = None, wait: bool = True,
+                    **options: Any) -> Any:
         """``POST /v1/models/{name}/connections``: per-sample arrays ``jacobian_fro2``,
         ``centered_jacobian_fro2``, ``input_gradient_norm2``, ``input_gradient_bound``,
         ``hessian_trace``, ``hessian_max_eigenvalue``, ``residual_norm2``, ``curvature_fd``,
@@ -734,8 +767,9 @@ class Client:
         return self._compute(name, "connections", inputs,
                              dict(options, labels=labels, h=h, version=version), as_, wait)
 
-    def attack(self, name, inputs, labels, attack="pgd", version=None, *, as_=None, wait=True,
-               **options):
+    def attack(self, name: str, inputs: Tensor, labels: Labels, attack: str = "pgd",
+               version: Optional[int] = None, *, as_: Format = None, wait: bool = True,
+               **options: Any) -> Any:
         """``POST /v1/models/{name}/attacks``: adversarial examples.
 
         attack: ``fgsm``, ``pgd``, ``bim``, ``deepfool``, ``cw_l2``, ``jsma``, ``ead``, ``zoo``,
@@ -751,8 +785,9 @@ class Client:
                              dict(options, attack=attack, labels=labels, version=version),
                              as_, wait)
 
-    def certify(self, name, inputs, labels=None, norm="l2", version=None, *, as_=None,
-                wait=True, **options):
+    def certify(self, name: str, inputs: Tensor, labels: Optional[Labels] = None,
+                norm: str = "l2", version: Optional[int] = None, *, as_: Format = None,
+                wait: bool = True, **options: Any) -> Any:
         """``POST /v1/models/{name}/certify``: the linear-region certificate per sample:
         ``predictions``, ``decision_distance``, ``region_distance``, ``certified_radius`` (min
         of the two; ``None`` = +inf), ``exact``, and ``adversarial`` (a tensor: the class-flipping
@@ -761,8 +796,11 @@ class Client:
         return self._compute(name, "certify", inputs,
                              dict(options, labels=labels, norm=norm, version=version), as_, wait)
 
-    def robustness(self, name, inputs, labels, epsilons, attack=None, norm="linf", wait=True,
-                   progress=None, version=None, *, as_=None, poll=0.2, **options):
+    def robustness(self, name: str, inputs: Tensor, labels: Labels, epsilons: Iterable[float],
+                   attack: Union[None, str, Mapping[str, Any]] = None, norm: str = "linf",
+                   wait: bool = True, progress: Optional[Callable[[float], None]] = None,
+                   version: Optional[int] = None, *, as_: Format = None, poll: float = 0.2,
+                   **options: Any) -> Any:
         """``POST /v1/models/{name}/robustness``: a robustness report over a labelled batch.
 
         epsilons: the radii (in `norm`) to report robust accuracy at.
@@ -784,16 +822,19 @@ class Client:
                    attack=dict(attack), norm=norm, version=version)
         return self._compute(name, "robustness", inputs, doc, as_, wait, progress, poll)
 
-    def job(self, job_id, as_="list"):
+    def job(self, job_id: str, as_: str = "list") -> Job:
         """A :class:`Job` handle for an existing job id (e.g. one sent by another process)."""
         return Job(self, job_id, self._fmt(as_, None))
 
     # ---- datasets ----
 
-    def dataset(self, name="fashion-mnist", split="test", offset=0, limit=16, *, as_=None):
+    def dataset(self, name: str = "fashion-mnist", split: str = "test", offset: int = 0,
+                limit: int = 16, *, as_: Format = None) -> Doc:
         """``GET /v1/datasets/{name}/{split}``: ``images`` (a tensor [n, 1, 28, 28] in [0, 1]),
-        ``labels`` (a list of n ints), ``offset`` and ``class_names``. `limit` is capped at
-        256 by the daemon. `as_` defaults to numpy when numpy is importable, else lists."""
+        ``labels`` (a list of n ints), ``offset`` and ``class_names``. `limit` is at most 256:
+        the daemon answers a larger one with 422 (:class:`ProblemError`, field ``limit``), as
+        it does an `offset` past the split's end. `as_` defaults to numpy when numpy is
+        importable, else lists."""
         fmt = self._fmt(as_ or ("numpy" if _np is not None else "list"), None)
         q = urllib.parse.urlencode({"offset": int(offset), "limit": int(limit)})
         path = (f"/v1/datasets/{urllib.parse.quote(name, safe='')}/"

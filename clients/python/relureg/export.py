@@ -2,13 +2,22 @@
 
 `export` writes a `torch.nn.Sequential` of the layers relureg computes exactly (Linear,
 Conv2d, ReLU, LeakyReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm1d/2d and `Residual`
-blocks; Dropout and Identity are dropped, eval semantics) as one safetensors file whose
-`__metadata__["relureg.architecture"]` describes the network. It refuses, with a message
-naming the module, anything the format cannot express. `load` rebuilds the torch network
-from such a file.
+blocks) as one safetensors file whose `__metadata__["relureg.architecture"]` describes the
+network. relureg computes the network as in eval mode: nn.Identity is dropped silently, and
+nn.Dropout (the identity in eval mode) is dropped with a `DropoutDropped` warning naming it.
+It refuses, with a message naming the module, anything the format cannot express: a final
+Softmax / LogSoftmax is refused with the advice to drop it (relureg works on logits and
+applies the softmax itself), and an `input_shape` the network cannot take is refused naming
+the shape and the module that failed. `load` rebuilds the torch network from such a file and
+returns `(model, architecture, metadata)`.
 """
+from __future__ import annotations
+
 import collections
 import json
+import os
+import warnings
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -17,6 +26,11 @@ from . import safetensors
 
 FORMAT = "relureg/1"
 _DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class DropoutDropped(UserWarning):
+    """Warned by :func:`export` for each nn.Dropout it leaves out (dropout is the identity in
+    eval mode, which is how relureg computes every network)."""
 
 
 class Residual(nn.Module):
@@ -40,16 +54,31 @@ def _pair(v, what, path):
     raise ValueError(f"{path}: {what} {v!r} is not an int or a pair of ints")
 
 
-def _layer(module, path, shape):
+def _layer(module, path, shape, input_shape):
     """The architecture entry of one module given its input shape (without batch), or None
     for a module that is dropped. Raises for anything the format cannot express."""
     kind = type(module).__name__
-    if isinstance(module, (nn.Dropout, nn.Identity)):
+    if isinstance(module, nn.Identity):
         return None
+    if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)):
+        warnings.warn(f"{path}: {kind} is left out of the model file: relureg computes the "
+                      "network in eval mode, where dropout is the identity", DropoutDropped,
+                      stacklevel=4)
+        return None
+    if isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
+        raise ValueError(f"{path}: {kind} is not supported: drop it from the network you export. "
+                         "relureg works on the logits and applies the softmax itself "
+                         "(predict answers probabilities, the regularizers and attacks use "
+                         "softmax cross-entropy), as nn.CrossEntropyLoss does")
     if isinstance(module, nn.Linear):
         if len(shape) != 1:
-            raise ValueError(f"{path}: Linear receives input of shape {list(shape)}; relureg needs "
-                             "a flat input, add nn.Flatten() before it")
+            raise ValueError(f"{path}: Linear receives input of shape {list(shape)} (input_shape "
+                             f"{input_shape}); relureg needs a flat input, add nn.Flatten() "
+                             "before it")
+        if shape[0] != module.in_features:
+            raise ValueError(f"{path}: Linear expects {module.in_features} input features but "
+                             f"receives {shape[0]} with input_shape {input_shape}; input_shape is "
+                             "one sample's shape without the batch dimension")
         return {"type": "linear", "name": path, "in_features": module.in_features,
                 "out_features": module.out_features, "bias": module.bias is not None}
     if isinstance(module, nn.Conv2d):
@@ -65,6 +94,11 @@ def _layer(module, path, shape):
             raise ValueError(f"{path}: Conv2d groups={module.groups} is not supported")
         if len(shape) != 3:
             raise ValueError(f"{path}: Conv2d needs a [C, H, W] input, gets {list(shape)}")
+        if shape[0] != module.in_channels:
+            raise ValueError(f"{path}: Conv2d expects {module.in_channels} input channels but "
+                             f"receives {shape[0]} (shape {list(shape)}) with input_shape "
+                             f"{input_shape}; input_shape is one sample's [C, H, W] without the "
+                             "batch dimension")
         return {"type": "conv2d", "name": path, "in_channels": module.in_channels,
                 "out_channels": module.out_channels,
                 "kernel_size": _pair(module.kernel_size, "kernel_size", path),
@@ -111,14 +145,14 @@ def _layer(module, path, shape):
                      "Dropout, Identity)")
 
 
-def _layers(seq, prefix, x):
+def _layers(seq, prefix, x, input_shape):
     """Architecture entries of an nn.Sequential fed with x (a [1, ...] tensor); returns
     (entries, output)."""
     out = []
     for key, module in seq.named_children():
         path = f"{prefix}{key}"
         if isinstance(module, Residual):
-            inner, y = _layers(module.body, f"{path}.body.", x)
+            inner, y = _layers(module.body, f"{path}.body.", x, input_shape)
             if y.shape != x.shape:
                 raise ValueError(f"{path}: Residual body maps {list(x.shape[1:])} to "
                                  f"{list(y.shape[1:])}; the shapes must match")
@@ -129,27 +163,38 @@ def _layers(seq, prefix, x):
             continue
         if isinstance(module, nn.Sequential):
             raise ValueError(f"{path}: nested nn.Sequential is not supported outside Residual")
-        entry = _layer(module, path, tuple(x.shape[1:]))
-        x = module(x)
+        entry = _layer(module, path, tuple(x.shape[1:]), input_shape)
+        try:
+            x = module(x)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: {type(module).__name__} cannot take its input of shape "
+                             f"{list(x.shape[1:])} (per sample) given input_shape "
+                             f"{input_shape}: {str(e).splitlines()[0]}. input_shape is one "
+                             "sample's shape without the batch dimension, e.g. [784] or "
+                             "[1, 28, 28]") from None
         if entry is not None:
             out.append(entry)
     return out, x
 
 
-def architecture(model, input_shape, *, num_classes=None, input_range=None, class_names=None):
+def architecture(model: nn.Sequential, input_shape: Sequence[int], *,
+                 num_classes: Optional[int] = None,
+                 input_range: Optional[Sequence[float]] = None,
+                 class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The architecture document (a dict) of `model` for inputs of `input_shape`."""
     if not isinstance(model, nn.Sequential):
         raise TypeError("export needs a torch.nn.Sequential")
     input_shape = [int(d) for d in input_shape]
-    if len(input_shape) not in (1, 3):
-        raise ValueError(f"input_shape {input_shape} must be [d] or [C, H, W]")
+    if len(input_shape) not in (1, 3) or min(input_shape) < 1:
+        raise ValueError(f"input_shape {input_shape} must be one sample's shape without the "
+                         "batch dimension: [d] or [C, H, W], e.g. [784] or [1, 28, 28]")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             p = next(model.parameters(), None)
             dt = p.dtype if p is not None else torch.float32
-            layers, y = _layers(model, "", torch.zeros([1] + input_shape, dtype=dt))
+            layers, y = _layers(model, "", torch.zeros([1] + input_shape, dtype=dt), input_shape)
     finally:
         model.train(was_training)
     if y.dim() != 2:
@@ -172,12 +217,19 @@ def architecture(model, input_shape, *, num_classes=None, input_range=None, clas
     return arch
 
 
-def export(model, input_shape, path=None, *, num_classes=None, input_range=None,
-           class_names=None, metadata=None, dtype="F32"):
+def export(model: nn.Sequential, input_shape: Sequence[int],
+           path: Union[None, str, os.PathLike] = None, *, num_classes: Optional[int] = None,
+           input_range: Optional[Sequence[float]] = None,
+           class_names: Optional[Sequence[str]] = None,
+           metadata: Optional[Mapping[str, str]] = None, dtype: str = "F32") -> bytes:
     """Writes `model` as a relureg model file; returns the bytes (and writes `path` if given).
 
-    dtype: "F32" (default), "F64", "F16" or "BF16" for the weights; batchnorm's
-    num_batches_tracked stays int64. metadata: extra string entries for __metadata__.
+    input_shape: one sample's shape without the batch dimension ([784], [1, 28, 28]).
+    input_range: [low, high], the box valid inputs live in; attacks clip to it and the daemon
+      refuses an epsilon larger than the box. dtype: "F32" (default), "F64", "F16" or "BF16"
+      for the weights; batchnorm's num_batches_tracked stays int64. metadata: extra string
+      entries for __metadata__. nn.Dropout is left out with a :class:`DropoutDropped` warning;
+      a Softmax layer is refused (relureg applies the softmax itself).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
@@ -268,7 +320,9 @@ def _build(entries, shape, prefix=""):
     return nn.Sequential(mods)
 
 
-def load(data_or_path, dtype=torch.float64):
+def load(data_or_path: Union[bytes, bytearray, memoryview, str, os.PathLike],
+         dtype: torch.dtype = torch.float64
+         ) -> Tuple[nn.Sequential, Dict[str, Any], Dict[str, str]]:
     """Rebuilds the torch network of a relureg model file (bytes or a path), in eval mode and
     in `dtype`; returns (model, architecture dict, metadata dict)."""
     if isinstance(data_or_path, (bytes, bytearray, memoryview)):
