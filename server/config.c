@@ -21,6 +21,17 @@ static const char *usage =
     "                                        reports and async jobs go to the batch lane (500)\n"
     "  --queue-max Q     RELUREG_QUEUE_MAX   compute tasks queued at most (4096); admission\n"
     "                                        is by deadline, this bounds memory\n"
+    "  --max-conns N     RELUREG_MAX_CONNS   open connections at most (4096); near it the\n"
+    "                                        oldest ones waiting for headers are closed\n"
+    "  --max-conns-per-ip N RELUREG_MAX_CONNS_PER_IP  per client address (512)\n"
+    "  --header-timeout-s T RELUREG_HEADER_TIMEOUT_S  a request's headers must arrive within\n"
+    "                                        T s of connecting or of the previous answer (10)\n"
+    "  --min-rate-kbs R  RELUREG_MIN_RATE_KBS  slowest body upload and answer download, KiB/s\n"
+    "                                        after T s of grace (16)\n"
+    "  --jobs-max N      RELUREG_JOBS_MAX    async jobs held (1024)\n"
+    "  --jobs-per-client N RELUREG_JOBS_PER_CLIENT  unfinished jobs per client address (64)\n"
+    "  --jobs-max-mb M   RELUREG_JOBS_MAX_MB finished job answers held, MiB (1024); beyond it\n"
+    "                                        the oldest of the client holding most are evicted\n"
     "  --models-dir D    RELUREG_MODELS_DIR  load every *.safetensors in D at start\n"
     "  --token-file F    RELUREG_TOKEN_FILE  bearer token required for PUT/DELETE of models\n"
     "  --cors-origin O   RELUREG_CORS_ORIGIN allowed browser origin (CORS)\n"
@@ -125,6 +136,34 @@ static int apply(rrd_config *cfg, const char *name, const char *v)
         if ((rc = set_long(&x, v, 1, 86400000, "--long-ms")))
             return rc;
         cfg->long_ms = (double)x;
+    } else if (strcmp(name, "max-conns") == 0) {
+        if ((rc = set_long(&x, v, 16, 1 << 20, "--max-conns")))
+            return rc;
+        cfg->max_conns = (int)x;
+    } else if (strcmp(name, "max-conns-per-ip") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 20, "--max-conns-per-ip")))
+            return rc;
+        cfg->max_conns_per_ip = (int)x;
+    } else if (strcmp(name, "header-timeout-s") == 0) {
+        if ((rc = set_long(&x, v, 1, 3600, "--header-timeout-s")))
+            return rc;
+        cfg->header_timeout_s = (double)x;
+    } else if (strcmp(name, "min-rate-kbs") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 20, "--min-rate-kbs")))
+            return rc;
+        cfg->min_rate_kbs = (double)x;
+    } else if (strcmp(name, "jobs-max") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 20, "--jobs-max")))
+            return rc;
+        cfg->jobs_max = (size_t)x;
+    } else if (strcmp(name, "jobs-per-client") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 20, "--jobs-per-client")))
+            return rc;
+        cfg->jobs_per_client = (size_t)x;
+    } else if (strcmp(name, "jobs-max-mb") == 0) {
+        if ((rc = set_long(&x, v, 1, 1 << 24, "--jobs-max-mb")))
+            return rc;
+        cfg->jobs_max_bytes = (size_t)x << 20;
     } else if (strcmp(name, "queue-max") == 0) {
         if ((rc = set_long(&x, v, 1, 1 << 20, "--queue-max")))
             return rc;
@@ -182,6 +221,13 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
     cfg->inline_us = 100;
     cfg->long_ms = 500;
     cfg->queue_max = 4096;
+    cfg->max_conns = 4096;
+    cfg->max_conns_per_ip = 512;
+    cfg->header_timeout_s = 10;
+    cfg->min_rate_kbs = 16;
+    cfg->jobs_max = 1024;
+    cfg->jobs_per_client = 64;
+    cfg->jobs_max_bytes = (size_t)1024 << 20;
     cfg->max_body = (size_t)64 << 20;
     cfg->max_batch = 4096;
     cfg->max_steps = 10000;
@@ -199,6 +245,13 @@ int rrd_config_parse(rrd_config *cfg, int argc, char **argv)
                 {"inline-us", "RELUREG_INLINE_US"},
                 {"long-ms", "RELUREG_LONG_MS"},
                 {"queue-max", "RELUREG_QUEUE_MAX"},
+                {"max-conns", "RELUREG_MAX_CONNS"},
+                {"max-conns-per-ip", "RELUREG_MAX_CONNS_PER_IP"},
+                {"header-timeout-s", "RELUREG_HEADER_TIMEOUT_S"},
+                {"min-rate-kbs", "RELUREG_MIN_RATE_KBS"},
+                {"jobs-max", "RELUREG_JOBS_MAX"},
+                {"jobs-per-client", "RELUREG_JOBS_PER_CLIENT"},
+                {"jobs-max-mb", "RELUREG_JOBS_MAX_MB"},
                 {"models-dir", "RELUREG_MODELS_DIR"},
                 {"token-file", "RELUREG_TOKEN_FILE"},
                 {"cors-origin", "RELUREG_CORS_ORIGIN"},

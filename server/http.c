@@ -3,6 +3,7 @@
 // and one access-log line per request in the request-completed callback.
 #include "http.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <math.h>
 #include <stddef.h>
@@ -176,6 +177,10 @@ static void sync_drop(rrd_work *wk, bool stopping)
     MHD_resume_connection(r->conn);
 }
 
+// Set by rrd_submit when it queued the request: read by route_run on the same thread, which
+// must then not touch the request (a worker may already have answered and freed it).
+static _Thread_local bool submitted;
+
 void rrd_submit(rrd_request *r, rrd_task *t)
 {
     rrd_server *s = r->srv;
@@ -188,24 +193,32 @@ void rrd_submit(rrd_request *r, rrd_task *t)
     // loaded machine (preemption, a cold workspace) must not push the tiniest requests onto
     // the hand-off they are too small for.
     if (t->lane == RRD_LANE_INTERACTIVE && t->cost.raw_s * 1e6 <= s->cfg.inline_us) {
-        rrd_worker *w = rrd_worker_inline();
+        rrd_worker *w = r->parse_worker ? r->parse_worker : rrd_worker_inline();
         if (w != NULL) {
-            r->inline_run = true;
+            r->inline_run = r->parse_worker == NULL;
             compute(r, t, w);
             r->responded = true;
             return;
         }
     }
-    // Suspend before queueing, so that a fast worker cannot resume first.
+    // Suspend before queueing, so that a fast worker cannot resume first (a request parsed
+    // on a worker is suspended already).
+    const bool was_suspended = r->suspended;
     r->work = (rrd_work){sync_run, sync_drop};
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    if (!was_suspended) {
+        MHD_suspend_connection(r->conn);
+        r->suspended = true;
+    }
     double wait = 0;
     bool full = false;
-    if (rrd_pool_submit(s->pool, &r->work, t->lane, t->cost.cost_s, r->deadline, &wait, &full))
+    if (rrd_pool_submit(s->pool, &r->work, t->lane, t->cost.cost_s, r->deadline, &wait, &full)) {
+        submitted = true; // from here on another worker owns the request
         return;
-    r->suspended = false;
-    MHD_resume_connection(r->conn);
+    }
+    if (!was_suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+    }
     if (full)
         rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
                     "the compute queue is full; retry in about %.1f s (the estimated wait)", wait);
@@ -264,6 +277,7 @@ static enum MHD_Result queue(rrd_server *s, rrd_request *r)
     }
     if (resp == NULL)
         return MHD_NO;
+    rrd_conns_phase(s->conns, r->conn, RRD_CONN_SEND, r->out.len);
     add_headers(s, r, resp);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->out.status, resp);
     MHD_destroy_response(resp);
@@ -280,6 +294,59 @@ static void preflight(rrd_server *s, rrd_request *r)
                        "Inference-Header-Content-Length");
         rrd_add_header(r, "Access-Control-Max-Age", "600");
     }
+}
+
+// Request bodies larger than this are parsed (and validated) on a worker, not on the I/O
+// thread: parsing JSON runs at a few hundred MB/s, so a 64 KiB body is about the cost of the
+// hand-off, and an 8 MB one would stall every other connection of that thread for 30 ms.
+#define PARSE_INLINE_MAX (64 * 1024)
+
+// The route handler on a parser thread (for a large body; its own small pool, so that reading
+// a request never waits behind computations): it answers at once (an error, an inline
+// computation, 202 for a job) or queues the computation, which then answers.
+static void route_run(rrd_work *wk, rrd_worker *w)
+{
+    rrd_request *r = (rrd_request *)((char *)wk - offsetof(rrd_request, work));
+    r->parse_worker = w;
+    submitted = false;
+    r->route->fn(r);
+    if (submitted)
+        return; // the computation is queued: its worker answers
+    r->parse_worker = NULL;
+    r->responded = true;
+    MHD_resume_connection(r->conn);
+}
+
+static void route_drop(rrd_work *wk, bool stopping)
+{
+    rrd_request *r = (rrd_request *)((char *)wk - offsetof(rrd_request, work));
+    rrd_problem_out(&r->out, stopping ? RRD_P_UNAVAILABLE : RRD_P_TIMEOUT, NULL,
+                    stopping ? "the server is shutting down; the request was not read"
+                             : "the request waited past its deadline to be read");
+    r->out.retry_after = 1;
+    r->responded = true;
+    MHD_resume_connection(r->conn);
+}
+
+static void offload(rrd_server *s, rrd_request *r)
+{
+    r->work = (rrd_work){route_run, route_drop};
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    double wait = 0;
+    bool full = false;
+    const double cost = 20e-6 + (double)r->body_len / 300e6;
+    if (rrd_pool_submit(s->parsers, &r->work, RRD_LANE_INTERACTIVE, cost, r->deadline, &wait,
+                        &full))
+        return;
+    r->suspended = false;
+    MHD_resume_connection(r->conn);
+    rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
+                full ? "the compute queue is full; retry in about %.1f s"
+                     : "this request would wait about %.1f s for a worker to read it, past its "
+                       "deadline",
+                wait);
+    r->out.retry_after = wait < 1.5 ? 1 : (int)lround(wait);
 }
 
 static void dispatch(rrd_server *s, rrd_request *r)
@@ -308,6 +375,10 @@ static void dispatch(rrd_server *s, rrd_request *r)
         }
         return;
     }
+    if (r->body_len > PARSE_INLINE_MAX) {
+        offload(s, r);
+        return;
+    }
     r->route->fn(r);
 }
 
@@ -332,11 +403,25 @@ static void request_id(rrd_request *r)
              (unsigned long)time(NULL), atomic_fetch_add(&counter, 1) + 1);
 }
 
+static void client_address(rrd_request *r)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = i ? i->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client,
+                  sizeof r->client);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
+                  sizeof r->client);
+    else
+        snprintf(r->client, sizeof r->client, "unknown");
+}
+
 enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *upload,
                                 size_t *upload_size, void **con_cls)
 {
-    (void)version;
     rrd_server *s = cls;
     rrd_request *r = *con_cls;
     if (r == NULL) {
@@ -350,10 +435,18 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
         r->deadline = r->t0 + s->cfg.timeout_s;
         snprintf(r->method, sizeof r->method, "%s", method);
         request_id(r);
+        client_address(r);
         r->content_type = header(conn, "Content-Type");
         r->accept = header(conn, "Accept");
         atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
+        rrd_conns_phase(s->conns, conn, RRD_CONN_BODY, 0);
+        // RFC 9112 3.2: an HTTP/1.1 request without Host is answered 400.
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && header(conn, "Host") == NULL) {
+            rrd_problem(r, RRD_P_BAD_REQUEST, "Host",
+                        "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)");
+            return queue(s, r);
+        }
         // A declared length over the limit is refused before reading the body.
         const char *cl = header(conn, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body) {
@@ -366,6 +459,7 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
+        rrd_conns_received(s->conns, conn, n);
         if (r->too_large || r->responded)
             return MHD_YES; // discard what follows a refusal
         if (r->body_len + n > s->cfg.max_body) {
@@ -395,6 +489,7 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
         return queue(s, r);
     }
     if (!r->responded) {
+        rrd_conns_phase(s->conns, conn, RRD_CONN_COMPUTE, 0);
         dispatch(s, r);
         // Once suspended, the request belongs to a worker until it resumes the connection:
         // read nothing of it here.
@@ -407,11 +502,12 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
 void rrd_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                         enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     rrd_server *s = cls;
     rrd_request *r = *con_cls;
     if (r == NULL)
         return;
+    // Idle until the next request's headers (which must come within --header-timeout-s).
+    rrd_conns_phase(s->conns, conn, RRD_CONN_HEADERS, 0);
     const double dt = rrd_now() - r->t0;
     const int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->out.status : 0;
     const char *route = r->route ? r->route->name : "unmatched";

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,8 +84,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "reluregd: %s\n", err.msg);
         return 1;
     }
-    // The cost model's rates, measured on this machine before serving (about 50 ms).
-    rrd_cost_calibrate(s->cfg.threads);
     // jansson hashes with a random seed; set it once before any thread starts.
     json_object_seed(0);
 
@@ -97,11 +96,20 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
+    // The cost model's rates, measured on this machine before serving (about 50 ms). After
+    // the signal mask: the OpenMP threads it starts must not take SIGTERM.
+    rrd_cost_calibrate(s->cfg.threads);
+
     s->models = rrd_registry_new();
     s->metrics = rrd_metrics_new();
-    s->jobs = rrd_jobs_new(1024, s->cfg.instance);
+    const rrd_jobs_config jc = {.max = s->cfg.jobs_max,
+                                .per_client = s->cfg.jobs_per_client,
+                                .budget = s->cfg.jobs_max_bytes,
+                                .instance = s->cfg.instance};
+    s->jobs = rrd_jobs_new(&jc);
     s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, s->cfg.queue_max);
-    if (!s->models || !s->metrics || !s->jobs || !s->pool) {
+    s->parsers = rrd_pool_new(2, 2, s->cfg.queue_max);
+    if (!s->models || !s->metrics || !s->jobs || !s->pool || !s->parsers) {
         fprintf(stderr, "reluregd: out of memory at start-up\n");
         return 1;
     }
@@ -112,7 +120,10 @@ int main(int argc, char **argv)
     struct sockaddr_in6 addr6 = {.sin6_family = AF_INET6,
                                  .sin6_port = htons((uint16_t)s->cfg.port)};
     const struct sockaddr *sa;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    // poll(2), level-triggered: libmicrohttpd 0.9.75's epoll mode does not notice a client that
+    // sent its headers and closed at once (the end of stream came with the data, and its
+    // edge-triggered loop never reads again), which held a slot for the inactivity timeout.
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (inet_pton(AF_INET, s->cfg.host, &addr4.sin_addr) == 1) {
         sa = (const struct sockaddr *)&addr4;
     } else if (inet_pton(AF_INET6, s->cfg.host, &addr6.sin6_addr) == 1) {
@@ -123,11 +134,32 @@ int main(int argc, char **argv)
                 s->cfg.host);
         return 2;
     }
+    // Descriptors: as many as the hard limit allows; connections within them.
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    unsigned max_conns = (unsigned)s->cfg.max_conns;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < (rlim_t)max_conns + 128)
+        max_conns = nofile.rlim_cur > 256 ? (unsigned)nofile.rlim_cur - 128 : 128;
+    const rrd_conns_config cc = {.header_timeout_s = s->cfg.header_timeout_s,
+                                 .min_rate = s->cfg.min_rate_kbs * 1024,
+                                 .max_conns = max_conns};
+    s->conns = rrd_conns_new(&cc);
+    if (s->conns == NULL) {
+        fprintf(stderr, "reluregd: out of memory at start-up\n");
+        return 1;
+    }
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)s->cfg.port, NULL, NULL, rrd_http_access, s, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-        MHD_OPTION_NOTIFY_COMPLETED, rrd_http_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)128 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(3 * s->cfg.header_timeout_s), MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conns_per_ip,
+        MHD_OPTION_NOTIFY_CONNECTION, rrd_conns_notify, s->conns, MHD_OPTION_NOTIFY_COMPLETED,
+        rrd_http_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)128 * 1024,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
     if (s->mhd == NULL) {
         fprintf(stderr, "reluregd: cannot listen on %s:%d: %s\n", s->cfg.host, s->cfg.port,
                 strerror(errno));
@@ -161,7 +193,7 @@ int main(int argc, char **argv)
     // What has not started never will: queued requests are answered 503, queued jobs end
     // cancelled. Running ones get --drain-grace-s more to finish, then are cancelled (the
     // library polls for that between chunks), and the rest is bounded by a few seconds.
-    const size_t dropped = rrd_pool_drop_queued(s->pool);
+    const size_t dropped = rrd_pool_drop_queued(s->parsers) + rrd_pool_drop_queued(s->pool);
     double until = rrd_now() + s->cfg.drain_grace_s;
     while (atomic_load(&s->inflight) > 0 && rrd_now() < until)
         nanosleep(&tick, NULL);
@@ -174,6 +206,8 @@ int main(int argc, char **argv)
     MHD_stop_daemon(s->mhd);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
+    rrd_conns_free(s->conns);
+    rrd_pool_free(s->parsers);
     rrd_pool_free(s->pool);
     rrd_jobs_free(s->jobs);
     rrd_registry_free(s->models);

@@ -122,8 +122,9 @@ static void put_v(void *ctx, const char *fmt, ...)
     put(s, "%s", line);
 }
 
-char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps, size_t models,
-                         size_t jobs, size_t *len)
+char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
+                         const rrd_conns_stats *cs, const rrd_jobs_stats *js, size_t models,
+                         size_t *len)
 {
     sbuf s = {0};
     pthread_mutex_lock(&m->mu);
@@ -202,7 +203,25 @@ char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
     put(&s,
         "# HELP relureg_jobs Async jobs held (any status).\n"
         "# TYPE relureg_jobs gauge\nrelureg_jobs %zu\n",
-        jobs);
+        js->held);
+    put(&s,
+        "# HELP relureg_jobs_answer_bytes Bytes of finished job answers held (--jobs-max-mb).\n"
+        "# TYPE relureg_jobs_answer_bytes gauge\nrelureg_jobs_answer_bytes %zu\n"
+        "# HELP relureg_jobs_evicted_total Finished job answers evicted to stay in budget.\n"
+        "# TYPE relureg_jobs_evicted_total counter\nrelureg_jobs_evicted_total %llu\n",
+        js->bytes, js->evicted);
+    put(&s,
+        "# HELP relureg_connections Open client connections.\n"
+        "# TYPE relureg_connections gauge\nrelureg_connections %zu\n"
+        "# HELP relureg_connections_closed_total Connections closed by the server: headers "
+        "too slow (or idle too long), body too slow, answer read too slow, or the oldest "
+        "waiting for headers when near --max-conns.\n"
+        "# TYPE relureg_connections_closed_total counter\n"
+        "relureg_connections_closed_total{reason=\"headers\"} %llu\n"
+        "relureg_connections_closed_total{reason=\"body\"} %llu\n"
+        "relureg_connections_closed_total{reason=\"send\"} %llu\n"
+        "relureg_connections_closed_total{reason=\"full\"} %llu\n",
+        cs->open, cs->closed_header, cs->closed_body, cs->closed_send, cs->closed_full);
     *len = s.len;
     return s.p;
 }

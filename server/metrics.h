@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "conns.h"
+#include "jobs.h"
 #include "pool.h"
 
 typedef struct rrd_metrics rrd_metrics;
@@ -17,7 +19,8 @@ void rrd_metrics_request(rrd_metrics *m, const char *route, int status, double s
                          size_t bytes_in, size_t bytes_out);
 // The exposition text (malloc'd) with the gauges given by the caller, the scheduler's figures
 // and the cost model's (cost.h).
-char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps, size_t models,
-                         size_t jobs, size_t *len);
+char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
+                         const rrd_conns_stats *cs, const rrd_jobs_stats *js, size_t models,
+                         size_t *len);
 
 #endif

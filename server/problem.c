@@ -26,6 +26,8 @@ static const struct {
     [RRD_P_QUEUE_FULL] = {503, "/problems/queue-full", "Compute queue full"},
     [RRD_P_TIMEOUT] = {503, "/problems/timeout", "Computation timed out"},
     [RRD_P_INTERNAL] = {500, "/problems/internal", "Internal error"},
+    [RRD_P_BAD_REQUEST] = {400, "/problems/bad-request", "Bad request"},
+    [RRD_P_GONE] = {410, "/problems/result-evicted", "Job result evicted"},
 };
 
 int rrd_problem_status(rrd_problem_kind k)

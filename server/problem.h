@@ -22,7 +22,9 @@ typedef enum rrd_problem_kind {
     RRD_P_UNAVAILABLE,  // 503 /problems/unavailable (not ready, draining, out of memory)
     RRD_P_QUEUE_FULL,   // 503 /problems/queue-full
     RRD_P_TIMEOUT,      // 503 /problems/timeout
-    RRD_P_INTERNAL      // 500 /problems/internal (a bug)
+    RRD_P_INTERNAL,     // 500 /problems/internal (a bug)
+    RRD_P_BAD_REQUEST,  // 400 /problems/bad-request (the HTTP request itself, e.g. no Host)
+    RRD_P_GONE,         // 410 /problems/result-evicted (a job's answer, past --jobs-max-mb)
 } rrd_problem_kind;
 
 int rrd_problem_status(rrd_problem_kind k);

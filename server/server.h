@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "conns.h"
 #include "cost.h"
 #include "pool.h"
 #include "relureg.h"
@@ -82,6 +83,7 @@ typedef struct rrd_request {
     const rrd_route *route; // NULL until routed
     char params[3][128];    // path parameters in pattern order
     char request_id[80];
+    char client[64]; // the client's address (jobs are shared fairly between addresses)
     const char *content_type, *accept; // borrowed from MHD, valid during the request
     uint8_t *body;                     // the request body (owned), body_len bytes, NUL-terminated
     size_t body_len, body_cap;
@@ -99,6 +101,7 @@ typedef struct rrd_request {
     rrd_task *task;  // submitted synchronous task, freed with the request
     rrd_work work;   // the task's hand-off to the pool
     bool inline_run; // computed on the I/O thread
+    rrd_worker *parse_worker; // the worker running the route handler (large bodies), or NULL
 } rrd_request;
 
 struct rrd_server {
@@ -106,8 +109,10 @@ struct rrd_server {
     struct MHD_Daemon *mhd;
     rrd_registry *models;
     rrd_pool *pool;
+    rrd_pool *parsers; // two threads that parse large request bodies (http.c)
     rrd_jobs *jobs;
     rrd_metrics *metrics;
+    rrd_conns *conns;    // connection phases and their deadlines (conns.h)
     atomic_bool ready;   // false while starting and draining
     atomic_int inflight; // requests between first byte and completion
     int port;            // the bound port

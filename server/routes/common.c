@@ -243,9 +243,18 @@ void rrd_compute_dispatch(rrd_request *r, rrd_compute *c)
     if (c->base.cost.cls[0] == '\0')
         rrd_task_estimate(r->srv, &c->base, r->route ? r->route->name : "other", 1, c->B);
     if (json_is_true(json_object_get(c->doc.root, "async"))) {
-        rrd_job *job = rrd_jobs_submit(r->srv->jobs, r->srv->pool, &c->base);
+        rrd_jobs_refusal why;
+        rrd_job *job = rrd_jobs_submit(r->srv->jobs, r->srv->pool, &c->base, r->client, &why);
         if (job == NULL) {
-            rrd_problem(r, RRD_P_QUEUE_FULL, NULL, "the job table or the compute queue is full");
+            if (why == RRD_JOBS_CLIENT)
+                rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
+                            "this client (%s) has %zu jobs queued or running, the most one "
+                            "client may have (--jobs-per-client); retry when one finishes",
+                            r->client, r->srv->cfg.jobs_per_client);
+            else
+                rrd_problem(r, RRD_P_QUEUE_FULL, NULL,
+                            "the job table is full of unfinished jobs or the compute queue is "
+                            "full; retry shortly");
             r->out.retry_after = 1;
             return;
         }

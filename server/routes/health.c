@@ -26,9 +26,13 @@ void rrd_route_metrics(rrd_request *r)
     rrd_server *s = r->srv;
     size_t len = 0;
     rrd_pool_stats ps;
+    rrd_conns_stats cs;
+    rrd_jobs_stats js;
     rrd_pool_stats_get(s->pool, &ps);
-    char *text = rrd_metrics_render(s->metrics, atomic_load(&s->inflight), &ps,
-                                    rrd_registry_count(s->models), rrd_jobs_count(s->jobs), &len);
+    rrd_conns_stats_get(s->conns, &cs);
+    rrd_jobs_stats_get(s->jobs, &js);
+    char *text = rrd_metrics_render(s->metrics, atomic_load(&s->inflight), &ps, &cs, &js,
+                                    rrd_registry_count(s->models), &len);
     if (text == NULL) {
         rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
         return;

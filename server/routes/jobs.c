@@ -9,8 +9,7 @@ void rrd_route_job_get(rrd_request *r)
         rrd_problem(r, RRD_P_NOT_FOUND, "id", "no job '%.100s' on this replica", r->params[0]);
         return;
     }
-    rrd_respond_json(r, 200, rrd_job_json(job));
-    rrd_job_release(job);
+    rrd_job_respond(r, job);
 }
 
 void rrd_route_job_delete(rrd_request *r)
