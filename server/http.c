@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "jobs.h"
@@ -445,6 +446,16 @@ enum MHD_Result rrd_http_access(void *cls, struct MHD_Connection *conn, const ch
         if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && header(conn, "Host") == NULL) {
             rrd_problem(r, RRD_P_BAD_REQUEST, "Host",
                         "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)");
+            return queue(s, r);
+        }
+        // RFC 9112 6.1: a transfer coding the server does not understand is 501 (MHD would
+        // otherwise wait for a body it cannot delimit).
+        const char *te = header(conn, "Transfer-Encoding");
+        if (te && strcasecmp(te, "chunked") != 0) {
+            rrd_problem(r, RRD_P_NOT_IMPLEMENTED, "Transfer-Encoding",
+                        "transfer coding '%.40s' is not supported: send the body as is, with "
+                        "Content-Length, or chunked",
+                        te);
             return queue(s, r);
         }
         // A declared length over the limit is refused before reading the body.

@@ -28,6 +28,7 @@ static const struct {
     [RRD_P_INTERNAL] = {500, "/problems/internal", "Internal error"},
     [RRD_P_BAD_REQUEST] = {400, "/problems/bad-request", "Bad request"},
     [RRD_P_GONE] = {410, "/problems/result-evicted", "Job result evicted"},
+    [RRD_P_NOT_IMPLEMENTED] = {501, "/problems/not-implemented", "Not implemented"},
 };
 
 int rrd_problem_status(rrd_problem_kind k)

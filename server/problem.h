@@ -25,6 +25,7 @@ typedef enum rrd_problem_kind {
     RRD_P_INTERNAL,     // 500 /problems/internal (a bug)
     RRD_P_BAD_REQUEST,  // 400 /problems/bad-request (the HTTP request itself, e.g. no Host)
     RRD_P_GONE,         // 410 /problems/result-evicted (a job's answer, past --jobs-max-mb)
+    RRD_P_NOT_IMPLEMENTED, // 501 /problems/not-implemented (e.g. a transfer coding)
 } rrd_problem_kind;
 
 int rrd_problem_status(rrd_problem_kind k);
