@@ -147,7 +147,7 @@ static void put_run(rrd_task *t, rrd_worker *w, rrd_out *out)
     put_task *p = (put_task *)t;
     rr_model *m = NULL;
     rr_error err = {0};
-    rr_status st = rr_model_load(p->bytes, p->len, &m, &err);
+    rr_status st = rrd_model_load(p->bytes, p->len, &m, &err);
     if (st != RR_OK) {
         rrd_problem_from(out, st, &err);
         return;
