@@ -79,16 +79,38 @@ static int read_token(rrd_config *cfg, const char *path)
         fprintf(stderr, "reluregd: cannot read token file %s: %s\n", path, strerror(errno));
         return 2;
     }
-    char buf[256] = "";
-    if (fgets(buf, sizeof buf, f) == NULL)
-        buf[0] = '\0';
+    // The first line, whole: a token longer than the buffer or holding a NUL byte is refused,
+    // never cut short (a cut token would accept every token sharing its prefix).
+    char buf[sizeof cfg->token];
+    size_t n = 0;
+    bool nul = false;
+    int c;
+    while ((c = getc(f)) != EOF && c != '\n') {
+        nul = nul || c == '\0';
+        if (n < sizeof buf)
+            buf[n] = (char)c;
+        n++;
+    }
     fclose(f);
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (buf[0] == '\0') {
+    if (n > 0 && n <= sizeof buf && buf[n - 1] == '\r')
+        n--;
+    if (n == 0) {
         fprintf(stderr, "reluregd: token file %s is empty\n", path);
         return 2;
     }
-    strcpy(cfg->token, buf);
+    if (n >= sizeof buf) {
+        fprintf(stderr,
+                "reluregd: token file %s holds a token of %zu bytes, longer than the "
+                "%zu this server accepts\n",
+                path, n, sizeof buf - 1);
+        return 2;
+    }
+    if (nul) {
+        fprintf(stderr, "reluregd: token file %s holds a NUL byte in its token\n", path);
+        return 2;
+    }
+    buf[n] = '\0';
+    memcpy(cfg->token, buf, n + 1);
     return 0;
 }
 

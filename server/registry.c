@@ -200,3 +200,29 @@ bool rrd_valid_model_name(const char *name)
     }
     return true;
 }
+
+rr_status rrd_model_load(const uint8_t *bytes, size_t len, rr_model **out, rr_error *err)
+{
+    rr_model *m = NULL;
+    rr_status st = rr_model_load(bytes, len, &m, err);
+    if (st != RR_OK)
+        return st;
+    // Requests plan their workspace with the default budget (pool.c): a model whose single
+    // sample needs more could only ever answer 503, a permanent fault dressed as a retryable
+    // one, so it is refused here, as a bad file.
+    const size_t need = rr_workspace_sample_bytes(m, 1), limit = RR_WORKSPACE_DEFAULT_BUDGET;
+    if (need > limit) {
+        rr_model_release(m);
+        if (need == SIZE_MAX)
+            return rr_error_set(err, RR_EINVAL, "layers",
+                                "one sample needs more workspace than memory can address, over "
+                                "the limit of %zu MiB per request: no request could run",
+                                limit >> 20);
+        return rr_error_set(err, RR_EINVAL, "layers",
+                            "one sample needs %zu MiB of workspace, over the limit of %zu MiB "
+                            "per request: no request could run on this model",
+                            (need + ((size_t)1 << 20) - 1) >> 20, limit >> 20);
+    }
+    *out = m;
+    return RR_OK;
+}

@@ -46,6 +46,11 @@ bool rrd_registry_delete(rrd_registry *r, const char *name);
 size_t rrd_registry_list(rrd_registry *r, rrd_loaded ***out);
 size_t rrd_registry_count(rrd_registry *r);
 
+// rr_model_load, then the check that the model can run at all: one sample's workspace at the
+// budget requests use (RR_WORKSPACE_DEFAULT_BUDGET), else RR_EINVAL naming the limit (422 at
+// PUT, skipped at --models-dir preload). *out owned (rr_model_release).
+rr_status rrd_model_load(const uint8_t *bytes, size_t len, rr_model **out, rr_error *err);
+
 // api.md: model names match [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
 bool rrd_valid_model_name(const char *name);
 

@@ -22,4 +22,11 @@ struct rrd_route {
 const rrd_route *rrd_route_match(const char *method, const char *path, char params[3][128],
                                  bool *path_known, char *allow, size_t allow_cap);
 
+// libmicrohttpd's unescape callback (MHD_OPTION_UNESCAPE_CALLBACK): decodes %HH in place as
+// MHD's own does, except %00, which stays the three characters "%00". MHD would write a NUL
+// into the path, and every C string after it would stop there: PUT /v1/models/a%00b would
+// create 'a'. Kept literal, the segment fails the model-name rule (422) or names no file
+// (404). Returns the new length.
+size_t rrd_url_unescape(void *cls, struct MHD_Connection *c, char *s);
+
 #endif

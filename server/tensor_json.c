@@ -121,22 +121,59 @@ static bool fill(json_t *v, const rr_shape *s, int d, float *out, size_t *k, con
     return true;
 }
 
-static bool flat_numbers(json_t *v, size_t n, float *out, const char *field, rrd_out *o)
+// Checks that v is a regular nested array of shape s from dimension d on, reading no value.
+// Run before anything is allocated: nested_shape() looks at first elements only, so an
+// irregular array of a few bytes can claim billions of values; once this holds, the element
+// count is the number of values actually sent (bounded by the body size).
+static bool regular(json_t *v, const rr_shape *s, int d, const char *field, rrd_out *o)
 {
-    // KServe data: flat, or nested (the spec allows both); either way n values in order.
-    rr_shape s;
-    if (!nested_shape(v, &s)) {
-        rrd_problem_out(o, RRD_P_SHAPE, field, "%s.data nests too deep", field);
+    if (d == s->ndim)
+        return true;
+    if (!json_is_array(v) || (int64_t)json_array_size(v) != s->dim[d]) {
+        rrd_problem_out(o, RRD_P_SHAPE, field,
+                        "%s is not a regular nested array (a sub-array of dimension %d has a "
+                        "different length)",
+                        field, d);
         return false;
     }
-    size_t total;
-    if (!rr_shape_numel(&s, &total) || total != n) {
+    for (size_t i = 0; i < json_array_size(v); i++)
+        if (!regular(json_array_get(v, i), s, d + 1, field, o))
+            return false;
+    return true;
+}
+
+// The values of `v` (nested arrays, regular): their shape in *s and a malloc'd copy in *data.
+// With `declared` (a KServe object's shape), the number of values sent must equal it.
+static bool take_numbers(json_t *v, rr_shape *s, const rr_shape *declared, float **data,
+                         const char *field, rrd_out *o)
+{
+    size_t n, want = 0;
+    if (!nested_shape(v, s)) {
+        rrd_problem_out(o, RRD_P_SHAPE, field, "%s nests too deep", field);
+        return false;
+    }
+    if (!regular(v, s, 0, field, o))
+        return false;
+    if (!rr_shape_numel(s, &n) || n > ((size_t)1 << 31)) { // cannot overflow once regular
+        rrd_problem_out(o, RRD_P_SHAPE, field, "%s is too large", field);
+        return false;
+    }
+    if (declared && (!rr_shape_numel(declared, &want) || want != n)) {
         rrd_problem_out(o, RRD_P_SHAPE, field, "%s.data holds %zu values, its shape says %zu",
-                        field, rr_shape_numel(&s, &total) ? total : (size_t)0, n);
+                        field, n, want);
+        return false;
+    }
+    if ((*data = malloc((n ? n : 1) * sizeof(float))) == NULL) {
+        rrd_problem_out(o, RRD_P_UNAVAILABLE, field, "out of memory");
         return false;
     }
     size_t k = 0;
-    return fill(v, &s, 0, out, &k, field, o);
+    if (!fill(v, s, 0, *data, &k, field, o)) {
+        free(*data);
+        *data = NULL;
+        return false;
+    }
+    return true;
 }
 
 bool rrd_json_tensor(json_t *v, const char *field, rr_shape *shape, float **data, rrd_out *o)
@@ -177,36 +214,27 @@ bool rrd_json_tensor(json_t *v, const char *field, rr_shape *shape, float **data
             rrd_problem_out(o, RRD_P_SHAPE, field, "%s.shape is too large", field);
             return false;
         }
-        if ((*data = malloc((n ? n : 1) * sizeof(float))) == NULL) {
-            rrd_problem_out(o, RRD_P_UNAVAILABLE, field, "out of memory");
-            return false;
-        }
-        if (!flat_numbers(dv, n, *data, field, o)) {
-            free(*data);
-            *data = NULL;
-            return false;
-        }
-        return true;
+        // KServe data: flat, or nested (the spec allows both); either way n values in order.
+        // Counted against the declared shape before anything is allocated.
+        rr_shape ds;
+        return take_numbers(dv, &ds, shape, data, field, o);
     }
     if (!json_is_array(v)) {
         rrd_problem_out(o, RRD_P_INVALID, field,
                         "%s must be nested arrays or {\"shape\", \"datatype\", \"data\"}", field);
         return false;
     }
-    if (!nested_shape(v, shape) || !rr_shape_numel(shape, &n) || n > ((size_t)1 << 31)) {
-        rrd_problem_out(o, RRD_P_SHAPE, field, "%s nests too deep or is too large", field);
+    return take_numbers(v, shape, NULL, data, field, o);
+}
+
+bool rrd_json_f32_overflow(json_t *v, const char *field, rrd_out *o)
+{
+    if (!json_is_number(v))
         return false;
-    }
-    if ((*data = malloc((n ? n : 1) * sizeof(float))) == NULL) {
-        rrd_problem_out(o, RRD_P_UNAVAILABLE, field, "out of memory");
+    const double x = json_number_value(v);
+    if (!isfinite(x) || isfinite((float)x))
         return false;
-    }
-    size_t k = 0;
-    if (!fill(v, shape, 0, *data, &k, field, o)) {
-        free(*data);
-        *data = NULL;
-        return false;
-    }
+    rrd_problem_out(o, RRD_P_NONFINITE, field, "%s = %g is not finite in float32", field, x);
     return true;
 }
 
@@ -251,6 +279,13 @@ bool rrd_doc_tensor(const rrd_doc *d, const char *name, bool required, rr_shape 
     if (t) {
         rr_error err = {0};
         *shape = t->shape;
+        // model-format.md: request float tensors are F32 or F64 (F16 & co. only for weights).
+        if (t->dtype != RR_DTYPE_F32 && t->dtype != RR_DTYPE_F64) {
+            rrd_problem_out(o, RRD_P_DTYPE, name,
+                            "unsupported dtype %s for tensor %s (request tensors are F32 or F64)",
+                            rr_dtype_name(t->dtype), t->name);
+            return false;
+        }
         if ((*data = malloc((t->numel ? t->numel : 1) * sizeof(float))) == NULL) {
             rrd_problem_out(o, RRD_P_UNAVAILABLE, name, "out of memory");
             return false;

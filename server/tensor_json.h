@@ -36,6 +36,11 @@ bool rrd_doc_labels(const rrd_doc *d, const char *name, bool required, size_t *n
 // Tensor parsing of a JSON value (nested arrays or a KServe object), for /v2 inputs too.
 bool rrd_json_tensor(json_t *v, const char *field, rr_shape *shape, float **data, rrd_out *out);
 
+// True, with 422 /problems/non-finite naming `field` rendered into out, when v is a JSON number
+// that is finite as a double but not in float32 (1e39): float options (epsilon, step_size, h,
+// ...) are used as float32 (api.md "Numbers"). False for anything else, left to the caller.
+bool rrd_json_f32_overflow(json_t *v, const char *field, rrd_out *out);
+
 // ---- answers ----
 typedef struct rrd_resp_item {
     json_t *parent; // where the tensor goes in JSON answers

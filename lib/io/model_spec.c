@@ -442,11 +442,13 @@ rr_status rr_model_spec_parse(const char *json, size_t len, rr_model_spec *out, 
         }
         out->range_lo = json_number_value(json_array_get(range, 0));
         out->range_hi = json_number_value(json_array_get(range, 1));
-        if (!(out->range_lo < out->range_hi) || !isfinite(out->range_lo) ||
-            !isfinite(out->range_hi)) {
+        // Attacks clip in float32: the bounds must stay finite and ordered there (1e39 is a
+        // finite double but +Inf as a float).
+        const float lo = (float)out->range_lo, hi = (float)out->range_hi;
+        if (!(out->range_lo < out->range_hi) || !isfinite(lo) || !isfinite(hi) || !(lo < hi)) {
             st = rr_error_set(err, RR_EINVAL, "input_range",
-                              "input_range [%g, %g] must be finite with low < high", out->range_lo,
-                              out->range_hi);
+                              "input_range [%g, %g] must be finite in float32 with low < high",
+                              out->range_lo, out->range_hi);
             goto fail;
         }
         out->has_range = true;

@@ -7,6 +7,7 @@
 // Conv scratch: one im2col row per thread, and RR_CONV_GROUPS partial gradients of the
 // largest conv weight.
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "nn/layers.h"
@@ -27,6 +28,20 @@ static void *carve(char **p, size_t n, size_t size)
     return r;
 }
 
+size_t rr_workspace_sample_bytes(const rr_model *m, size_t rows_per_sample)
+{
+    const size_t R = rows_per_sample ? rows_per_sample : 1;
+    // Floats per sample (int32 indices counted as floats: same size).
+    size_t per_row, per_sample, acts;
+    bool ok = rr_size_mul(m->max_act, (size_t)(2 + m->res_depth), &per_row) &&
+              rr_size_add(per_row, (size_t)m->K, &per_row) &&
+              rr_size_mul(per_row, R, &per_sample) &&
+              rr_size_add(m->act_total, m->idx_total, &acts) &&
+              rr_size_add(per_sample, acts, &per_sample) &&
+              rr_size_mul(per_sample, sizeof(float), &per_sample);
+    return ok ? per_sample : SIZE_MAX;
+}
+
 rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_workspace **out,
                            rr_error *err)
 {
@@ -36,13 +51,8 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
     const size_t R = p->rows_per_sample ? p->rows_per_sample : 1;
     const size_t budget = p->budget_bytes ? p->budget_bytes : RR_WORKSPACE_DEFAULT_BUDGET;
 
-    // Floats per sample (int32 indices counted as floats: same size).
-    size_t per_row, per_sample;
-    bool ok = rr_size_mul(m->max_act, (size_t)(2 + m->res_depth), &per_row) &&
-              rr_size_add(per_row, (size_t)m->K, &per_row) &&
-              rr_size_mul(per_row, R, &per_sample) &&
-              rr_size_add(per_sample, m->act_total + m->idx_total, &per_sample) &&
-              rr_size_mul(per_sample, sizeof(float), &per_sample);
+    const size_t per_sample = rr_workspace_sample_bytes(m, R);
+    bool ok = per_sample != SIZE_MAX;
     if (!ok || per_sample > budget)
         return rr_error_set(err, RR_ENOMEM, "",
                             "one sample needs %zu MiB of workspace at %zu "

@@ -114,6 +114,8 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         json_t *v = json_object_get(obj, NUMS[k]);
         if (!v)
             continue;
+        if (rrd_json_f32_overflow(v, NUMS[k], out))
+            return false;
         if (!json_is_number(v) || !isfinite(json_number_value(v)))
             BAD(NUMS[k], "%s must be a number", NUMS[k]);
         *dst[k] = json_number_value(v);
@@ -581,6 +583,8 @@ void rrd_route_robustness(rrd_request *r)
     }
     for (size_t i = 0; i < o->neps; i++) {
         json_t *v = json_array_get(eps, i);
+        if (rrd_json_f32_overflow(v, "epsilons", out))
+            return fail(r, c);
         if (!json_is_number(v) || !(json_number_value(v) >= 0) || !isfinite(json_number_value(v))) {
             rrd_problem_out(out, RRD_P_INVALID, "epsilons", "epsilons[%zu] must be a number >= 0",
                             i);

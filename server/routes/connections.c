@@ -72,6 +72,7 @@ void rrd_route_connections(rrd_request *r)
         rrd_problem_out(&r->out, RRD_P_UNAVAILABLE, NULL, "out of memory");
     } else if (!rrd_only_members(c->doc.root, "inputs labels h version seed async timeout_ms",
                                  "a connections request", &r->out)) {
+    } else if (rrd_json_f32_overflow(h, "h", &r->out)) {
     } else if (h && !(json_is_number(h) && json_number_value(h) > 0)) {
         rrd_problem_out(&r->out, RRD_P_INVALID, "h", "h must be a number > 0");
     } else {

@@ -3,22 +3,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "routes.h"
+
+// Whether a header value holds no NUL byte: "Bearer <token>\0junk" must not pass as the
+// token. The length MHD reports must match the C string; and since libmicrohttpd 0.9.75 keeps
+// values as C strings in its line buffer (the reported length is strlen's), a line that ends
+// at the value's end has its CR LF there as two NUL bytes: a byte that is not NUL right after
+// the string means the line went on past a NUL byte (or ended in a bare LF; clients sending
+// credentials use CR LF). A value that starts its junk with NUL bytes again is beyond what
+// this can see; the connection layer is the place to refuse any NUL in the header block.
+static bool whole_value(const char *v, size_t len)
+{
+    return strlen(v) == len && v[len + 1] == '\0';
+}
 
 static bool authorized(rrd_request *r)
 {
     const char *token = r->srv->cfg.token;
     if (token[0] == '\0')
         return true;
-    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *h = NULL;
+    size_t hlen = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION,
+                                      strlen(MHD_HTTP_HEADER_AUTHORIZATION), &h, &hlen) != MHD_YES)
+        h = NULL;
     const size_t n = strlen(token);
-    if (h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n) {
+    // RFC 9110 §11.1: the scheme is case-insensitive, then one or more spaces.
+    if (h && whole_value(h, hlen) && strncasecmp(h, "Bearer ", 7) == 0) {
+        size_t at = 7;
+        while (h[at] == ' ')
+            at++;
         // Compare in constant time.
         unsigned char diff = 0;
-        for (size_t i = 0; i < n; i++)
-            diff |= (unsigned char)(h[7 + i] ^ token[i]);
-        if (diff == 0)
+        for (size_t i = 0; hlen - at == n && i < n; i++)
+            diff |= (unsigned char)(h[at + i] ^ token[i]);
+        if (hlen - at == n && diff == 0)
             return true;
     }
     rrd_problem(r, RRD_P_UNAUTHORIZED, "Authorization",
@@ -147,7 +168,7 @@ static void put_run(rrd_task *t, rrd_worker *w, rrd_out *out)
     put_task *p = (put_task *)t;
     rr_model *m = NULL;
     rr_error err = {0};
-    rr_status st = rr_model_load(p->bytes, p->len, &m, &err);
+    rr_status st = rrd_model_load(p->bytes, p->len, &m, &err);
     if (st != RR_OK) {
         rrd_problem_from(out, st, &err);
         return;

@@ -244,6 +244,9 @@ static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, in
             BAD("method", "method must be \"finite_difference\", \"hessian\" or \"trace\"");
     }
     if ((v = json_object_get(e, "h"))) {
+        snprintf(field, sizeof field, "%s.h", where);
+        if (rrd_json_f32_overflow(v, field, out))
+            return false;
         if (!json_is_number(v) || !(json_number_value(v) > 0))
             BAD("h", "h must be a number > 0");
         s->h = json_number_value(v);

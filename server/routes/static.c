@@ -1,10 +1,14 @@
 // GET / and GET /static/*: the dashboard page and its assets, from --static-dir. Paths are
-// checked segment by segment (no "..", no hidden files); only regular files are served.
+// checked segment by segment (no "..", no hidden files); only regular files inside the folder
+// once symbolic links are resolved are served.
+#define _DEFAULT_SOURCE // realpath
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "routes.h"
 
@@ -44,8 +48,20 @@ void rrd_route_static(rrd_request *r)
     }
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", r->srv->cfg.static_dir, rel);
+    // A symbolic link inside the folder may point anywhere (/etc/passwd): the file served is
+    // the one the path resolves to, and only when that lies inside the resolved folder. The
+    // resolved path is opened without following a link again.
+    char *real = realpath(path, NULL), *root = realpath(r->srv->cfg.static_dir, NULL);
+    const size_t rn = root ? strlen(root) : 0;
+    const bool inside = real && root && strncmp(real, root, rn) == 0 &&
+                        (real[rn] == '/' || (rn > 0 && root[rn - 1] == '/'));
+    const int fd = inside ? open(real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    free(real);
+    free(root);
     struct stat sb;
-    FILE *f = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    FILE *f = fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? fdopen(fd, "rb") : NULL;
+    if (f == NULL && fd >= 0)
+        close(fd);
     if (f == NULL) {
         rrd_problem(r, RRD_P_NOT_FOUND, NULL, "no file at %s", r->url);
         return;

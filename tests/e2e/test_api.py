@@ -184,10 +184,11 @@ class Routes(Base):
         after = self.jcall("DELETE", f"/v1/jobs/{job}")
         self.assertEqual(after["status"], "done", "cancelling a finished job keeps its result")
         self.call("DELETE", "/v1/jobs/" + "f" * 32, status=404)
-        # A failing job reports its problem.
+        # A failing job reports its problem (h is a valid float32, x + h u overflows; an h
+        # that overflows float32 itself is refused before the job starts).
         acc = self.jcall("POST", "/v1/models/mlp/regularizers",
-                         {"inputs": x.tolist(), "labels": [0, 1, 2, 3], "async": True,
-                          "regularizers": [{"name": "curvature", "h": 1e300}]}, status=202)
+                         {"inputs": [[3e38] * 12] * 4, "labels": [0, 1, 2, 3], "async": True,
+                          "regularizers": [{"name": "curvature", "h": 3e38}]}, status=202)
         for _ in range(200):
             doc = self.jcall("GET", f"/v1/jobs/{acc['job']}")
             if doc["status"] in ("done", "failed"):

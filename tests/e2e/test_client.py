@@ -388,8 +388,8 @@ class ClientTests(unittest.TestCase):
             self.bin.job("f" * 32).status()
         self.assertEqual(cm.exception.status, 404)
         # a job whose computation fails raises its problem
-        failing = self.json.regularizers("mlp", inputs(2), [0, 1],
-                                         [{"name": "curvature", "h": 1e300}], wait=False)
+        failing = self.json.regularizers("mlp", torch.full((4, 12), 3e38), [0, 1, 2, 3],
+                                         [{"name": "curvature", "h": 3e38}], wait=False)
         with self.assertRaises(ProblemError) as cm:
             failing.wait(poll=0.02, timeout=20)
         self.assertEqual(cm.exception.status, 422)

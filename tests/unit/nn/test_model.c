@@ -299,6 +299,17 @@ Test(model, architecture_errors_are_named)
     expect_arch_error("{\"format\": \"relureg/1\", \"input_shape\": [4], \"num_classes\": 3, "
                       "\"input_range\": [1, 0], \"layers\": [{\"type\": \"relu\"}]}",
                       RR_EINVAL, "low < high");
+    // Finite as doubles, not in float32 (attacks clip in float32): refused at load.
+    expect_arch_error("{\"format\": \"relureg/1\", \"input_shape\": [4], \"num_classes\": 3, "
+                      "\"input_range\": [0, 1e39], \"layers\": [{\"type\": \"relu\"}]}",
+                      RR_EINVAL, "finite in float32");
+    expect_arch_error("{\"format\": \"relureg/1\", \"input_shape\": [4], \"num_classes\": 3, "
+                      "\"input_range\": [-1e39, 0], \"layers\": [{\"type\": \"relu\"}]}",
+                      RR_EINVAL, "finite in float32");
+    // Ordered as doubles, equal once rounded to float32.
+    expect_arch_error("{\"format\": \"relureg/1\", \"input_shape\": [4], \"num_classes\": 3, "
+                      "\"input_range\": [1, 1.00000001], \"layers\": [{\"type\": \"relu\"}]}",
+                      RR_EINVAL, "low < high");
     expect_arch_error("{\"format\": \"relureg/1\", \"input_shape\": [4, 4], \"num_classes\": 3, "
                       "\"layers\": [{\"type\": \"relu\"}]}",
                       RR_EFORMAT, "input_shape must be [d] or [C, H, W]");

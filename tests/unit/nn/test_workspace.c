@@ -26,6 +26,24 @@ Test(workspace, budget_below_one_sample_is_refused)
     rr_model_release(m);
 }
 
+Test(workspace, sample_bytes_is_what_the_budget_is_checked_against)
+{
+    rr_model *m = rr_test_model(mlp, 1, 1.0, RR_DTYPE_F32);
+    const size_t one = rr_workspace_sample_bytes(m, 1), four = rr_workspace_sample_bytes(m, 4);
+    cr_expect(one > 0 && four > one, "one %zu, four %zu", one, four);
+    cr_expect_eq(rr_workspace_sample_bytes(m, 0), one);
+    rr_workspace *ws = NULL;
+    // A budget of exactly one sample plans a chunk of one; a byte less is refused.
+    rr_workspace_params fits = {.max_batch = 10, .rows_per_sample = 4, .budget_bytes = four};
+    cr_assert_eq(rr_workspace_new(m, &fits, &ws, NULL), RR_OK);
+    cr_expect_eq(rr_workspace_chunk(ws), 1);
+    rr_workspace_free(ws);
+    rr_workspace_params over = {.max_batch = 10, .rows_per_sample = 4, .budget_bytes = four - 1};
+    cr_expect_eq(rr_workspace_new(m, &over, &ws, NULL), RR_ENOMEM);
+    cr_expect_null(ws);
+    rr_model_release(m);
+}
+
 Test(workspace, chunk_follows_budget_and_batch)
 {
     rr_model *m = rr_test_model(mlp, 1, 1.0, RR_DTYPE_F32);
