@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "registry.h"
+#include "router.h"
 #include "server.h"
 
 // Every *.safetensors in dir, named after the file's stem; invalid names and files are
@@ -58,7 +59,7 @@ static void preload(rrd_server *s)
             fclose(f);
         rr_model *m = NULL;
         rr_error err = {0};
-        if (buf == NULL || rr_model_load(buf, (size_t)len, &m, &err) != RR_OK) {
+        if (buf == NULL || rrd_model_load(buf, (size_t)len, &m, &err) != RR_OK) {
             fprintf(stderr, "reluregd: skipping %s: %s\n", path,
                     buf ? err.msg : "cannot read the file");
             free(buf);
@@ -157,9 +158,10 @@ int main(int argc, char **argv)
         MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(3 * s->cfg.header_timeout_s), MHD_OPTION_CONNECTION_LIMIT, max_conns,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conns_per_ip,
-        MHD_OPTION_NOTIFY_CONNECTION, rrd_conns_notify, s->conns, MHD_OPTION_NOTIFY_COMPLETED,
-        rrd_http_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)128 * 1024,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, rrd_url_unescape, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+        rrd_conns_notify, s->conns, MHD_OPTION_NOTIFY_COMPLETED, rrd_http_completed, s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)128 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        256u, MHD_OPTION_END);
     if (s->mhd == NULL) {
         fprintf(stderr, "reluregd: cannot listen on %s:%d: %s\n", s->cfg.host, s->cfg.port,
                 strerror(errno));

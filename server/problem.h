@@ -7,24 +7,24 @@
 #include "server.h"
 
 typedef enum rrd_problem_kind {
-    RRD_P_MALFORMED,    // 400 /problems/malformed-body
-    RRD_P_UNAUTHORIZED, // 401 /problems/unauthorized
-    RRD_P_NOT_FOUND,    // 404 /problems/not-found
-    RRD_P_METHOD,       // 405 /problems/method-not-allowed
-    RRD_P_VERSION,      // 409 /problems/version-mismatch
-    RRD_P_BODY_SIZE,    // 413 /problems/body-too-large
-    RRD_P_BATCH_SIZE,   // 413 /problems/batch-too-large
-    RRD_P_MEDIA_TYPE,   // 415 /problems/unsupported-media-type
-    RRD_P_INVALID,      // 422 /problems/invalid-request
-    RRD_P_SHAPE,        // 422 /problems/shape-mismatch
-    RRD_P_NONFINITE,    // 422 /problems/non-finite
-    RRD_P_DTYPE,        // 422 /problems/unsupported-dtype
-    RRD_P_UNAVAILABLE,  // 503 /problems/unavailable (not ready, draining, out of memory)
-    RRD_P_QUEUE_FULL,   // 503 /problems/queue-full
-    RRD_P_TIMEOUT,      // 503 /problems/timeout
-    RRD_P_INTERNAL,     // 500 /problems/internal (a bug)
-    RRD_P_BAD_REQUEST,  // 400 /problems/bad-request (the HTTP request itself, e.g. no Host)
-    RRD_P_GONE,         // 410 /problems/result-evicted (a job's answer, past --jobs-max-mb)
+    RRD_P_MALFORMED,       // 400 /problems/malformed-body
+    RRD_P_UNAUTHORIZED,    // 401 /problems/unauthorized
+    RRD_P_NOT_FOUND,       // 404 /problems/not-found
+    RRD_P_METHOD,          // 405 /problems/method-not-allowed
+    RRD_P_VERSION,         // 409 /problems/version-mismatch
+    RRD_P_BODY_SIZE,       // 413 /problems/body-too-large
+    RRD_P_BATCH_SIZE,      // 413 /problems/batch-too-large
+    RRD_P_MEDIA_TYPE,      // 415 /problems/unsupported-media-type
+    RRD_P_INVALID,         // 422 /problems/invalid-request
+    RRD_P_SHAPE,           // 422 /problems/shape-mismatch
+    RRD_P_NONFINITE,       // 422 /problems/non-finite
+    RRD_P_DTYPE,           // 422 /problems/unsupported-dtype
+    RRD_P_UNAVAILABLE,     // 503 /problems/unavailable (not ready, draining, out of memory)
+    RRD_P_QUEUE_FULL,      // 503 /problems/queue-full
+    RRD_P_TIMEOUT,         // 503 /problems/timeout
+    RRD_P_INTERNAL,        // 500 /problems/internal (a bug)
+    RRD_P_BAD_REQUEST,     // 400 /problems/bad-request (the HTTP request itself, e.g. no Host)
+    RRD_P_GONE,            // 410 /problems/result-evicted (a job's answer, past --jobs-max-mb)
     RRD_P_NOT_IMPLEMENTED, // 501 /problems/not-implemented (e.g. a transfer coding)
 } rrd_problem_kind;
 

@@ -6,6 +6,7 @@ never shorter than the certified radius by more than 1e-4 relative; the exact po
 within 1e-3 relative of d_D. Steps to 0.999 x radius keep the class (and the pattern); a step
 to 1.001 x d_B along its minimising constraint changes the pattern."""
 import math
+import os
 import unittest
 
 import torch
@@ -201,6 +202,103 @@ class TestCertify(unittest.TestCase):
         free = probe(path, x, y, {"op": "certify", "norm": "l2", "use_labels": False})
         lab = probe(path, x, y, {"op": "certify", "norm": "l2"})
         self.assertTrue(torch.equal(free["certified_radius"], lab["certified_radius"]))
+
+
+def constraints_seq(model, x):
+    """constraints() for a Sequential of Conv2d, ReLU, MaxPool2d (no padding, stride =
+    kernel), Flatten and Linear, in forward mode: every pattern layer's input and its Jacobian
+    to x, from one pass of the D basis tangents through the network linearised at x (masks and
+    max-pool choices of x, first maximum on ties as torch). Values and gradient rows of the
+    relu and max-pool constraints (math.md), and the logits' Jacobian."""
+    D = x.numel()
+    u = x.reshape(1, *x.shape)
+    t = torch.eye(D, dtype=torch.float64).reshape(D, *x.shape)  # tangents
+    vals, grads = [], []
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            u = m(u)
+            t = F.conv2d(t, m.weight, None, m.stride, m.padding)
+        elif isinstance(m, nn.Linear):
+            u = m(u)
+            t = t @ m.weight.T
+        elif isinstance(m, nn.Flatten):
+            u, t = u.flatten(1), t.flatten(1)
+        elif isinstance(m, nn.ReLU):
+            vals.append(u.reshape(-1))
+            grads.append(t.reshape(D, -1).T)
+            mask = (u > 0).double()
+            u, t = u * mask, t * mask
+        elif isinstance(m, nn.MaxPool2d):
+            k = m.kernel_size
+            C, H, W = u.shape[1:]
+            _, ind = F.max_pool2d(u, k, k, return_indices=True)
+            uf, tf = u.reshape(-1), t.reshape(D, -1)
+            oh, ow = ind.shape[2:]
+            base = (torch.arange(C).reshape(C, 1, 1) * H * W)
+            sel = (base + ind[0]).reshape(-1)  # flat index of each window's choice
+            rows = (torch.arange(oh).reshape(oh, 1) * k).reshape(1, oh, 1)
+            cols = (torch.arange(ow).reshape(1, ow) * k).reshape(1, 1, ow)
+            for dy in range(k):
+                for dx in range(k):
+                    v = (base + (rows + dy) * W + cols + dx).reshape(-1)
+                    other = v != sel
+                    vals.append((uf[sel] - uf[v])[other])
+                    grads.append((tf[:, sel] - tf[:, v]).T[other])
+            u = uf[sel].reshape(1, C, oh, ow)
+            t = tf[:, sel].reshape(D, C, oh, ow)
+        else:
+            raise ValueError(f"constraints_seq: {type(m).__name__}")
+    return u.reshape(-1), t.reshape(D, -1).T, torch.cat(vals), torch.cat(grads)
+
+
+class TestCertifyTies(unittest.TestCase):
+    """Certificates on images with flat backgrounds (gen_real.py's smallest net: two conv ->
+    relu -> max-pool stages) and on real Fashion-MNIST test images, no margin filtering: ties in
+    max-pool windows are the point. A tie at a live unit is a region boundary at distance 0, so
+    d_B is exactly 0 there; elsewhere both agree to 1e-4 relative as above."""
+
+    def test_region_and_decision_distances_on_ties(self):
+        import gen_real
+        from attack_common import TMP
+        from relureg import export
+        model = gen_real.small_net(5)
+        gen_core.round_to(model, "F32")
+        path = os.path.join(TMP, "ties.safetensors")
+        export(model.float().eval(), [1, 28, 28], path, input_range=[0.0, 1.0])
+        model = model.double().eval()
+        xs = gen_real.synthetic(torch.Generator().manual_seed(5))
+        if os.path.exists(gen_real.DATA):
+            real, _ = gen_real.load("t10k", 8)
+            xs = torch.cat([xs, real])
+        x = xs.double()
+        y = logits64(model, x).argmax(1)
+        zero_seen = 0
+        for norm in ("l2", "linf"):
+            out = probe(path, x, y, {"op": "certify", "norm": norm})
+            self.assertTrue(torch.equal(out["predictions"], y))
+            for b in range(len(x)):
+                z, J, g, G = constraints_seq(model, x[b])
+                self.assertTrue(torch.allclose(z, logits64(model, x[b:b + 1])[0], atol=1e-9))
+                c = int(y[b])
+                W = J - J[c]
+                nq = dual(W, norm)
+                dd = [float((z[c] - z[j]) / nq[j]) for j in range(len(z)) if j != c and nq[j] > 0]
+                dD = min(dd) if dd else math.inf
+                ng = dual(G, norm)
+                keep = ng > 0
+                ratios = torch.where(keep, g.abs() / torch.where(keep, ng, torch.ones_like(ng)),
+                                     torch.full_like(ng, math.inf))
+                dB = float(ratios.min()) if len(ratios) else math.inf
+                zero_seen += dB == 0
+                got_dD = float(out["decision_distance"][b])
+                got_dB = float(out["region_distance"][b])
+                msg = f"{norm} image {b}: d_D {got_dD} vs {dD}, d_B {got_dB} vs {dB}"
+                for got, want in ((got_dD, dD), (got_dB, dB)):
+                    if math.isinf(want):
+                        self.assertTrue(math.isinf(got), msg)
+                    else:
+                        self.assertLessEqual(abs(got - want), 1e-4 * want + 1e-12, msg)
+        self.assertGreater(zero_seen, 0, "no image with a max-pool tie at a live unit")
 
 
 if __name__ == "__main__":
