@@ -279,10 +279,12 @@ bench: deps
 	$(Q)$(PYTHON) bench/bench_autoattack.py --bin $(O)/bench-autoattack --demo $(DEMO_DIR)
 	$(Q)$(MAKE) --no-print-directory bench-http
 
-# The transport alone: wrk against reluregd and nginx, HTTP+JSON/binary over the library call.
+# The transport alone: wrk against reluregd and nginx, HTTP+JSON/binary over the library call,
+# the Python client against torch double backprop; then the cost model's error per class.
 bench-http: deps
 	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_http.py --daemon $(abspath $(DAEMON)) --bench-reg $(abspath $(O)/bench-reg)
+	$(Q)$(PYTHON) bench/bench_cost.py --daemon $(abspath $(DAEMON))
 
 # ---- tools ----
 FUZZ_SECONDS ?= 60
