@@ -128,14 +128,16 @@ static cls_stats *find(const char *name, bool add)
     return c;
 }
 
-void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes, size_t B)
+void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes, size_t B,
+                       double out_values, bool binary)
 {
     snprintf(e->cls, sizeof e->cls, "%s", cls);
     e->flops = passes * (double)B * rr_model_forward_flops(m);
     // Small batches run near one thread's rate (little to split); large ones use them all.
     const double rate = B >= 16 ? rate_all : rate_1;
     const double per_pass = overhead_s + weight_bytes(m) / bandwidth;
-    e->raw_s = per_pass * (passes > 1 ? passes : 1) + e->flops / rate;
+    e->raw_s = per_pass * (passes > 1 ? passes : 1) + e->flops / rate +
+               out_values * (binary ? 2e-9 : 300e-9);
     pthread_mutex_lock(&mu);
     const cls_stats *c = find(cls, false);
     const double corr = c && c->learned ? exp(c->log_corr) : 1.0;
@@ -195,7 +197,8 @@ double rrd_cost_passes_attack(const rr_attack_params *ap, int K)
         case RR_ATTACK_SQUARE:
             return 1 + queries * restarts;
         case RR_ATTACK_DEEPFOOL:
-            return 1 + it * (1 + (ap->candidates > 0 ? ap->candidates : 10));
+            // Typically a few iterations, not max_iter (about 60 x fewer on the bench MLP).
+            return 1 + (it < 4 ? it : 4) * (1 + (ap->candidates > 0 ? ap->candidates : 10));
         case RR_ATTACK_CW_L2:
         case RR_ATTACK_EAD:
             return 1 + 2 * bss * (ap->max_iter > 0 ? ap->max_iter : 1000);
@@ -210,6 +213,11 @@ double rrd_cost_passes_attack(const rr_attack_params *ap, int K)
                    (ap->suite == RR_SUITE_STANDARD ? 400.0 * targets(K) + 5000 : 0);
     }
     return 1;
+}
+
+double rrd_cost_passes_certify(int K)
+{
+    return 8 + 25.0 * K;
 }
 
 double rrd_cost_passes_regs(const rr_reg_spec *specs, size_t n, bool grad_inputs, bool grad_params,

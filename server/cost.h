@@ -28,15 +28,19 @@ void rrd_cost_calibrate(int threads);
 // What rrd_cost_calibrate found: GFLOP/s on one thread and on all, GB/s, seconds per pass.
 void rrd_cost_rates(double *gflops_1, double *gflops_all, double *gbytes_s, double *overhead);
 
-// Fills e from the FLOPs of the request (passes x B x forward FLOPs per sample).
-void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes,
-                       size_t B);
+// Fills e from the FLOPs of the request (passes x B x forward FLOPs per sample) and the values
+// its answer holds (rendering JSON costs about 300 ns a value, binary about 2).
+void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes, size_t B,
+                       double out_values, bool binary);
 // A finished computation of class e->cls took `seconds`: updates the class's correction and
 // the per-class figures that /metrics shows.
 void rrd_cost_observe(const rrd_cost_est *e, double seconds);
 
 // Forward-pass equivalents per sample (worst case: attacks that stop early cost less).
 double rrd_cost_passes_attack(const rr_attack_params *ap, int K);
+// A certificate (region and decision distances): measured about 8 + 25 K passes on the bench
+// MLP; a robustness report adds one and DeepFool to its attack at each epsilon.
+double rrd_cost_passes_certify(int K);
 double rrd_cost_passes_regs(const rr_reg_spec *specs, size_t n, bool grad_inputs, bool grad_params,
                             int K);
 // "attacks/pgd", ... into cls (cap bytes).

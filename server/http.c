@@ -130,7 +130,7 @@ bool rrd_ctl_abort(void *p)
 
 void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B)
 {
-    rrd_cost_estimate(&t->cost, cls, t->model, passes, B);
+    rrd_cost_estimate(&t->cost, cls, t->model, passes, B, t->out_values, t->binary);
     static const char *const long_kinds[] = {"robustness", "/autoattack", "/cw_l2", "/ead", "/zoo"};
     bool is_long = t->cost.cost_s * 1e3 >= s->cfg.long_ms;
     for (size_t i = 0; i < sizeof long_kinds / sizeof *long_kinds && !is_long; i++)

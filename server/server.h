@@ -68,6 +68,7 @@ typedef struct rrd_task {
     rrd_cost_est cost; // estimated at parse time (rrd_task_estimate)
     rrd_lane lane;     // where the scheduler runs it (rrd_task_estimate)
     double compute_s;  // measured: the run itself, once it ran
+    double out_values; // values the answer will hold (set by the route, for the estimate)
 } rrd_task;
 
 // Sets t->cost from the route's cost class and forward-pass equivalents per sample, and

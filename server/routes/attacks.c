@@ -421,6 +421,7 @@ void rrd_route_attacks(rrd_request *r)
         return fail(r, c);
     char cls[40];
     rrd_cost_class_attack(cls, sizeof cls, "attacks", &o->ap);
+    c->base.out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
     rrd_task_estimate(r->srv, &c->base, cls, rrd_cost_passes_attack(&o->ap, K), c->B);
     rrd_compute_dispatch(r, c);
 }
@@ -488,8 +489,9 @@ void rrd_route_certify(rrd_request *r)
                           "a certify request", &r->out) ||
         !parse_norm(json_object_get(c->doc.root, "norm"), &o->norm, RR_NORM_L2, &r->out))
         return fail(r, c);
-    rrd_task_estimate(r->srv, &c->base, "certify", 4 + 4.0 * rr_model_num_classes(c->entry->model),
-                      c->B);
+    c->base.out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
+    rrd_task_estimate(r->srv, &c->base, "certify",
+                      rrd_cost_passes_certify(rr_model_num_classes(c->entry->model)), c->B);
     rrd_compute_dispatch(r, c);
 }
 
@@ -622,7 +624,10 @@ void rrd_route_robustness(rrd_request *r)
         return fail(r, c);
     char cls[40];
     rrd_cost_class_attack(cls, sizeof cls, "robustness", &o->ap);
+    rr_attack_params df = {.name = RR_ATTACK_DEEPFOOL};
     rrd_task_estimate(r->srv, &c->base, cls,
-                      1 + (double)o->neps * rrd_cost_passes_attack(&o->ap, K), c->B);
+                      1 + (double)o->neps * rrd_cost_passes_attack(&o->ap, K) +
+                          rrd_cost_passes_certify(K) + rrd_cost_passes_attack(&df, K),
+                      c->B);
     rrd_compute_dispatch(r, c);
 }

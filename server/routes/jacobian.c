@@ -63,6 +63,8 @@ void rrd_route_jacobian(rrd_request *r)
         o->of = of && strcmp(json_string_value(of), "log_probabilities") == 0
                     ? RR_JACOBIAN_LOG_PROBABILITIES
                     : RR_JACOBIAN_LOGITS;
+        c->base.out_values = (double)c->B * rr_model_num_classes(c->entry->model) *
+                             (double)rr_model_input_size(c->entry->model);
         rrd_task_estimate(r->srv, &c->base, "jacobian", 1 + rr_model_num_classes(c->entry->model),
                           c->B);
         rrd_compute_dispatch(r, c);

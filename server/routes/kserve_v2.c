@@ -336,6 +336,7 @@ void rrd_route_v2_infer(rrd_request *r)
         fail(r, it);
         return;
     }
+    it->base.out_values = 2.0 * (double)it->B * rr_model_num_classes(it->base.model);
     rrd_task_estimate(r->srv, &it->base, "v2_infer", 1, it->B);
     rrd_submit(r, &it->base);
 }

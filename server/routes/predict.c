@@ -69,6 +69,7 @@ void rrd_route_predict(rrd_request *r)
         rrd_compute_free(&c->base);
         return;
     }
+    c->base.out_values = 2.0 * (double)c->B * rr_model_num_classes(c->entry->model);
     rrd_task_estimate(r->srv, &c->base, "predict", 1, c->B);
     rrd_compute_dispatch(r, c);
 }

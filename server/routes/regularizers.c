@@ -283,6 +283,11 @@ static void estimate(rrd_request *r, rrd_compute *c, const opts *o)
         snprintf(cls + u, sizeof cls - u, "+params");
     }
     const int K = rr_model_num_classes(c->entry->model);
+    const rr_model *m = c->entry->model;
+    c->base.out_values =
+        (double)o->n *
+        ((double)c->B + (o->grad_inputs ? (double)c->B * rr_model_input_size(m) : 0) +
+         (o->grad_params ? (double)rr_model_param_size(m) : 0));
     rrd_task_estimate(r->srv, &c->base, cls,
                       rrd_cost_passes_regs(o->specs, o->n, o->grad_inputs, o->grad_params, K),
                       c->B);
