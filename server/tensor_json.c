@@ -89,7 +89,8 @@ static bool nested_shape(json_t *v, rr_shape *s)
     return true;
 }
 
-// Fills out[] from nested arrays of the given shape (from dimension d), checking regularity.
+// Fills out[] from nested arrays of the given shape (from dimension d); regular() has checked
+// the nesting first.
 static bool fill(json_t *v, const rr_shape *s, int d, float *out, size_t *k, const char *field,
                  rrd_out *o)
 {
@@ -108,13 +109,7 @@ static bool fill(json_t *v, const rr_shape *s, int d, float *out, size_t *k, con
         out[(*k)++] = f;
         return true;
     }
-    if (!json_is_array(v) || (int64_t)json_array_size(v) != s->dim[d]) {
-        rrd_problem_out(o, RRD_P_SHAPE, field,
-                        "%s is not a regular nested array (a sub-array of dimension %d has a "
-                        "different length)",
-                        field, d);
-        return false;
-    }
+    // regular() has checked the nesting: every array here has its dimension's length.
     for (size_t i = 0; i < json_array_size(v); i++)
         if (!fill(json_array_get(v, i), s, d + 1, out, k, field, o))
             return false;
