@@ -44,6 +44,32 @@ def cnn(seed):
                          nn.Linear(3 * 4 * 4, 5)).eval()
 
 
+def overflow_model():
+    """The file of an MLP 12-16-4 whose curvature finite difference at x = 3e38 (all features)
+    overflows float32 whatever the BLAS kernels: every weight is positive and small, so the
+    forward pass is finite and the same in any summation order, the loss gradient points along
+    +1 in every feature, and x + h u with h = 3e38 passes the largest float32. A job on it
+    fails inside its computation (422 /problems/non-finite), deterministically."""
+    m = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        m[0].weight.fill_(1e-2)
+        m[0].bias.zero_()
+        m[2].weight.copy_(torch.arange(1, 5, dtype=torch.float32).reshape(4, 1).expand(4, 16) * 1e-2)
+        m[2].bias.zero_()
+    path = tempfile.mktemp(suffix=".safetensors")
+    try:
+        export(m.eval(), [12], path)
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+OVERFLOW_REQUEST = {"inputs": [[3e38] * 12] * 4, "labels": [0, 0, 0, 0],
+                    "regularizers": [{"name": "curvature", "h": 3e38}]}
+
+
 class Daemon:
     """reluregd with a models dir holding `mlp` and `cnn`, a token file and a CORS origin."""
 

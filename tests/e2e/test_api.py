@@ -184,16 +184,22 @@ class Routes(Base):
         after = self.jcall("DELETE", f"/v1/jobs/{job}")
         self.assertEqual(after["status"], "done", "cancelling a finished job keeps its result")
         self.call("DELETE", "/v1/jobs/" + "f" * 32, status=404)
-        # A failing job reports its problem (h is a valid float32, x + h u overflows; an h
-        # that overflows float32 itself is refused before the job starts).
-        acc = self.jcall("POST", "/v1/models/mlp/regularizers",
-                         {"inputs": [[3e38] * 12] * 4, "labels": [0, 1, 2, 3], "async": True,
-                          "regularizers": [{"name": "curvature", "h": 3e38}]}, status=202)
-        for _ in range(200):
-            doc = self.jcall("GET", f"/v1/jobs/{acc['job']}")
-            if doc["status"] in ("done", "failed"):
-                break
-            time.sleep(0.02)
+        # A failing job reports its problem (h is a valid float32, x + h u overflows on a
+        # model built for it, harness.overflow_model; an h that overflows float32 itself is
+        # refused before the job starts).
+        auth = {"Authorization": "Bearer " + harness.TOKEN,
+                "Content-Type": "application/vnd.safetensors"}
+        self.call("PUT", "/v1/models/overflow", harness.overflow_model(), auth, status=201)
+        try:
+            acc = self.jcall("POST", "/v1/models/overflow/regularizers",
+                             dict(harness.OVERFLOW_REQUEST, **{"async": True}), status=202)
+            for _ in range(200):
+                doc = self.jcall("GET", f"/v1/jobs/{acc['job']}")
+                if doc["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.02)
+        finally:
+            self.call("DELETE", "/v1/models/overflow", None, auth, status=204)
         self.assertEqual(doc["status"], "failed")
         self.assertEqual(doc["error"]["status"], 422)
 

@@ -388,10 +388,20 @@ class ClientTests(unittest.TestCase):
             self.bin.job("f" * 32).status()
         self.assertEqual(cm.exception.status, 404)
         # a job whose computation fails raises its problem
-        failing = self.json.regularizers("mlp", torch.full((4, 12), 3e38), [0, 1, 2, 3],
-                                         [{"name": "curvature", "h": 3e38}], wait=False)
-        with self.assertRaises(ProblemError) as cm:
-            failing.wait(poll=0.02, timeout=20)
+        # (on a model built for it: harness.overflow_model)
+        st, h, b = self.d.request("PUT", "/v1/models/overflow", harness.overflow_model(),
+                                  {"Authorization": "Bearer " + harness.TOKEN,
+                                   "Content-Type": "application/vnd.safetensors"})
+        self.assertEqual(st, 201, b[:200])
+        try:
+            req = harness.OVERFLOW_REQUEST
+            failing = self.json.regularizers("overflow", torch.tensor(req["inputs"]),
+                                             req["labels"], req["regularizers"], wait=False)
+            with self.assertRaises(ProblemError) as cm:
+                failing.wait(poll=0.02, timeout=20)
+        finally:
+            self.d.request("DELETE", "/v1/models/overflow", None,
+                           {"Authorization": "Bearer " + harness.TOKEN})
         self.assertEqual(cm.exception.status, 422)
 
     def test_dataset_returns_images(self):
