@@ -192,7 +192,8 @@ class Admission(unittest.TestCase):
     def test_a_burst_far_beyond_capacity_gets_fast_503s_not_timeouts(self):
         d = harness.Daemon(extra=("--workers", "2", "--threads", "2", "--max-steps", "100000"))
         try:
-            req = json.dumps(dict(self.slow_request(400), timeout_ms=1500)).encode()
+            # Each about 0.15 s on two workers: 48 at once are far more than 1.5 s holds.
+            req = json.dumps(dict(self.slow_request(2000), timeout_ms=1500)).encode()
             res = run_streams(d, 48, "/v1/models/cnn/attacks", req, per_conn=3)
             codes = {}
             for st, *_ in res:
