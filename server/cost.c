@@ -131,13 +131,19 @@ static cls_stats *find(const char *name, bool add)
 void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes, size_t B,
                        double out_values, bool binary)
 {
-    snprintf(e->cls, sizeof e->cls, "%s", cls);
     e->flops = passes * (double)B * rr_model_forward_flops(m);
     // Small batches run near one thread's rate (little to split); large ones use them all.
     const double rate = B >= 16 ? rate_all : rate_1;
     const double per_pass = overhead_s + weight_bytes(m) / bandwidth;
-    e->raw_s = per_pass * (passes > 1 ? passes : 1) + e->flops / rate +
-               out_values * (binary ? 2e-9 : 300e-9);
+    rrd_cost_seconds(e, cls,
+                     per_pass * (passes > 1 ? passes : 1) + e->flops / rate +
+                         out_values * (binary ? 2e-9 : 300e-9));
+}
+
+void rrd_cost_seconds(rrd_cost_est *e, const char *cls, double seconds)
+{
+    snprintf(e->cls, sizeof e->cls, "%s", cls);
+    e->raw_s = seconds;
     pthread_mutex_lock(&mu);
     const cls_stats *c = find(cls, false);
     const double corr = c && c->learned ? exp(c->log_corr) : 1.0;

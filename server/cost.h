@@ -32,6 +32,9 @@ void rrd_cost_rates(double *gflops_1, double *gflops_all, double *gbytes_s, doub
 // its answer holds (rendering JSON costs about 300 ns a value, binary about 2).
 void rrd_cost_estimate(rrd_cost_est *e, const char *cls, const rr_model *m, double passes, size_t B,
                        double out_values, bool binary);
+// Fills e from a formula of the caller's (seconds), with the class's learned correction: for
+// work that is not a pass through a model (a model upload, the dataset route).
+void rrd_cost_seconds(rrd_cost_est *e, const char *cls, double seconds);
 // A finished computation of class e->cls took `seconds`: updates the class's correction and
 // the per-class figures that /metrics shows.
 void rrd_cost_observe(const rrd_cost_est *e, double seconds);

@@ -28,12 +28,9 @@ double rrd_now(void)
 
 // ---- answers ----
 
-static void out_release(rrd_out *o);
-
 void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len)
 {
-    out_release(&r->out);
-    free(r->out.body);
+    rrd_out_drop_body(&r->out);
     r->out.status = status;
     r->out.body = body;
     r->out.len = len;
@@ -41,27 +38,12 @@ void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, 
     r->responded = true;
 }
 
-static void out_release(rrd_out *o)
-{
-    if (o->release) {
-        o->release(o->release_ctx);
-        o->release = NULL;
-        o->body = NULL;
-    }
-}
-
 void rrd_respond_borrow(rrd_request *r, int status, const char *type, const void *body, size_t len,
                         void (*release)(void *), void *ctx)
 {
-    out_release(&r->out);
-    free(r->out.body);
-    r->out.status = status;
-    r->out.body = (char *)body;
-    r->out.len = len;
+    rrd_respond_take(r, status, type, (char *)body, len);
     r->out.release = release;
     r->out.release_ctx = ctx;
-    snprintf(r->out.type, sizeof r->out.type, "%s", type);
-    r->responded = true;
 }
 
 void rrd_respond(rrd_request *r, int status, const char *type, const char *body, size_t len)
@@ -84,7 +66,7 @@ void rrd_out_json(rrd_out *out, int status, json_t *doc)
         rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory rendering the answer");
         return;
     }
-    free(out->body);
+    rrd_out_drop_body(out);
     out->status = status;
     out->body = s;
     out->len = strlen(s);
@@ -128,14 +110,25 @@ bool rrd_ctl_abort(void *p)
 
 // ---- compute ----
 
-void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B)
+static void choose_lane(rrd_server *s, rrd_task *t)
 {
-    rrd_cost_estimate(&t->cost, cls, t->model, passes, B, t->out_values, t->binary);
     static const char *const long_kinds[] = {"robustness", "/autoattack", "/cw_l2", "/ead", "/zoo"};
     bool is_long = t->cost.cost_s * 1e3 >= s->cfg.long_ms;
     for (size_t i = 0; i < sizeof long_kinds / sizeof *long_kinds && !is_long; i++)
-        is_long = strstr(cls, long_kinds[i]) != NULL;
+        is_long = strstr(t->cost.cls, long_kinds[i]) != NULL;
     t->lane = is_long ? RRD_LANE_BATCH : RRD_LANE_INTERACTIVE;
+}
+
+void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B)
+{
+    rrd_cost_estimate(&t->cost, cls, t->model, passes, B, t->out_values, t->binary);
+    choose_lane(s, t);
+}
+
+void rrd_task_cost(rrd_server *s, rrd_task *t, const char *cls, double seconds)
+{
+    rrd_cost_seconds(&t->cost, cls, seconds);
+    choose_lane(s, t);
 }
 
 // Runs the task into r->out and records what it cost.
@@ -537,8 +530,7 @@ void rrd_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->task)
         r->task->free(r->task);
-    out_release(&r->out);
-    free(r->out.body);
+    rrd_out_drop_body(&r->out);
     free(r->body);
     free(r->url);
     free(r);

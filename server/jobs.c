@@ -389,11 +389,3 @@ void rrd_jobs_stats_get(rrd_jobs *j, rrd_jobs_stats *out)
     out->evicted = j->evicted;
     pthread_mutex_unlock(&j->mu);
 }
-
-size_t rrd_jobs_count(rrd_jobs *j)
-{
-    pthread_mutex_lock(&j->mu);
-    size_t n = j->n;
-    pthread_mutex_unlock(&j->mu);
-    return n;
-}

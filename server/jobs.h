@@ -63,6 +63,5 @@ typedef struct rrd_jobs_stats {
     unsigned long long evicted;
 } rrd_jobs_stats;
 void rrd_jobs_stats_get(rrd_jobs *j, rrd_jobs_stats *out);
-size_t rrd_jobs_count(rrd_jobs *j);
 
 #endif

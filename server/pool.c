@@ -224,14 +224,6 @@ bool rrd_pool_submit(rrd_pool *p, rrd_work *wk, rrd_lane lane, double cost, doub
     return ok;
 }
 
-double rrd_pool_wait(rrd_pool *p, rrd_lane lane, double deadline)
-{
-    pthread_mutex_lock(&p->mu);
-    const double w = rrd_sched_wait(p->sched, lane, deadline, rrd_now());
-    pthread_mutex_unlock(&p->mu);
-    return w;
-}
-
 void rrd_pool_stats_get(rrd_pool *p, rrd_pool_stats *out)
 {
     pthread_mutex_lock(&p->mu);
@@ -246,16 +238,6 @@ void rrd_pool_stats_get(rrd_pool *p, rrd_pool_stats *out)
     out->expired = p->expired;
     out->refused_time = p->refused_time;
     out->refused_full = p->refused_full;
-    pthread_mutex_unlock(&p->mu);
-}
-
-void rrd_pool_count_refusal(rrd_pool *p, bool full)
-{
-    pthread_mutex_lock(&p->mu);
-    if (full)
-        p->refused_full++;
-    else
-        p->refused_time++;
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -36,8 +36,6 @@ size_t rrd_pool_drop_queued(rrd_pool *p);
 // refusal was for room rather than time.
 bool rrd_pool_submit(rrd_pool *p, rrd_work *wk, rrd_lane lane, double cost, double deadline,
                      double *wait, bool *full);
-// The estimated wait of a new interactive task with that deadline (0: none), in seconds.
-double rrd_pool_wait(rrd_pool *p, rrd_lane lane, double deadline);
 
 typedef struct rrd_pool_stats {
     size_t queued[RRD_NLANES], running[RRD_NLANES];
@@ -46,7 +44,6 @@ typedef struct rrd_pool_stats {
     unsigned long long started[RRD_NLANES], expired, refused_time, refused_full;
 } rrd_pool_stats;
 void rrd_pool_stats_get(rrd_pool *p, rrd_pool_stats *out);
-void rrd_pool_count_refusal(rrd_pool *p, bool full);
 
 // Called by a task when its computation is over and before it answers: the worker no longer
 // counts as running for the scheduler, though it finishes the task's epilogue.

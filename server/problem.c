@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -31,6 +32,19 @@ static const struct {
     [RRD_P_NOT_IMPLEMENTED] = {501, "/problems/not-implemented", "Not implemented"},
 };
 
+// Lives here rather than in http.c: the fuzz harnesses link this file and tensor_json.c alone.
+void rrd_out_drop_body(rrd_out *o)
+{
+    if (o->release) {
+        o->release(o->release_ctx);
+        o->release = NULL;
+    } else {
+        free(o->body);
+    }
+    o->body = NULL;
+    o->len = 0;
+}
+
 int rrd_problem_status(rrd_problem_kind k)
 {
     return kinds[k].status;
@@ -50,7 +64,7 @@ static void render(rrd_out *out, rrd_problem_kind k, const char *field, const ch
                   "status", kinds[k].status, "detail", detail, "error", detail);
     if (doc && field && *field)
         json_object_set_new(doc, "field", json_string(field));
-    free(out->body);
+    rrd_out_drop_body(out);
     out->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     if (out->body == NULL) // out of memory, or detail not valid UTF-8: a fixed body
         out->body = strdup("{\"type\":\"/problems/internal\",\"status\":500}");

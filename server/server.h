@@ -75,6 +75,8 @@ typedef struct rrd_task {
 // t->lane: BATCH for work longer than --long-ms or of a long kind (robustness reports,
 // AutoAttack, C&W / EAD, ZOO), else INTERACTIVE.
 void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B);
+// The same for work that is not a pass through a model: the route's own estimate in seconds.
+void rrd_task_cost(rrd_server *s, rrd_task *t, const char *cls, double seconds);
 
 typedef struct rrd_request {
     rrd_server *srv;
@@ -125,6 +127,9 @@ double rrd_now(void);
 // ---- answers (http.c) ----
 // Sets the answer to `body` (copied) with the given status and type.
 void rrd_respond(rrd_request *r, int status, const char *type, const char *body, size_t len);
+// Frees an answer's body, or releases it when it was borrowed (rrd_respond_borrow): every
+// writer of an rrd_out replaces its body through this.
+void rrd_out_drop_body(rrd_out *o);
 // Takes ownership of a malloc'd body.
 void rrd_respond_take(rrd_request *r, int status, const char *type, char *body, size_t len);
 // Answers `len` bytes at `body` without copying them; release(ctx) runs when they are no

@@ -498,7 +498,7 @@ static void finish_json(rrd_resp *r, int status, rrd_out *out)
         rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory rendering the answer");
         return;
     }
-    free(out->body);
+    rrd_out_drop_body(out);
     out->body = s.p;
     out->len = s.len;
     out->status = status;
@@ -528,7 +528,7 @@ static void finish_binary(rrd_resp *r, int status, rrd_out *out)
                         err.msg);
         return;
     }
-    free(out->body);
+    rrd_out_drop_body(out);
     out->body = (char *)buf;
     out->len = len;
     out->status = status;

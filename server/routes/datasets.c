@@ -167,13 +167,10 @@ void rrd_route_dataset(rrd_request *r)
     t->limit = limit;
     // Decompressing a split takes a fraction of a second (on a worker, once); rendering costs
     // about 60 ns a pixel as JSON, 2 as binary: small answers from the cache run inline.
-    rrd_cost_est *c = &t->base.cost;
-    snprintf(c->cls, sizeof c->cls, "dataset");
-    c->raw_s = (cached(train) ? 0
-                : train       ? 2.0
-                              : 0.3) +
-               (double)limit * 784 * (t->base.binary ? 2e-9 : 60e-9);
-    c->cost_s = c->raw_s;
-    t->base.lane = RRD_LANE_INTERACTIVE;
+    rrd_task_cost(r->srv, &t->base, "dataset",
+                  (cached(train) ? 0
+                   : train       ? 2.0
+                                 : 0.3) +
+                      (double)limit * 784 * (t->base.binary ? 2e-9 : 60e-9));
     rrd_submit(r, &t->base);
 }

@@ -173,7 +173,7 @@ static void infer_run(rrd_task *t, rrd_worker *w, rrd_out *out)
                     off += B * K * sizeof(float);
                 }
             free(head);
-            free(out->body);
+            rrd_out_drop_body(out);
             out->body = body;
             out->len = off;
             out->status = 200;

@@ -256,10 +256,7 @@ void rrd_route_model_put(rrd_request *r)
     r->body_cap = 0;
     // Parsing, checking and hashing the file runs at about a gigabyte a second: small files
     // inline, large ones on a worker, never a large one on an I/O thread.
-    rrd_cost_est *c = &t->base.cost;
-    snprintf(c->cls, sizeof c->cls, "model_put");
-    c->raw_s = c->cost_s = 20e-6 + (double)t->len / 1e9;
-    t->base.lane = c->cost_s * 1e3 >= r->srv->cfg.long_ms ? RRD_LANE_BATCH : RRD_LANE_INTERACTIVE;
+    rrd_task_cost(r->srv, &t->base, "model_put", 20e-6 + (double)t->len / 1e9);
     rrd_submit(r, &t->base);
 }
 

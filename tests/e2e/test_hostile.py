@@ -334,20 +334,33 @@ class Jobs(unittest.TestCase):
             d.stop()
 
 
+def raw_exchange(d, request, half_close=False):
+    """Sends raw request bytes on a new connection; returns what comes back until the server
+    closes or a JSON body has ended (5 s at most)."""
+    s = socket.create_connection((d.host, d.port))
+    try:
+        s.sendall(request)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data and data.rstrip().endswith(b"}"):
+                break
+        return data
+    finally:
+        s.close()
+
+
 class Protocol(unittest.TestCase):
     def test_http11_without_host_is_400_problem(self):
         d = harness.Daemon()
         try:
-            s = socket.create_connection((d.host, d.port))
-            s.sendall(b"GET /v1/health/live HTTP/1.1\r\n\r\n")
-            data = b""
-            s.settimeout(5)
-            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
+            data = raw_exchange(d, b"GET /v1/health/live HTTP/1.1\r\n\r\n")
             self.assertTrue(data.startswith(b"HTTP/1.1 400"), data[:100])
             self.assertIn(b"application/problem+json", data)
             self.assertIn(b"/problems/bad-request", data)
@@ -358,19 +371,8 @@ class Protocol(unittest.TestCase):
     def test_unknown_transfer_coding_is_501_problem(self):
         d = harness.Daemon()
         try:
-            s = socket.create_connection((d.host, d.port))
-            s.sendall(b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: x\r\n"
-                      b"Transfer-Encoding: gzip\r\n\r\n")
-            s.settimeout(5)
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-                if data.rstrip().endswith(b"}"):
-                    break
-            s.close()
+            data = raw_exchange(d, b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: x\r\n"
+                                   b"Transfer-Encoding: gzip\r\n\r\n")
             self.assertTrue(data.startswith(b"HTTP/1.1 501"), data[:100])
             self.assertIn(b"/problems/not-implemented", data)
             self.assertIn(b"gzip", data)
@@ -386,19 +388,10 @@ class Protocol(unittest.TestCase):
             body = json.dumps({"inputs": [[0.1] * 12]}).encode()
             answered = 0
             for _ in range(20):
-                s = socket.create_connection((d.host, d.port))
-                s.sendall(b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: x\r\n"
-                          b"Content-Type: application/json\r\nConnection: close\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                s.shutdown(socket.SHUT_WR)
-                s.settimeout(5)
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                s.close()
+                data = raw_exchange(d, b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Type: application/json\r\nConnection: close\r\n"
+                                       b"Content-Length: %d\r\n\r\n" % len(body) + body,
+                                    half_close=True)
                 answered += data.startswith(b"HTTP/1.1 200")
             self.assertEqual(answered, 20)
         finally:

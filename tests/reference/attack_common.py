@@ -83,16 +83,8 @@ def ce_grad64(model, x, y):
 
 
 def pattern(model, x):
-    """Activation pattern of each sample: relu masks and max-pool indices, concatenated."""
-    parts = []
-    for mod, inp in gen_core.capture(model, x.double()):
-        if isinstance(mod, nn.MaxPool2d):
-            _, ind = F.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding,
-                                  ceil_mode=mod.ceil_mode, return_indices=True)
-            parts.append(ind.reshape(len(x), -1).to(torch.int64))
-        else:
-            parts.append((inp > 0).reshape(len(x), -1).to(torch.int64))
-    return torch.cat(parts, dim=1)
+    """Activation pattern of each sample in float64 (gen_core.pattern)."""
+    return gen_core.pattern(model, x.double())
 
 
 def _idx(name):

@@ -293,6 +293,20 @@ def capture(model, x):
     return seen
 
 
+def pattern(model, x):
+    """Activation pattern of each sample, in x's precision: relu masks and max-pool indices
+    (torch's first maximum on ties), concatenated."""
+    parts = []
+    for mod, inp in capture(model, x):
+        if isinstance(mod, nn.MaxPool2d):
+            _, ind = F.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding,
+                                  ceil_mode=mod.ceil_mode, return_indices=True)
+            parts.append(ind.reshape(len(x), -1).to(torch.int64))
+        else:
+            parts.append((inp > 0).reshape(len(x), -1).to(torch.int64))
+    return torch.cat(parts, dim=1)
+
+
 def window_gaps(mod, x):
     """Per window of a max-pool on x [1, C, H, W]: top-two gap and whether all entries are 0.
     Padding cells are -inf in unfold's view, so they are excluded by masking."""

@@ -131,26 +131,13 @@ def ready(m):
     return m
 
 
-def patterns(model, x):
-    """Relu masks and max-pool indices (torch's first maximum on ties) per sample."""
-    parts = []
-    for mod, inp in core.capture(model, x):
-        if isinstance(mod, nn.MaxPool2d):
-            _, ind = F.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding,
-                                  ceil_mode=mod.ceil_mode, return_indices=True)
-            parts.append(ind.reshape(len(x), -1).to(torch.int64))
-        else:
-            parts.append((inp > 0).reshape(len(x), -1).to(torch.int64))
-    return torch.cat(parts, dim=1)
-
-
 def decidable(m, x):
     """Samples whose activation pattern float32 arithmetic decides: torch float32 and torch
     float64 agree on it. Exact ties (flat backgrounds) stay: both keep equal values equal and
     take the first maximum. What goes is a gap between two values smaller than float32 can
     resolve (a few samples of a trained net, which ones depending on the training's own
     float32 rounding): there no float32 computation, torch's included, has a right answer."""
-    return (patterns(m, x.double()) == patterns(copy.deepcopy(m).float(), x.float())).all(1)
+    return (core.pattern(m, x.double()) == core.pattern(copy.deepcopy(m).float(), x.float())).all(1)
 
 
 def write(name, m, x, y, out_dir, seed, reg_rows):
