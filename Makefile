@@ -73,7 +73,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: FORCE all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-http fuzz format format-check clean
+.PHONY: FORCE all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-scaling bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -120,9 +120,10 @@ $(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 
 # Server units that stand alone (no libmicrohttpd) are tested in tests/unit/server.
 UNIT_SERVER_OBJS := $(O)/server/sched.o
+# --wrap: tests/unit/core/test_gemm.c records every sgemm call the library makes.
 $(O)/test-unit: $(UNIT_OBJS) $(UNIT_SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -Wl,--wrap=cblas_sgemm -o $@ $^ $(TEST_LDLIBS)
 
 $(O)/test-reference: $(REF_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
@@ -277,7 +278,16 @@ bench: deps
 	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_attacks.py --bin $(O)/bench-attacks
 	$(Q)$(PYTHON) bench/bench_autoattack.py --bin $(O)/bench-autoattack --demo $(DEMO_DIR)
+	$(Q)$(MAKE) --no-print-directory bench-scaling
 	$(Q)$(MAKE) --no-print-directory bench-http
+
+# Thread scaling of every kernel and regularizer at 1, 2, 4, ... threads up to the cores
+# (BENCH_MAX_THREADS may go beyond), beside OpenBLAS's own sgemm scaling and torch.
+BENCH_MAX_THREADS ?= $(shell nproc)
+bench-scaling: deps
+	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg
+	$(Q)$(PYTHON) bench/bench_scaling.py --core $(O)/bench-core --reg $(O)/bench-reg \
+		--max-threads $(BENCH_MAX_THREADS) --torch
 
 # The transport alone: wrk against reluregd and nginx, HTTP+JSON/binary over the library call,
 # the Python client against torch double backprop; then the cost model's error per class.

@@ -1,7 +1,8 @@
 // Timing harness for the core kernels, driven by bench/bench_core.py (which times PyTorch on
 // the same machine and prints the ratios). Not a test: nothing here asserts.
 //
-//   bench-core sgemm N THREADS REPS             best sgemm GFLOP/s at N^3
+//   bench-core sgemm N THREADS REPS             OpenBLAS's own threaded sgemm at N^3
+//   bench-core rrgemm N THREADS REPS            relureg's deterministic product at N^3
 //   bench-core MODEL.safetensors B THREADS REPS forward, jacobian and backward-to-parameters
 // Prints one JSON object per line: {"op": ..., "ms_min": ..., "ms_median": ...}.
 #include <stdio.h>
@@ -19,20 +20,25 @@ static void report(const char *op, double *t, int reps)
     fflush(stdout);
 }
 
-static int bench_sgemm(size_t N, int reps)
+static int bench_sgemm(size_t N, int reps, bool ours)
 {
     float *A = rr_aligned_alloc(N * N * sizeof(float)), *Bm = rr_aligned_alloc(N * N * 4),
           *C = rr_aligned_alloc(N * N * 4);
     for (size_t i = 0; i < N * N; i++)
         A[i] = Bm[i] = (float)(i % 7) * 0.1f;
     double *t = malloc((size_t)reps * sizeof(double));
-    rr__sgemm_native(N, N, N, A, Bm, C);
-    for (int r = 0; r < reps; r++) {
+    float *split = rr_aligned_alloc(RR__GEMM_SPLIT_FLOATS * sizeof(float));
+    for (int r = -1; r < reps; r++) {
         double t0 = now_ms();
-        rr__sgemm_native(N, N, N, A, Bm, C);
-        t[r] = now_ms() - t0;
+        if (ours)
+            rr__sgemm(false, false, N, N, N, 1.0f, A, N, Bm, N, 0.0f, C, N, split);
+        else
+            rr__sgemm_native(N, N, N, A, Bm, C);
+        if (r >= 0)
+            t[r] = now_ms() - t0;
     }
-    report("sgemm", t, reps);
+    report(ours ? "rrgemm" : "sgemm", t, reps);
+    rr_aligned_free(split);
     free(t);
     rr_aligned_free(A);
     rr_aligned_free(Bm);
@@ -44,13 +50,13 @@ int main(int argc, char **argv)
 {
     rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     if (argc != 5) {
-        fprintf(stderr, "usage: %s sgemm N THREADS REPS | MODEL B THREADS REPS\n", argv[0]);
+        fprintf(stderr, "usage: %s sgemm|rrgemm N THREADS REPS | MODEL B THREADS REPS\n", argv[0]);
         return 2;
     }
     rr_set_num_threads(atoi(argv[3]));
     int reps = atoi(argv[4]);
-    if (strcmp(argv[1], "sgemm") == 0)
-        return bench_sgemm((size_t)atol(argv[2]), reps);
+    if (strcmp(argv[1], "sgemm") == 0 || strcmp(argv[1], "rrgemm") == 0)
+        return bench_sgemm((size_t)atol(argv[2]), reps, strcmp(argv[1], "rrgemm") == 0);
 
     rr_error err = {0};
     rr_model *m = NULL;

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <cpuid.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,46 +46,144 @@ void rr__sgemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, 
     gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Output panels: at most MAX_PANELS, each at least MIN_PANEL rows or columns.
-#define MAX_PANELS 4
-#define MIN_PANEL  64
-
+// ---- the deterministic parallel product ----
+//
 // OpenBLAS's threaded sgemm splits its work by the thread count, and its edge tiles then
 // round differently: results change in the last bit between 1 and 2 threads (measured on
 // this machine's Haswell kernels). relureg promises thread-independent answers, so the
-// threading happens here instead: C is cut into panels whose layout depends only on the
-// shapes, each panel is one serial sgemm, and the panels are spread over the OpenMP threads.
-// Each output element is then computed by the same call with the same operands whatever the
-// thread count. Splitting the rows of C repacks B once per panel and splitting its columns
-// repacks A, so the split runs along the dimension whose other operand is smaller, into few
-// panels (the repacking stays a few percent of the work).
+// threading happens here instead. The product is cut into tasks by a plan that depends on
+// (M, N, K) only (rr__sgemm_plan): a grid of output tiles, and for products whose output is
+// too small to give enough tiles, a split of K into chunks. Each task is one serial sgemm;
+// tasks are claimed dynamically by the OpenMP threads; the K chunks' partial products are
+// added in chunk order. Every element of C is then computed by the same operations whatever
+// the thread count, and as many threads as the plan has tasks take part.
+
+// Tasks a product is cut into when its work allows: enough for 64 threads, claimed
+// dynamically so that uneven thread speeds even out. Larger products get more tasks, so that
+// none exceeds TASK_MAX_FLOPS; smaller ones fewer, so that none is under TASK_MIN_FLOPS
+// (about 40 us on one core: below that, handing out a task costs more than it saves).
+#define PAR_TASKS      64
+#define TASK_MIN_FLOPS (4.0 * 1024 * 1024)
+#define TASK_MAX_FLOPS (256.0 * 1024 * 1024)
+// Tile sides are multiples of this (the micro-kernels' widths), so interior tiles never run
+// the kernels' edge cases.
+#define TILE_ALIGN 16
+// K chunks are at least this long.
+#define KC_MIN 128
+
+static size_t cdiv(size_t a, size_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static size_t round_up(size_t a, size_t b)
+{
+    return cdiv(a, b) * b;
+}
+
+// Tile side for g tiles along a dimension of n, and the tile count it gives.
+static size_t tile_side(size_t n, size_t g, size_t *count)
+{
+    size_t t = g <= 1 ? n : round_up(cdiv(n, g), TILE_ALIGN);
+    if (t > n)
+        t = n;
+    *count = cdiv(n, t);
+    return t;
+}
+
+void rr__sgemm_plan(size_t M, size_t N, size_t K, rr__gemm_plan *p)
+{
+    *p = (rr__gemm_plan){.gm = 1, .gn = 1, .ks = 1, .tm = M, .tn = N, .kc = K};
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    double want = flops / TASK_MAX_FLOPS > PAR_TASKS ? ceil(flops / TASK_MAX_FLOPS) : PAR_TASKS;
+    if (want > floor(flops / TASK_MIN_FLOPS))
+        want = floor(flops / TASK_MIN_FLOPS);
+    if (M == 0 || N == 0 || want < 2)
+        return;
+    const size_t w = (size_t)want;
+    // The grid with the most tiles up to `w`, then the least repacking: each row of tiles
+    // packs its part of B once per tile, each column of tiles its part of A, so the packed
+    // elements are (gm N + gn M) K.
+    const size_t mmax = cdiv(M, TILE_ALIGN), nmax = cdiv(N, TILE_ALIGN);
+    size_t best_tiles = 0;
+    double best_cost = 0.0;
+    for (size_t gm = 1; gm <= mmax && gm <= w; gm++) {
+        size_t gn = cdiv(w, gm);
+        gn = gn > nmax ? nmax : gn;
+        size_t cm, cn;
+        const size_t tm = tile_side(M, gm, &cm), tn = tile_side(N, gn, &cn);
+        const size_t tiles = cm * cn < w ? cm * cn : w;
+        const double cost = (double)cm * (double)N + (double)cn * (double)M;
+        if (tiles > best_tiles || (tiles == best_tiles && cost < best_cost)) {
+            best_tiles = tiles;
+            best_cost = cost;
+            p->gm = cm, p->gn = cn, p->tm = tm, p->tn = tn;
+        }
+    }
+    // Too few tiles for the work: split K, within the partials' scratch.
+    const size_t tiles = p->gm * p->gn;
+    if (tiles < w && K >= 2 * KC_MIN) {
+        size_t ks = cdiv(w, tiles);
+        const size_t by_k = K / KC_MIN, by_mem = RR__GEMM_SPLIT_FLOATS / (M * N) + 1;
+        ks = ks > by_k ? by_k : ks;
+        ks = ks > by_mem ? by_mem : ks;
+        if (ks >= 2) {
+            p->kc = round_up(cdiv(K, ks), TILE_ALIGN);
+            p->ks = cdiv(K, p->kc);
+        }
+    }
+}
+
+size_t rr__sgemm_tasks(const rr__gemm_plan *p)
+{
+    return p->gm * p->gn * p->ks;
+}
+
 void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
                const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-               size_t ldc)
+               size_t ldc, float *split)
 {
     RR_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
               ldc <= INT_MAX);
     if (M == 0 || N == 0)
         return;
-    const bool split_m = M >= N;
-    const size_t dim = split_m ? M : N;
-    size_t np = dim / MIN_PANEL;
-    np = np < 1 ? 1 : np > MAX_PANELS ? MAX_PANELS : np;
-    const size_t panel = (dim + np - 1) / np;
-    // The region is entered even for a single panel, so that sgemm never runs threaded.
-#pragma omp parallel for schedule(static, 1)
-    for (size_t p = 0; p < np; p++) {
-        const size_t o = p * panel, n = dim - o < panel ? dim - o : panel;
-        if (split_m) {
-            // Row i of op(A) is row i of A, or column i of A when transposed.
-            const float *Ap = trans_a ? A + o : A + o * lda;
-            gemm_serial(trans_a, trans_b, n, N, K, alpha, Ap, lda, B, ldb, beta, C + o * ldc, ldc);
-        } else {
-            // Column j of op(B) is column j of B, or row j of B when transposed.
-            const float *Bp = trans_b ? B + o * ldb : B + o;
-            gemm_serial(trans_a, trans_b, M, n, K, alpha, A, lda, Bp, ldb, beta, C + o, ldc);
-        }
+    rr__gemm_plan p;
+    rr__sgemm_plan(M, N, K, &p);
+    const size_t tasks = rr__sgemm_tasks(&p);
+    if (tasks == 1) {
+        gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
     }
+    RR_ASSERT(p.ks == 1 || split != NULL);
+    const size_t tiles = p.gm * p.gn;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t t = 0; t < tasks; t++) {
+        const size_t s = t / tiles, i = t % tiles % p.gm, j = t % tiles / p.gm;
+        const size_t m0 = i * p.tm, n0 = j * p.tn, k0 = s * p.kc;
+        const size_t m = M - m0 < p.tm ? M - m0 : p.tm, n = N - n0 < p.tn ? N - n0 : p.tn;
+        const size_t k = K - k0 < p.kc ? K - k0 : p.kc;
+        // Row i of op(A) is row i of A, or column i of A when transposed; column k of op(A) is
+        // column k of A, or row k. Likewise for op(B) with rows k and columns j.
+        const float *Ap = trans_a ? A + k0 * lda + m0 : A + m0 * lda + k0;
+        const float *Bp = trans_b ? B + n0 * ldb + k0 : B + k0 * ldb + n0;
+        if (s == 0)
+            gemm_serial(trans_a, trans_b, m, n, k, alpha, Ap, lda, Bp, ldb, beta, C + m0 * ldc + n0,
+                        ldc);
+        else
+            gemm_serial(trans_a, trans_b, m, n, k, alpha, Ap, lda, Bp, ldb, 0.0f,
+                        split + (s - 1) * M * N + m0 * N + n0, N);
+    }
+    if (p.ks == 1)
+        return;
+        // C += partial 1, then partial 2, ...: each element in chunk order.
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < M; i++)
+        for (size_t s = 1; s < p.ks; s++) {
+            const float *P = split + (s - 1) * M * N + i * N;
+            float *c = C + i * ldc;
+            for (size_t j = 0; j < N; j++)
+                c[j] += P[j];
+        }
 }
 
 void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float *B, float *C)

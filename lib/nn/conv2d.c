@@ -8,7 +8,8 @@
 // Blocks are independent for forward and vjp: an OpenMP loop over blocks, each thread with
 // its block's im2col in a buffer that stays in cache and one serial sgemm per block (a few
 // rows per call make the GEMM wide enough to run near peak, PyTorch's CPU path does one).
-// Parameter gradients are sums over rows: each of RR_CONV_GROUPS fixed groups of blocks is
+// Parameter gradients are sums over rows: the blocks are cut into groups, as many as there
+// are blocks up to RR_CONV_GROUPS (a count that depends on the rows only); each group is
 // summed by one thread in order into its own partial, then the partials in group order, so
 // the result does not depend on the thread count.
 #include <omp.h>
@@ -109,7 +110,8 @@ static void col2im(float *g, const float *col, size_t ld, const rr_op *op)
             }
 }
 
-// Threads for a block loop: the caller's, capped by the per-thread buffers planned.
+// Threads for a block loop: the caller's (rr__check_call fitted the per-thread buffers to
+// them; the cap only guards that).
 static int row_threads(const rr__scratch *s)
 {
     int n = omp_get_max_threads();
@@ -195,8 +197,9 @@ void rr__conv2d_vjp_params(const rr_model *m, const rr_op *op, float *dparams, c
     float *db = affine && op->p_bias >= 0 ? dparams + m->params[op->p_bias].offset : NULL;
     const size_t nblocks = (rows + RR_CONV_BLOCK - 1) / RR_CONV_BLOCK;
     const size_t per_group = (nblocks + RR_CONV_GROUPS - 1) / RR_CONV_GROUPS;
+    const size_t ngroups = (nblocks + per_group - 1) / per_group;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(row_threads(s))
-    for (size_t grp = 0; grp < RR_CONV_GROUPS; grp++) {
+    for (size_t grp = 0; grp < ngroups; grp++) {
         float *part = s->part + grp * s->part_cap;
         double *bpart = s->bpart + grp * s->bpart_cap;
         float *col = thread_col(s), *g = thread_out(s, op);
@@ -219,13 +222,13 @@ void rr__conv2d_vjp_params(const rr_model *m, const rr_op *op, float *dparams, c
                 }
         }
     }
-    for (size_t grp = 0; grp < RR_CONV_GROUPS && grp * per_group < nblocks; grp++) {
-        const float *part = s->part + grp * s->part_cap;
-#pragma omp parallel for schedule(static) if (nw > 65536)
-        for (size_t i = 0; i < nw; i++)
-            dW[i] += part[i];
-        if (db)
+    // dW += partial 0, then partial 1, ...: each element in group order.
+#pragma omp parallel for schedule(static) if (nw * ngroups > 65536)
+    for (size_t i = 0; i < nw; i++)
+        for (size_t grp = 0; grp < ngroups; grp++)
+            dW[i] += s->part[grp * s->part_cap + i];
+    if (db)
+        for (size_t grp = 0; grp < ngroups; grp++)
             for (size_t co = 0; co < Co; co++)
                 db[co] += (float)s->bpart[grp * s->bpart_cap + co];
-    }
 }

@@ -24,7 +24,7 @@ const float *rr__forward_chunk(const rr_model *m, rr_workspace *ws, const float 
         float *out = ws->act[op->out];
         switch (op->kind) {
             case RR_OP_LINEAR:
-                rr__linear_forward(m, op, out, in, nb, true);
+                rr__linear_forward(m, op, out, in, nb, true, &ws->scratch);
                 break;
             case RR_OP_CONV2D:
                 rr__conv2d_forward(m, op, out, in, nb, true, &ws->scratch);
@@ -100,7 +100,7 @@ void rr__pattern_hash_chunk(const rr_model *m, const rr_workspace *ws, size_t nb
     }
 }
 
-rr_status rr__check_call(const rr_model *m, const rr_workspace *ws, const float *x, size_t B,
+rr_status rr__check_call(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                          rr_error *err)
 {
     if (ws == NULL || ws->m != m)
@@ -111,7 +111,7 @@ rr_status rr__check_call(const rr_model *m, const rr_workspace *ws, const float 
         return rr_error_set(err, RR_EINVAL, "inputs", "batch too large");
     if (n && !rr_all_finite(x, n))
         return rr_error_set(err, RR_ENONFINITE, "inputs", "inputs contain NaN or Inf");
-    return RR_OK;
+    return rr__ws_fit_threads(ws, err);
 }
 
 rr_status rr_forward(const rr_model *m, rr_workspace *ws, const float *x, size_t B, float *logits,

@@ -34,7 +34,7 @@ void rr__tangent_chunk_hook(const rr_model *m, rr_workspace *ws, size_t nb, size
         // d<u, L_theta(t)>/dtheta of the op's linear part L_theta at the tangent t it receives.
         if (params && us->at[i]) {
             if (op->kind == RR_OP_LINEAR)
-                rr__linear_vjp_params(m, op, dparams, us->at[i], cur, rows, false);
+                rr__linear_vjp_params(m, op, dparams, us->at[i], cur, rows, false, &ws->scratch);
             else if (op->kind == RR_OP_CONV2D)
                 rr__conv2d_vjp_params(m, op, dparams, us->at[i], cur, rows, false, &ws->scratch);
             else if (op->kind == RR_OP_BATCHNORM)
@@ -42,7 +42,7 @@ void rr__tangent_chunk_hook(const rr_model *m, rr_workspace *ws, size_t nb, size
         }
         switch (op->kind) {
             case RR_OP_LINEAR:
-                rr__linear_forward(m, op, next, cur, rows, false);
+                rr__linear_forward(m, op, next, cur, rows, false, &ws->scratch);
                 cur = next;
                 break;
             case RR_OP_CONV2D:

@@ -20,10 +20,11 @@
 
 // ---- linear (linear.c) ----
 void rr__linear_forward(const rr_model *m, const rr_op *op, float *out, const float *in,
-                        size_t rows, bool affine);
-void rr__linear_vjp(const rr_model *m, const rr_op *op, float *gin, const float *gout, size_t rows);
+                        size_t rows, bool affine, const rr__scratch *s);
+void rr__linear_vjp(const rr_model *m, const rr_op *op, float *gin, const float *gout, size_t rows,
+                    const rr__scratch *s);
 void rr__linear_vjp_params(const rr_model *m, const rr_op *op, float *dparams, const float *gout,
-                           const float *in, size_t rows, bool affine);
+                           const float *in, size_t rows, bool affine, const rr__scratch *s);
 
 // ---- conv2d (conv2d.c), im2col + sgemm: per row, or per chunk of rows for parameters ----
 void rr__conv2d_forward(const rr_model *m, const rr_op *op, float *out, const float *in,

@@ -10,7 +10,7 @@
 #include "nn/layers.h"
 
 void rr__linear_forward(const rr_model *m, const rr_op *op, float *out, const float *in,
-                        size_t rows, bool affine)
+                        size_t rows, bool affine, const rr__scratch *s)
 {
     const size_t I = op->c, O = op->oc;
     const float *W = m->params[op->p_weight].data;
@@ -22,22 +22,23 @@ void rr__linear_forward(const rr_model *m, const rr_op *op, float *out, const fl
             memcpy(out + r * O, b, O * sizeof(float));
         beta = 1.0f;
     }
-    rr__sgemm(false, true, rows, O, I, 1.0f, in, I, W, I, beta, out, O);
+    rr__sgemm(false, true, rows, O, I, 1.0f, in, I, W, I, beta, out, O, s->split);
 }
 
-void rr__linear_vjp(const rr_model *m, const rr_op *op, float *gin, const float *gout, size_t rows)
+void rr__linear_vjp(const rr_model *m, const rr_op *op, float *gin, const float *gout, size_t rows,
+                    const rr__scratch *s)
 {
     const size_t I = op->c, O = op->oc;
     const float *W = m->params[op->p_weight].data;
-    rr__sgemm(false, false, rows, I, O, 1.0f, gout, O, W, I, 0.0f, gin, I);
+    rr__sgemm(false, false, rows, I, O, 1.0f, gout, O, W, I, 0.0f, gin, I, s->split);
 }
 
 void rr__linear_vjp_params(const rr_model *m, const rr_op *op, float *dparams, const float *gout,
-                           const float *in, size_t rows, bool affine)
+                           const float *in, size_t rows, bool affine, const rr__scratch *s)
 {
     const size_t I = op->c, O = op->oc;
     float *dW = dparams + m->params[op->p_weight].offset;
-    rr__sgemm(true, false, O, I, rows, 1.0f, gout, O, in, I, 1.0f, dW, I);
+    rr__sgemm(true, false, O, I, rows, 1.0f, gout, O, in, I, 1.0f, dW, I, s->split);
     if (affine && op->p_bias >= 0) {
         // Sum over rows in row order (fixed, thread-independent), in double, a block of
         // columns at a time so that the rows are read contiguously.

@@ -51,8 +51,9 @@ void rr__pattern_chunk(const rr_model *m, const rr_workspace *ws, size_t nb, uin
                        size_t stride);
 void rr__pattern_hash_chunk(const rr_model *m, const rr_workspace *ws, size_t nb, uint64_t *hash);
 
-// Shared argument checks of the public calls: workspace planned for m, finite inputs.
-rr_status rr__check_call(const rr_model *m, const rr_workspace *ws, const float *x, size_t B,
+// Shared argument checks of the public calls: workspace planned for m, finite inputs; then
+// the workspace's per-thread scratch fitted to the calling thread's thread count.
+rr_status rr__check_call(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                          rr_error *err);
 
 #endif

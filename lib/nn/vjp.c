@@ -71,9 +71,9 @@ void rr__backward_chunk(const rr_model *m, rr_workspace *ws, size_t nb, size_t R
         switch (op->kind) {
             case RR_OP_LINEAR:
                 if (dparams)
-                    rr__linear_vjp_params(m, op, dparams, cur, x, rows, true);
+                    rr__linear_vjp_params(m, op, dparams, cur, x, rows, true, &ws->scratch);
                 if (need_in) {
-                    rr__linear_vjp(m, op, next, cur, rows);
+                    rr__linear_vjp(m, op, next, cur, rows, &ws->scratch);
                     cur = next;
                 }
                 break;

@@ -4,12 +4,14 @@
 // (idx_total int32) of the forward pass, and for each of its R backward / tangent rows two
 // ping-pong buffers and one stash per residual nesting level (max_act floats each) plus a
 // seed row of K floats. The chunk is as many samples as fit the budget, at most max_batch.
-// Conv scratch: one im2col row per thread, and RR_CONV_GROUPS partial gradients of the
-// largest conv weight.
+// Conv scratch: one im2col row per thread (allocated on its own, since it follows the thread
+// count of the calls), and RR_CONV_GROUPS partial gradients of the largest conv weight.
+// Linear layers: the scratch of a split GEMM.
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "core/blas.h"
 #include "nn/layers.h"
 
 // Bytes reserved for one sub-buffer of n elements of `size` bytes, rounded up to 64.
@@ -63,8 +65,10 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
         nb = p->max_batch;
     const size_t rows = nb * R;
 
-    size_t row = 0, part = 0, bpart = 0;
-    for (int i = 0; i < m->nops; i++)
+    size_t row = 0, part = 0, bpart = 0, split = 0;
+    for (int i = 0; i < m->nops; i++) {
+        if (m->ops[i].kind == RR_OP_LINEAR)
+            split = RR__GEMM_SPLIT_FLOATS;
         if (m->ops[i].kind == RR_OP_CONV2D) {
             size_t w, pa, bp;
             rr__conv2d_scratch_need(&m->ops[i], &w, &pa, &bp);
@@ -72,12 +76,7 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
             part = pa > part ? pa : part;
             bpart = bp > bpart ? bp : bpart;
         }
-    // Per-thread conv buffers for the threads of the planning thread; calls made later with
-    // more threads use only this many for their conv row loops.
-    const int nthreads = omp_get_max_threads();
-    size_t row_all;
-    if (!rr_size_mul(row, (size_t)nthreads, &row_all))
-        return rr_error_set(err, RR_ENOMEM, "", "workspace too large");
+    }
 
     size_t total = 0;
     ok = reserve(&total, 1, sizeof(rr_workspace)) &&
@@ -89,7 +88,7 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
          reserve(&total, rows * m->max_act, sizeof(float)) &&
          reserve(&total, rows * m->max_act * (size_t)m->res_depth, sizeof(float)) &&
          reserve(&total, rows * (size_t)m->K, sizeof(float)) &&
-         reserve(&total, row_all, sizeof(float)) &&
+         reserve(&total, split, sizeof(float)) &&
          reserve(&total, part * RR_CONV_GROUPS, sizeof(float)) &&
          reserve(&total, bpart * RR_CONV_GROUPS, sizeof(double));
     char *block = ok ? rr_aligned_alloc(total) : NULL;
@@ -115,9 +114,8 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
     ws->g[1] = carve(&q, rows * m->max_act, sizeof(float));
     ws->stash = carve(&q, rows * m->max_act * (size_t)m->res_depth, sizeof(float));
     ws->seed = carve(&q, rows * (size_t)m->K, sizeof(float));
-    ws->scratch.row = carve(&q, row_all, sizeof(float));
     ws->scratch.row_cap = row;
-    ws->scratch.nthreads = nthreads;
+    ws->scratch.split = split ? carve(&q, split, sizeof(float)) : NULL;
     ws->scratch.part = carve(&q, part * RR_CONV_GROUPS, sizeof(float));
     ws->scratch.part_cap = part;
     ws->scratch.bpart = carve(&q, bpart * RR_CONV_GROUPS, sizeof(double));
@@ -131,6 +129,11 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
         ws->act[a] = ws->act_block + off;
         off += nb * m->act_size[a];
     }
+    rr_status st = rr__ws_fit_threads(ws, err);
+    if (st != RR_OK) {
+        rr_workspace_free(ws);
+        return st;
+    }
     *out = ws;
     return RR_OK;
 }
@@ -139,6 +142,7 @@ void rr_workspace_free(rr_workspace *ws)
 {
     if (ws) {
         rr_workspace_free(ws->twin);
+        rr_aligned_free(ws->scratch.row);
         rr_aligned_free(ws->ext);
         rr_aligned_free(ws->block);
     }
@@ -156,6 +160,27 @@ void *rr__ws_ext(rr_workspace *ws, size_t bytes, rr_error *err)
     }
     ws->ext_bytes = bytes;
     return ws->ext;
+}
+
+rr_status rr__ws_fit_threads(rr_workspace *ws, rr_error *err)
+{
+    const int n = omp_get_max_threads();
+    for (rr_workspace *w = ws; w; w = w->twin) {
+        rr__scratch *s = &w->scratch;
+        if (s->row_cap == 0 || n <= s->nthreads)
+            continue;
+        size_t bytes;
+        if (!rr_size_mul(s->row_cap, (size_t)n * sizeof(float), &bytes))
+            return rr_error_set(err, RR_ENOMEM, "", "conv scratch too large for %d threads", n);
+        float *row = rr_aligned_alloc(bytes);
+        if (row == NULL)
+            return rr_error_set(err, RR_ENOMEM, "", "out of memory for %zu MiB of conv scratch",
+                                bytes >> 20);
+        rr_aligned_free(s->row);
+        s->row = row;
+        s->nthreads = n;
+    }
+    return RR_OK;
 }
 
 rr_workspace *rr__ws_twin(rr_workspace *ws, rr_error *err)

@@ -7,17 +7,20 @@
 #include "nn/model_impl.h"
 #include "nn/workspace.h"
 
-// Conv GEMMs take this many rows at a time, and parameter gradients are summed in this many
-// fixed groups of such blocks (conv2d.c).
+// Conv GEMMs take this many rows at a time, and parameter gradients are summed in at most
+// RR_CONV_GROUPS groups of such blocks, as many as the rows give (conv2d.c).
 #define RR_CONV_BLOCK  4
-#define RR_CONV_GROUPS 8
+#define RR_CONV_GROUPS 64
 
-// Conv scratch (see conv2d.c): per-thread im2col and GEMM output of one block of rows, and
-// per-group partial sums of the weight and bias gradients.
+// Kernel scratch. Conv (see conv2d.c): per-thread im2col and GEMM output of one block of
+// rows, and per-group partial sums of the weight and bias gradients. Linear: the partial
+// products of a split GEMM (core/blas.h).
 typedef struct rr__scratch {
-    float *row; // nthreads blocks of row_cap floats
+    float *row; // nthreads blocks of row_cap floats: its own allocation, grown with the
+                // caller's thread count (rr__ws_fit_threads)
     size_t row_cap;
-    int nthreads; // OpenMP threads the row blocks were planned for
+    int nthreads; // OpenMP threads the row blocks are there for
+    float *split; // RR__GEMM_SPLIT_FLOATS floats, NULL when the model has no linear layer
     float *part;  // RR_CONV_GROUPS blocks of part_cap floats
     size_t part_cap;
     double *bpart; // RR_CONV_GROUPS blocks of bpart_cap doubles
@@ -51,6 +54,10 @@ void *rr__ws_ext(rr_workspace *ws, size_t bytes, rr_error *err);
 // A second workspace with the same plan, for computations that need two forward states at
 // once (created on first use, then kept). NULL and an error when it cannot be created.
 rr_workspace *rr__ws_twin(rr_workspace *ws, rr_error *err);
+
+// Per-thread kernel scratch for the calling thread's OpenMP thread count (of ws and its twin),
+// grown when a call runs with more threads than the last. RR_ENOMEM when it cannot grow.
+rr_status rr__ws_fit_threads(rr_workspace *ws, rr_error *err);
 
 // Samples per chunk when a call needs R rows per sample (0 when even one sample does not fit).
 size_t rr__ws_chunk_for(const rr_workspace *ws, size_t R);

@@ -128,7 +128,7 @@ Test(blas, sgemm_all_transposes)
             for (int i = 0; i < 6; i++)
                 C[i] = 1.0f; // beta = 1 accumulates onto 1
             rr__sgemm(ta, tb, 3, 2, 4, 2.0f, ta ? At : A, ta ? 3 : 4, tb ? Bt : Bm, tb ? 4 : 2,
-                      1.0f, C, 2);
+                      1.0f, C, 2, NULL);
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 2; j++) {
                     double s = 1.0;

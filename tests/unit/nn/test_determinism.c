@@ -1,6 +1,7 @@
 // Results do not depend on the thread count (api.md, "Determinism"): the same inputs give
-// bit-identical logits, Jacobians, JVPs and gradients at 1 and at 2 threads, including the
-// parameter gradients whose reductions span the batch.
+// bit-identical logits, Jacobians, JVPs and gradients at 1, 3 and 16 threads, including the
+// parameter gradients whose reductions span the batch, and on a workspace planned at one
+// thread and then used at 16 (its per-thread conv buffers grow with the call).
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,14 +36,15 @@ static void outputs_free(outputs *o)
     free(o->gp);
 }
 
-static void run(rr_model *m, const float *x, const float *v, const float *g, size_t B, int threads,
-                outputs *o)
+static void run(rr_model *m, const float *x, const float *v, const float *g, size_t B,
+                int plan_threads, int threads, outputs *o)
 {
     const size_t D = rr_model_input_size(m), K = 10, T = 3;
-    rr_set_num_threads(threads);
+    rr_set_num_threads(plan_threads);
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
     cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
+    rr_set_num_threads(threads);
     o->z = malloc(B * K * sizeof(float));
     o->J = malloc(B * K * D * sizeof(float));
     o->jv = malloc(B * T * K * sizeof(float));
@@ -52,9 +54,10 @@ static void run(rr_model *m, const float *x, const float *v, const float *g, siz
     cr_assert_eq(rr_jvp(m, ws, x, B, v, T, o->jv, NULL, NULL), RR_OK);
     cr_assert_eq(rr_vjp(m, ws, x, B, g, o->gx, o->gp, NULL), RR_OK);
     rr_workspace_free(ws);
+    rr_set_num_threads(1);
 }
 
-Test(determinism, one_and_two_threads_agree_bit_for_bit)
+Test(determinism, one_three_and_sixteen_threads_agree_bit_for_bit)
 {
     rr_model *m = rr_test_model(cnn, 5, 1.5, RR_DTYPE_F32);
     cr_assert_not_null(m);
@@ -68,17 +71,25 @@ Test(determinism, one_and_two_threads_agree_bit_for_bit)
         v[i] = (float)(rr_test_uniform(&st) - 0.5);
     for (size_t i = 0; i < B * K; i++)
         g[i] = (float)(rr_test_uniform(&st) - 0.5);
-    outputs a, b;
-    run(m, x, v, g, B, 1, &a);
-    run(m, x, v, g, B, 2, &b);
-    cr_expect(memcmp(a.z, b.z, B * K * sizeof(float)) == 0, "logits differ");
-    cr_expect(memcmp(a.J, b.J, B * K * D * sizeof(float)) == 0, "jacobian differs");
-    cr_expect(memcmp(a.jv, b.jv, B * T * K * sizeof(float)) == 0, "jvp differs");
-    cr_expect(memcmp(a.gx, b.gx, B * D * sizeof(float)) == 0, "input gradient differs");
-    cr_expect(memcmp(a.gp, b.gp, rr_model_param_size(m) * sizeof(float)) == 0,
-              "parameter gradient differs");
+    outputs a;
+    run(m, x, v, g, B, 1, 1, &a);
+    static const int threads[][2] = {{3, 3}, {16, 16}, {1, 16}};
+    for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
+        outputs b;
+        const int pt = threads[t][0], ct = threads[t][1];
+        run(m, x, v, g, B, pt, ct, &b);
+        cr_expect(memcmp(a.z, b.z, B * K * sizeof(float)) == 0, "logits differ (%d/%d)", pt, ct);
+        cr_expect(memcmp(a.J, b.J, B * K * D * sizeof(float)) == 0, "jacobian differs (%d/%d)", pt,
+                  ct);
+        cr_expect(memcmp(a.jv, b.jv, B * T * K * sizeof(float)) == 0, "jvp differs (%d/%d)", pt,
+                  ct);
+        cr_expect(memcmp(a.gx, b.gx, B * D * sizeof(float)) == 0, "input gradient differs (%d/%d)",
+                  pt, ct);
+        cr_expect(memcmp(a.gp, b.gp, rr_model_param_size(m) * sizeof(float)) == 0,
+                  "parameter gradient differs (%d/%d)", pt, ct);
+        outputs_free(&b);
+    }
     outputs_free(&a);
-    outputs_free(&b);
     free(x);
     free(v);
     free(g);
