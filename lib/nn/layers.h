@@ -41,6 +41,12 @@ void rr__conv2d_scratch_need(const rr_op *op, size_t *row, size_t *part, size_t 
 // wherever it sits (uniform_gemm.c): equal columns of B give equal columns of C. Serial.
 void rr__gemm_uniform(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
                       size_t ldb, float *C, size_t ldc);
+// The same with a chosen instruction set, no better than the CPU's (for tests: the AVX2 and
+// AVX-512 kernels give the same bits; the plain one, without FMA, other bits).
+typedef enum rr__isa { RR__ISA_PLAIN, RR__ISA_AVX2, RR__ISA_AVX512 } rr__isa;
+rr__isa rr__gemm_uniform_best_isa(void);
+void rr__gemm_uniform_isa(rr__isa isa, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                          const float *B, size_t ldb, float *C, size_t ldc);
 
 // ---- relu and leaky_relu (relu.c) ----
 void rr__relu_forward(const rr_op *op, float *out, const float *in, size_t rows);
