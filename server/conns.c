@@ -2,6 +2,7 @@
 // reaper thread that looks at it every 50 ms (at once when a new connection nears the limit).
 #include "conns.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@ typedef struct conn {
     double t_phase; // when the phase began
     size_t bytes;   // body: received so far; send: the answer's length
     bool closing;   // shut down by the reaper, waiting for libmicrohttpd to notice
+    atomic_bool *cancel; // COMPUTE: set when the client leaves (rrd_conns_watch), or NULL
 } conn;
 
 struct rrd_conns {
@@ -27,7 +29,7 @@ struct rrd_conns {
     bool stop, urgent;
     pthread_t reaper;
     bool has_reaper;
-    unsigned long long closed_header, closed_body, closed_send, closed_full;
+    unsigned long long closed_header, closed_body, closed_send, closed_full, abandoned;
 };
 
 static void close_conn(conn *k)
@@ -36,6 +38,15 @@ static void close_conn(conn *k)
     // mutex held here: the descriptor is still this connection's.
     k->closing = true;
     shutdown(k->fd, SHUT_RDWR);
+}
+
+// True when the peer has closed the connection: a read would give end of stream (or a reset).
+// Bytes it sent ahead (a pipelined request) are left where they are.
+static bool peer_gone(int fd)
+{
+    char b;
+    const ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 // Closes the oldest connections waiting for headers until the total is under `keep`.
@@ -91,6 +102,10 @@ static void *reaper_main(void *arg)
                        dt > grace + (double)k->bytes / c->cfg.min_rate) {
                 close_conn(k);
                 c->closed_send++;
+            } else if (k->phase == RRD_CONN_COMPUTE && k->cancel && peer_gone(k->fd)) {
+                atomic_store(k->cancel, true);
+                k->cancel = NULL;
+                c->abandoned++;
             }
         }
         trim(c, c->cfg.max_conns * 9 / 10);
@@ -191,6 +206,18 @@ void rrd_conns_phase(rrd_conns *c, struct MHD_Connection *connection, rrd_conn_p
     k->phase = phase;
     k->t_phase = rrd_now();
     k->bytes = phase == RRD_CONN_SEND ? bytes : 0;
+    k->cancel = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rrd_conns_watch(rrd_conns *c, struct MHD_Connection *connection, atomic_bool *cancel)
+{
+    conn *k = find(connection);
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (k->phase == RRD_CONN_COMPUTE)
+        k->cancel = cancel;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -212,5 +239,6 @@ void rrd_conns_stats_get(rrd_conns *c, rrd_conns_stats *out)
     out->closed_body = c->closed_body;
     out->closed_send = c->closed_send;
     out->closed_full = c->closed_full;
+    out->abandoned = c->abandoned;
     pthread_mutex_unlock(&c->mu);
 }

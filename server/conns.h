@@ -8,13 +8,17 @@
 //     --header-timeout-s (slow bodies, unread large answers),
 // and, when the total comes near --max-conns, the oldest connections waiting for headers
 // first. A connection whose request is computing (suspended) is left alone: its deadline
-// bounds it. libmicrohttpd enforces --max-conns and --max-conns-per-ip at accept.
+// bounds it; but when its client has gone (the peer closed: a client that gave up, a
+// browser's AbortSignal), its computation is cancelled (rrd_conns_watch), so that nobody's
+// cores go on computing an answer nobody will read. libmicrohttpd enforces --max-conns and
+// --max-conns-per-ip at accept.
 // Thread rules: the notify callback and the phase setters are called from libmicrohttpd's
 // threads (and a worker, for rrd_conns_phase on resume); everything is under one mutex.
 #ifndef RRD_CONNS_H
 #define RRD_CONNS_H
 
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -44,12 +48,17 @@ void rrd_conns_notify(void *cls, struct MHD_Connection *connection, void **socke
 // The phase of `connection` from now on; bytes: the body's or the answer's length (0 else).
 void rrd_conns_phase(rrd_conns *c, struct MHD_Connection *connection, rrd_conn_phase phase,
                      size_t bytes);
+// While `connection` stays in the COMPUTE phase: set *cancel when its client closes the
+// connection (checked by the reaper, under the table's mutex; the next phase change forgets
+// the pointer, so it must stay valid until then).
+void rrd_conns_watch(rrd_conns *c, struct MHD_Connection *connection, atomic_bool *cancel);
 // Body bytes received so far on `connection` grew by n.
 void rrd_conns_received(rrd_conns *c, struct MHD_Connection *connection, size_t n);
 
 typedef struct rrd_conns_stats {
     size_t open;
     unsigned long long closed_header, closed_body, closed_send, closed_full;
+    unsigned long long abandoned; // computations cancelled because their client left
 } rrd_conns_stats;
 void rrd_conns_stats_get(rrd_conns *c, rrd_conns_stats *out);
 

@@ -205,6 +205,9 @@ void rrd_submit(rrd_request *r, rrd_task *t)
     }
     double wait = 0;
     bool full = false;
+    // A client that leaves cancels its computation (conns.h); the flag lives in the task,
+    // which outlives the watch (rrd_http_completed resets the phase before freeing it).
+    rrd_conns_watch(s->conns, r->conn, &t->ctl.cancel);
     if (rrd_pool_submit(s->pool, &r->work, t->lane, t->cost.cost_s, r->deadline, &wait, &full)) {
         submitted = true; // from here on another worker owns the request
         return;

@@ -220,8 +220,13 @@ char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
         "relureg_connections_closed_total{reason=\"headers\"} %llu\n"
         "relureg_connections_closed_total{reason=\"body\"} %llu\n"
         "relureg_connections_closed_total{reason=\"send\"} %llu\n"
-        "relureg_connections_closed_total{reason=\"full\"} %llu\n",
-        cs->open, cs->closed_header, cs->closed_body, cs->closed_send, cs->closed_full);
+        "relureg_connections_closed_total{reason=\"full\"} %llu\n"
+        "# HELP relureg_requests_abandoned_total Computations cancelled because their client "
+        "closed the connection before the answer.\n"
+        "# TYPE relureg_requests_abandoned_total counter\n"
+        "relureg_requests_abandoned_total %llu\n",
+        cs->open, cs->closed_header, cs->closed_body, cs->closed_send, cs->closed_full,
+        cs->abandoned);
     *len = s.len;
     return s.p;
 }

@@ -8,13 +8,25 @@
 
 #include "server.h"
 
+// Warm workspaces a worker keeps, one per model, least recently used evicted first: a
+// dashboard comparing a few models does not reallocate on every request. Their bytes stay
+// under WS_KEEP_BYTES beside the one in use.
+#define WS_SLOTS      4
+#define WS_KEEP_BYTES ((size_t)512 << 20)
+
+typedef struct ws_slot {
+    rr_model *model; // retained: the model the workspace was planned for (NULL: empty)
+    rr_workspace *ws;
+    size_t batch, rows;
+    unsigned long long used; // the worker's use counter when last returned
+} ws_slot;
+
 struct rrd_worker {
     rrd_pool *pool; // NULL for an inline (I/O thread) worker
     pthread_t thread;
     int slot;
-    rr_model *model; // retained: the model the cached workspace was planned for
-    rr_workspace *ws;
-    size_t ws_batch, ws_rows;
+    ws_slot ws[WS_SLOTS];
+    unsigned long long uses;
     bool released; // the running task called rrd_worker_release
 };
 
@@ -35,12 +47,17 @@ struct rrd_pool {
 #define MAX_EXPIRED  32
 #define MIN_THREAD_S 1e-3 // estimated compute worth one more OpenMP thread
 
+static void slot_clear(ws_slot *s)
+{
+    rr_workspace_free(s->ws);
+    rr_model_release(s->model);
+    *s = (ws_slot){0};
+}
+
 static void worker_clear(rrd_worker *w)
 {
-    rr_workspace_free(w->ws);
-    rr_model_release(w->model);
-    w->ws = NULL;
-    w->model = NULL;
+    for (int i = 0; i < WS_SLOTS; i++)
+        slot_clear(&w->ws[i]);
 }
 
 static void *worker_main(void *arg)
@@ -293,19 +310,47 @@ rr_workspace *rrd_worker_workspace(rrd_worker *w, rr_model *m, size_t batch, siz
         batch = 1;
     if (rows == 0)
         rows = 1;
-    if (w->ws && w->model == m) {
-        if (batch <= w->ws_batch && rows <= w->ws_rows)
-            return w->ws;
-        // Plan for at least the last sizes, so alternating small and large calls settle.
-        batch = batch > w->ws_batch ? batch : w->ws_batch;
-        rows = rows > w->ws_rows ? rows : w->ws_rows;
+    ws_slot *s = NULL;
+    for (int i = 0; i < WS_SLOTS && s == NULL; i++)
+        if (w->ws[i].model == m)
+            s = &w->ws[i];
+    if (s && batch <= s->batch && rows <= s->rows) {
+        s->used = ++w->uses;
+        return s->ws;
     }
-    worker_clear(w);
+    if (s) {
+        // Plan for at least the last sizes, so alternating small and large calls settle.
+        batch = batch > s->batch ? batch : s->batch;
+        rows = rows > s->rows ? rows : s->rows;
+        slot_clear(s);
+    } else {
+        // An empty slot, else the least recently used.
+        s = &w->ws[0];
+        for (int i = 1; i < WS_SLOTS && s->model; i++)
+            if (w->ws[i].model == NULL || w->ws[i].used < s->used)
+                s = &w->ws[i];
+        slot_clear(s);
+    }
     rr_workspace_params wp = {.max_batch = batch, .rows_per_sample = rows};
-    if (rr_workspace_new(m, &wp, &w->ws, err) != RR_OK)
+    if (rr_workspace_new(m, &wp, &s->ws, err) != RR_OK)
         return NULL;
-    w->model = rr_model_retain(m);
-    w->ws_batch = batch;
-    w->ws_rows = rows;
-    return w->ws;
+    s->model = rr_model_retain(m);
+    s->batch = batch;
+    s->rows = rows;
+    s->used = ++w->uses;
+    // The others, least recently used first, while they hold more than WS_KEEP_BYTES.
+    for (;;) {
+        size_t kept = 0;
+        ws_slot *lru = NULL;
+        for (int i = 0; i < WS_SLOTS; i++)
+            if (w->ws[i].model && &w->ws[i] != s) {
+                kept += rr_workspace_bytes(w->ws[i].ws);
+                if (lru == NULL || w->ws[i].used < lru->used)
+                    lru = &w->ws[i];
+            }
+        if (kept <= WS_KEEP_BYTES)
+            break;
+        slot_clear(lru);
+    }
+    return s->ws;
 }

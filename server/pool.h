@@ -53,8 +53,9 @@ void rrd_worker_release(rrd_worker *w);
 // OpenMP thread, freed when the thread exits). NULL when out of memory.
 rrd_worker *rrd_worker_inline(void);
 
-// A workspace for m with room for `batch` samples and `rows` rows per sample, reused from the
-// worker's last call when it fits. Owned by the worker (valid until its next call).
+// A workspace for m with room for `batch` samples and `rows` rows per sample, reused when the
+// worker kept one for m that fits (it keeps one per model for its last few models). Owned by
+// the worker (valid until its next call).
 rr_workspace *rrd_worker_workspace(rrd_worker *w, rr_model *m, size_t batch, size_t rows,
                                    rr_error *err);
 

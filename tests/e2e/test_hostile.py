@@ -236,6 +236,58 @@ class Answers(unittest.TestCase):
             self.assertEqual(d.stop(), 0)
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Abandoned(unittest.TestCase):
+    def test_a_client_that_leaves_cancels_its_computation(self):
+        """A synchronous attack whose client closes the connection stops computing within the
+        reaper's tick (conns.h): the cores go back to other clients, the metric counts it."""
+        d = harness.Daemon(extra=("--workers", "2", "--threads", "2", "--long-ms", "600000",
+                                  "--max-steps", "100000"))
+        s = None
+        try:
+            torch.manual_seed(7)
+            x = torch.rand(64, 1, 8, 8).tolist()
+            # PGD that never succeeds early: about a minute of compute, far past the test.
+            req = json.dumps({"inputs": x, "labels": [0] * 64, "attack": "pgd",
+                              "epsilon": 1e-4, "steps": 100000, "restarts": 1,
+                              "random_start": False, "timeout_ms": 120000}).encode()
+            s = socket.create_connection((d.host, d.port))
+            s.sendall(b"POST /v1/models/cnn/attacks HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                      % len(req) + req)
+            time.sleep(0.5)
+            c0 = cpu_seconds(d.proc.pid)
+            time.sleep(0.5)
+            busy = cpu_seconds(d.proc.pid) - c0
+            self.assertGreater(busy, 0.1, "the attack was computing")
+            self.assertEqual(metric(d, "relureg_requests_abandoned_total"), 0)
+            s.close()
+            s = None
+            t0 = time.monotonic()
+            while metric(d, "relureg_requests_abandoned_total") < 1:
+                self.assertLess(time.monotonic() - t0, 2.0, "the departure was not noticed")
+                time.sleep(0.05)
+            noticed = time.monotonic() - t0
+            time.sleep(0.3)  # the attack's next abort check
+            c1 = cpu_seconds(d.proc.pid)
+            time.sleep(1.0)
+            after = cpu_seconds(d.proc.pid) - c1
+            print(f"\n  abandoned attack: noticed in {noticed * 1e3:.0f} ms; CPU {busy / 0.5:.2f} "
+                  f"cores before, {after:.2f} s in the second after", file=sys.stderr)
+            self.assertLess(after, 0.2, "the abandoned attack went on computing")
+            st, h, b = d.request("GET", "/v1/health/ready")
+            self.assertEqual(st, 200)
+        finally:
+            if s is not None:
+                s.close()
+            self.assertEqual(d.stop(), 0)
+
+
 def big_mlp(d_in=256):
     torch.manual_seed(3)
     return nn.Sequential(nn.Linear(d_in, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
