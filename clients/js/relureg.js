@@ -20,6 +20,13 @@
 // /problems/timeout are not retried -- the rule of the Python client (clients/python). A job
 // that ends cancelled rejects Job.wait with JobCancelled (as Python's JobCancelled), a failed
 // one with its ProblemError.
+//
+// Every call takes an AbortSignal as `signal` in its options (compute calls: in `opts`, kept
+// out of the request document): aborting rejects the call with the signal's reason (an
+// AbortError DOMException unless given another), also while it waits to retry a 503 or
+// between polls of Job.wait. Aborting a synchronous computation drops its connection, and the
+// daemon then cancels the computation; a job goes on until Job.cancel. Types: relureg.d.ts
+// beside this file.
 
 const JSON_TYPE = 'application/json';
 const ST_TYPE = 'application/vnd.safetensors';
@@ -160,6 +167,17 @@ function asTensor(x) {
   throw new TypeError('inputs must be a tensor {shape, data} (see tensor())');
 }
 
+// Resolves after `ms`, or rejects with the signal's reason as soon as it aborts.
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) { reject(signal.reason); return; }
+    const done = () => { signal?.removeEventListener('abort', stop); resolve(); };
+    const t = setTimeout(done, ms);
+    function stop() { clearTimeout(t); reject(signal.reason); }
+    signal?.addEventListener('abort', stop, { once: true });
+  });
+}
+
 // ---- jobs ----
 
 export class Job {
@@ -169,8 +187,9 @@ export class Job {
     this.last = { job: id, status: 'queued', progress: 0 };
   }
 
-  async status() {
-    const d = await this.client.request('GET', `/v1/jobs/${encodeURIComponent(this.id)}`);
+  async status({ signal = null } = {}) {
+    const d = await this.client.request('GET', `/v1/jobs/${encodeURIComponent(this.id)}`,
+      undefined, { signal });
     if (d.result) d.result = reviveTensors(d.result);
     this.last = d;
     return d;
@@ -181,20 +200,21 @@ export class Job {
   // after every poll.
   async wait({ poll = 200, onProgress = null, signal = null } = {}) {
     for (;;) {
-      if (signal && signal.aborted) throw new Error('aborted');
-      const d = await this.status();
+      signal?.throwIfAborted();
+      const d = await this.status({ signal });
       if (onProgress) onProgress(d.progress ?? 0, d);
       if (d.status === 'done') return d.result;
       if (d.status === 'cancelled') throw new JobCancelled(d);
       if (d.status === 'failed') {
         throw new ProblemError(d.error?.status || 500, d.error || { title: 'job failed' });
       }
-      await new Promise((r) => setTimeout(r, poll));
+      await sleep(poll, signal);
     }
   }
 
-  cancel() {
-    return this.client.request('DELETE', `/v1/jobs/${encodeURIComponent(this.id)}`);
+  cancel({ signal = null } = {}) {
+    return this.client.request('DELETE', `/v1/jobs/${encodeURIComponent(this.id)}`, undefined,
+      { signal });
   }
 }
 
@@ -211,14 +231,16 @@ export class Client {
     this.fetch = f || globalThis.fetch.bind(globalThis);
   }
 
-  async raw(method, path, { body = null, headers = {}, retries = this.retries } = {}) {
+  async raw(method, path, { body = null, headers = {}, retries = this.retries, signal = null } = {}) {
     const h = { ...headers };
     if (this.token) h.Authorization = `Bearer ${this.token}`;
     for (let attempt = 0; ; attempt++) {
       let r;
       try {
-        r = await this.fetch(this.baseUrl + path, { method, headers: h, body });
+        signal?.throwIfAborted();
+        r = await this.fetch(this.baseUrl + path, { method, headers: h, body, signal });
       } catch (e) {
+        if (signal?.aborted) throw signal.reason;
         const base = this.baseUrl || (globalThis.location ? globalThis.location.origin : '');
         throw new TypeError(`cannot reach reluregd at ${base} (${method} ${path}): ${e.message}`,
           { cause: e });
@@ -231,7 +253,7 @@ export class Client {
         if (r.status === 503 && after !== null && attempt < retries &&
             problem.type !== '/problems/timeout') {
           const secs = Number(after);
-          await new Promise((res) => setTimeout(res, (Number.isFinite(secs) && secs >= 0 ? secs : 1) * 1000));
+          await sleep((Number.isFinite(secs) && secs >= 0 ? secs : 1) * 1000, signal);
           continue;
         }
         throw new ProblemError(r.status, problem);
@@ -241,8 +263,8 @@ export class Client {
   }
 
   // Any route with an optional JSON body; answers JSON (tensors revived) or null for 204.
-  async request(method, path, doc = undefined) {
-    const init = { headers: { Accept: JSON_TYPE } };
+  async request(method, path, doc = undefined, { signal = null } = {}) {
+    const init = { headers: { Accept: JSON_TYPE }, signal };
     if (doc !== undefined) {
       init.body = JSON.stringify(doc);
       init.headers['Content-Type'] = JSON_TYPE;
@@ -258,19 +280,21 @@ export class Client {
 
   // POST a compute route. `inputs` is a tensor; `doc` the other members. With
   // doc.async the answer is a Job.
-  async compute(name, route, inputs, doc = {}) {
+  async compute(name, route, inputs, { signal = null, ...doc } = {}) {
     const path = Client.modelPath(name, `/${route}`);
     const x = asTensor(inputs);
     if (doc.async) {
-      const d = await this.request('POST', path, { ...doc, inputs: jsonTensor(x) });
+      const d = await this.request('POST', path, { ...doc, inputs: jsonTensor(x) }, { signal });
       return new Job(this, d.job);
     }
-    if (!this.binary) return this.request('POST', path, { ...doc, inputs: jsonTensor(x) });
+    if (!this.binary) {
+      return this.request('POST', path, { ...doc, inputs: jsonTensor(x) }, { signal });
+    }
     const body = encodeSafetensors(
       { '/inputs': { dtype: 'F32', shape: x.shape, data: x.data } },
       { 'relureg.request': JSON.stringify(doc) });
     const r = await this.raw('POST', path, {
-      body, headers: { 'Content-Type': ST_TYPE, Accept: ST_TYPE },
+      body, headers: { 'Content-Type': ST_TYPE, Accept: ST_TYPE }, signal,
     });
     const type = r.headers.get('Content-Type') || '';
     if (!type.startsWith(ST_TYPE)) return reviveTensors(await r.json());
@@ -284,28 +308,36 @@ export class Client {
   }
 
   // ---- models ----
-  models() { return this.request('GET', '/v1/models'); }
-  model(name) { return this.request('GET', Client.modelPath(name)); }
+  models({ signal = null } = {}) { return this.request('GET', '/v1/models', undefined, { signal }); }
+  model(name, { signal = null } = {}) {
+    return this.request('GET', Client.modelPath(name), undefined, { signal });
+  }
   // bytes: a model file (Uint8Array, ArrayBuffer or Blob, e.g. a dropped .safetensors File).
-  async putModel(name, bytes) {
+  async putModel(name, bytes, { signal = null } = {}) {
     const r = await this.raw('PUT', Client.modelPath(name), {
-      body: bytes, headers: { 'Content-Type': ST_TYPE, Accept: JSON_TYPE },
+      body: bytes, headers: { 'Content-Type': ST_TYPE, Accept: JSON_TYPE }, signal,
     });
     return r.json();
   }
-  deleteModel(name) { return this.request('DELETE', Client.modelPath(name)); }
-  async weights(name) {
-    const r = await this.raw('GET', Client.modelPath(name, '/weights'));
+  deleteModel(name, { signal = null } = {}) {
+    return this.request('DELETE', Client.modelPath(name), undefined, { signal });
+  }
+  async weights(name, { signal = null } = {}) {
+    const r = await this.raw('GET', Client.modelPath(name, '/weights'), { signal });
     return new Uint8Array(await r.arrayBuffer());
   }
 
   // ---- health, datasets ----
-  async ready() {
-    try { await this.raw('GET', '/v1/health/ready', { headers: { Accept: JSON_TYPE }, retries: 0 }); return true; }
-    catch (e) { if (e instanceof ProblemError) return false; throw e; }
+  async ready({ signal = null } = {}) {
+    try {
+      await this.raw('GET', '/v1/health/ready',
+        { headers: { Accept: JSON_TYPE }, retries: 0, signal });
+      return true;
+    } catch (e) { if (e instanceof ProblemError) return false; throw e; }
   }
-  dataset(split = 'test', { offset = 0, limit = 16 } = {}) {
-    return this.request('GET', `/v1/datasets/fashion-mnist/${split}?offset=${offset}&limit=${limit}`);
+  dataset(split = 'test', { offset = 0, limit = 16, signal = null } = {}) {
+    return this.request('GET',
+      `/v1/datasets/fashion-mnist/${split}?offset=${offset}&limit=${limit}`, undefined, { signal });
   }
 
   // ---- compute ----

@@ -159,6 +159,47 @@ test('a cancelled job rejects with JobCancelled, as in Python', async () => {
   await assert.rejects(job.wait({ poll: 20 }), (e) => e instanceof JobCancelled);
 });
 
+test('an AbortSignal stops a call: before it starts, in flight, and between job polls', async () => {
+  const isAbort = (e) => e instanceof Error && e.name === 'AbortError';
+  // The signal is an option of the call, not a member of the request: a live signal changes
+  // nothing in either transport.
+  const { x, labels } = await images(4);
+  const live = new AbortController();
+  const a = await bin.predict('fashion-mlp', x, { signal: live.signal });
+  const b = await json.predict('fashion-mlp', x, { signal: live.signal });
+  assert.deepEqual(Array.from(a.logits.data), Array.from(b.logits.data));
+  // Aborted before the call.
+  const before = new AbortController();
+  before.abort();
+  await assert.rejects(bin.models({ signal: before.signal }), isAbort);
+  // In flight: a long attack on the CNN, aborted after 100 ms, rejects well before it ends.
+  const big = await images(64);
+  const inflight = new AbortController();
+  const t0 = Date.now();
+  setTimeout(() => inflight.abort(), 100);
+  await assert.rejects(bin.attack('random-cnn', big.x, big.labels,
+    { attack: 'pgd', norm: 'linf', epsilon: 0.1, steps: 5000 }, { signal: inflight.signal }), isAbort);
+  assert.ok(Date.now() - t0 < 3000, `aborted after ${Date.now() - t0} ms`);
+  // Between polls of Job.wait (the job itself goes on until cancelled).
+  const job = await bin.robustness('random-cnn', big.x, big.labels, {
+    norm: 'linf', epsilons: [0.05, 0.1], attack: { attack: 'pgd', steps: 1000, restarts: 10 },
+    async: true });
+  const polling = new AbortController();
+  setTimeout(() => polling.abort(), 150);
+  await assert.rejects(job.wait({ poll: 50, signal: polling.signal }), isAbort);
+  await job.cancel();
+  await assert.rejects(job.wait({ poll: 20 }), (e) => e instanceof JobCancelled);
+  // A 503 retry wait is cut short too.
+  const s = stubFetch([[503, { 'Retry-After': '30' }, { title: 'busy' }]]);
+  const waiting = new AbortController();
+  setTimeout(() => waiting.abort(), 100);
+  const t1 = Date.now();
+  await assert.rejects(new Client('http://stub', { fetch: s.f }).models({ signal: waiting.signal }), isAbort);
+  assert.ok(Date.now() - t1 < 3000, 'the Retry-After wait was not aborted');
+  // And the daemon still serves.
+  assert.ok(await bin.ready());
+});
+
 test('an unreachable daemon is named in the error', async () => {
   await assert.rejects(new Client('http://127.0.0.1:9').models(), (e) => {
     assert.match(e.message, /cannot reach reluregd at http:\/\/127\.0\.0\.1:9 \(GET \/v1\/models\)/);

@@ -3,6 +3,8 @@
 Trains a small MLP on 6000 Fashion-MNIST training images with torch (seeded, a few seconds),
 exports it with a CNN of the demo's shape, starts reluregd on a free loopback port serving
 clients/js, then runs with the machine's Node:
+  - tsc --strict on types.test.ts: clients/js/relureg.d.ts types the client's uses and
+    rejects its misuses;
   - client.test.mjs: the ES module client against the live daemon (JSON and binary transport,
     jobs, problem+json errors);
   - dashboard.test.mjs: headless Chromium (Debian's, through playwright-core from
@@ -103,6 +105,12 @@ def main():
             return 1
         env = dict(os.environ, RELUREG_URL=m.group(1), BROWSER_OUT=OUT, RELUREG_TOKEN=TOKEN)
         rc = 0
+        # The client's types (clients/js/relureg.d.ts): tsc from package-lock.json.
+        r = subprocess.run([os.path.join(HERE, "node_modules", ".bin", "tsc"), "-p",
+                            os.path.join(HERE, "tsconfig.json")], cwd=HERE)
+        if r.returncode != 0:
+            print("browser: relureg.d.ts does not type-check types.test.ts", file=sys.stderr)
+            rc = 1
         for script in ("client.test.mjs", "dashboard.test.mjs"):
             r = subprocess.run(["node", "--test-reporter=spec", os.path.join(HERE, script)], env=env, cwd=HERE)
             if r.returncode != 0:
