@@ -14,9 +14,9 @@ typedef struct conn {
     struct conn *prev, *next;
     int fd;
     rrd_conn_phase phase;
-    double t_phase; // when the phase began
-    size_t bytes;   // body: received so far; send: the answer's length
-    bool closing;   // shut down by the reaper, waiting for libmicrohttpd to notice
+    double t_phase;      // when the phase began
+    size_t bytes;        // body: received so far; send: the answer's length
+    bool closing;        // shut down by the reaper, waiting for libmicrohttpd to notice
     atomic_bool *cancel; // COMPUTE: set when the client leaves (rrd_conns_watch), or NULL
 } conn;
 

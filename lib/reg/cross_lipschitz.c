@@ -10,6 +10,7 @@ rr_status rr__reg_cross_lipschitz(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_r
     const size_t D = c->D, K = c->K, nb = c->nb;
     rr__reg_zero_inputs(c, o);
     float *Jc = c->rows; // [nb, K, D]
+#pragma omp parallel for schedule(static) if (nb * K * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         const float *J = c->J + i * K * D;
         float *Ji = Jc + i * K * D;
@@ -25,13 +26,12 @@ rr_status rr__reg_cross_lipschitz(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_r
                 R += v * v;
             }
         }
-        R *= 2.0 / (double)K;
-        if (o->per_sample)
-            o->per_sample[c->b0 + i] = (float)R;
-        o->value += R;
+        c->rs[i] = R * (2.0 / (double)K);
     }
+    rr__reg_report(c, o);
     if (o->grad_parameters) {
         const float f = (float)(4.0 / (double)K * c->scale);
+#pragma omp parallel for schedule(static) if (nb * K * D >= RR__REG_PAR_MIN)
         for (size_t j = 0; j < nb * K * D; j++)
             c->tan[j] = f * Jc[j];
         rr__reg_jvp(c, c->ws, c->tan, K, NULL, &c->uJ, o->grad_parameters);

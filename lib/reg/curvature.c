@@ -12,15 +12,15 @@
 //            rank-one pairs (r', d) at x' and (r, -d) at x.
 // The unsquared forms scale every gradient by 1/(2R) (0 where R = 0).
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "reg/reg_impl.h"
 
-static void report(rr__reg_ctx *c, rr_reg_result *o, size_t i, double R)
+// This thread's per-sample scratch.
+static double *thread_kd(const rr__reg_ctx *c)
 {
-    if (o->per_sample)
-        o->per_sample[c->b0 + i] = (float)R;
-    o->value += R;
+    return c->kd + (size_t)omp_get_thread_num() * c->kd_stride;
 }
 
 static bool wants_grad(const rr_reg_result *o)
@@ -37,11 +37,13 @@ static rr_status trace(rr__reg_ctx *c, rr_reg_result *o)
 {
     const size_t D = c->D, K = c->K, nb = c->nb;
     float *SJ = c->rows; // [nb, K, D]: rows of 2 scale S J for the parameter tangents
+    const bool grad = wants_grad(o), params = o->grad_parameters != NULL;
+#pragma omp parallel for schedule(static) if (nb * K * K * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         const float *J = c->J + i * K * D;
         const double *p = c->prob + i * K;
         // G = J J^T (K x K, symmetric), then tr(S G) = sum_k p_k G_kk - p^T G p.
-        double *G = c->kd, *dG = G + K * K, *Gp = dG + K, *t = Gp + K;
+        double *G = thread_kd(c), *dG = G + K * K, *Gp = dG + K, *t = Gp + K;
         double tr = 0.0, pGp = 0.0;
         for (size_t k = 0; k < K; k++) {
             for (size_t l = k; l < K; l++) {
@@ -59,8 +61,8 @@ static rr_status trace(rr__reg_ctx *c, rr_reg_result *o)
             tr += p[k] * dG[k];
             pGp += p[k] * Gp[k];
         }
-        report(c, o, i, tr - pGp);
-        if (!wants_grad(o))
+        c->rs[i] = tr - pGp;
+        if (!grad)
             continue;
         // dR/dz = S (diag G - 2 G p), S v = p.(v - p^T v)
         double pt = 0.0;
@@ -70,7 +72,7 @@ static rr_status trace(rr__reg_ctx *c, rr_reg_result *o)
         }
         for (size_t k = 0; k < K; k++)
             c->seed[i * K + k] = (float)(c->scale * p[k] * (t[k] - pt));
-        if (o->grad_parameters) {
+        if (params) {
             // (S J)_k = p_k (J_k - sum_l p_l J_l)
             for (size_t j = 0; j < D; j++) {
                 double pj = 0.0;
@@ -81,7 +83,8 @@ static rr_status trace(rr__reg_ctx *c, rr_reg_result *o)
             }
         }
     }
-    if (wants_grad(o))
+    rr__reg_report(c, o);
+    if (grad)
         rr__reg_vjp(c, c->ws, c->seed, 1, gx_rows(c, o), o->grad_parameters, NULL);
     if (o->grad_parameters)
         rr__reg_jvp(c, c->ws, SJ, K, NULL, &c->uJ, o->grad_parameters);
@@ -111,17 +114,19 @@ static rr_status hessian(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_result *o)
     for (size_t i = 0; i < nb; i++)
         rr__softmax_jvp(q + i * K, c->prob + i * K, w + i * K, K);
     rr__reg_vjp(c, c->ws, q, 1, Hu, NULL, o->grad_parameters ? &c->u2 : NULL);
+#pragma omp parallel for schedule(static) if (nb * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
-        double n2 = 0.0, R;
+        double n2 = 0.0;
         for (size_t j = 0; j < D; j++)
             n2 += (double)Hu[i * D + j] * Hu[i * D + j];
-        unsquare(s->unsquared, h * h * n2, &R);
-        report(c, o, i, R);
+        unsquare(s->unsquared, h * h * n2, &c->rs[i]);
     }
+    rr__reg_report(c, o);
     if (!wants_grad(o))
         return RR_OK;
     // m = J Hu
     rr__reg_jvp(c, c->ws, Hu, 1, mm, NULL, NULL);
+#pragma omp parallel for schedule(static) if (nb * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         double n2 = 0.0, R;
         for (size_t j = 0; j < D; j++)
@@ -135,7 +140,7 @@ static rr_status hessian(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_result *o)
             pm += p[k] * mi[k];
         }
         // dR/dz = a S (m.w - (p.w) m - (p.m) w)
-        double *t = c->kd, pt = 0.0;
+        double *t = thread_kd(c), pt = 0.0;
         for (size_t k = 0; k < K; k++) {
             t[k] = (double)mi[k] * wi[k] - pw * mi[k] - pm * wi[k];
             pt += p[k] * t[k];
@@ -168,6 +173,7 @@ static rr_status finite_difference(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_
         return err ? err->code : RR_ENOMEM;
     float *u = c->vd[0], *delta = c->vd[1], *e = c->vd[2];
     // x' = x + h u, its forward pass, p', r' = p' - e_y and g' = J'^T r'.
+#pragma omp parallel for schedule(static) if (nb * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         rr__cure_direction(u + i * D, c->g + i * D, D);
         for (size_t j = 0; j < D; j++)
@@ -182,6 +188,7 @@ static rr_status finite_difference(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_
             c->r2[i * K + k] = (float)(c->prob2[i * K + k] - (k == (size_t)c->y[i]));
     }
     rr__reg_vjp(c, ws2, c->r2, 1, c->g2, NULL, o->grad_parameters ? &c->ur2 : NULL);
+#pragma omp parallel for schedule(static) if (nb * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         double n2 = 0.0, R;
         for (size_t j = 0; j < D; j++) {
@@ -190,10 +197,11 @@ static rr_status finite_difference(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_
             n2 += d * d;
         }
         const double f = unsquare(s->unsquared, n2, &R);
-        report(c, o, i, R);
+        c->rs[i] = R;
         for (size_t j = 0; j < D; j++)
             e[i * D + j] = (float)(2.0 * f * c->scale * delta[i * D + j]);
     }
+    rr__reg_report(c, o);
     if (!wants_grad(o))
         return RR_OK;
     float *Je = c->vk[0], *gx2 = c->rows;

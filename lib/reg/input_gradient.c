@@ -15,6 +15,7 @@ rr_status rr__reg_input_gradient(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_re
     const size_t D = c->D, K = c->K, nb = c->nb;
     const bool l1 = s->norm == RR_REG_NORM_L1;
     float *d = c->vd[0];
+#pragma omp parallel for schedule(static) if (nb * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         const float *g = c->g + i * D;
         double R = 0.0;
@@ -22,10 +23,9 @@ rr_status rr__reg_input_gradient(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_re
             R += l1 ? fabs((double)g[j]) : (double)g[j] * g[j];
             d[i * D + j] = l1 ? (float)((g[j] > 0.0f) - (g[j] < 0.0f)) : 2.0f * g[j];
         }
-        if (o->per_sample)
-            o->per_sample[c->b0 + i] = (float)R;
-        o->value += R;
+        c->rs[i] = R;
     }
+    rr__reg_report(c, o);
     if (!o->grad_inputs && !o->grad_parameters)
         return RR_OK;
     // dR/dz = S (J d), scaled by the reduction.

@@ -15,17 +15,18 @@
 static rr_status exact(rr__reg_ctx *c, rr_reg_result *o)
 {
     const size_t D = c->D, K = c->K, nb = c->nb;
+#pragma omp parallel for schedule(static) if (nb * K * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         const float *J = c->J + i * K * D;
         double R = 0.0;
         for (size_t j = 0; j < K * D; j++)
             R += (double)J[j] * J[j];
-        if (o->per_sample)
-            o->per_sample[c->b0 + i] = (float)R;
-        o->value += R;
+        c->rs[i] = R;
     }
+    rr__reg_report(c, o);
     if (o->grad_parameters) {
         const float f = (float)(2.0 * c->scale);
+#pragma omp parallel for schedule(static) if (nb * K * D >= RR__REG_PAR_MIN)
         for (size_t j = 0; j < nb * K * D; j++)
             c->tan[j] = f * c->J[j];
         rr__reg_jvp(c, c->ws, c->tan, K, NULL, &c->uJ, o->grad_parameters);
@@ -67,17 +68,17 @@ static rr_status projection(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_result 
     float *u = c->rows;
     rr__reg_vjp(c, c->ws, v, n, u, NULL, o->grad_parameters ? &c->u2 : NULL);
     const double f = (double)K / (double)n;
+#pragma omp parallel for schedule(static) if (nb * n * D >= RR__REG_PAR_MIN)
     for (size_t i = 0; i < nb; i++) {
         double R = 0.0;
         for (size_t j = 0; j < n * D; j++)
             R += (double)u[i * n * D + j] * u[i * n * D + j];
-        R *= f;
-        if (o->per_sample)
-            o->per_sample[c->b0 + i] = (float)R;
-        o->value += R;
+        c->rs[i] = R * f;
     }
+    rr__reg_report(c, o);
     if (o->grad_parameters) {
         const float t = (float)(2.0 * f * c->scale);
+#pragma omp parallel for schedule(static) if (nb * n * D >= RR__REG_PAR_MIN)
         for (size_t j = 0; j < nb * n * D; j++)
             c->tan[j] = t * u[j];
         rr__reg_jvp(c, c->ws, c->tan, n, NULL, &c->u2, o->grad_parameters);

@@ -3,6 +3,7 @@
 // (one backward pass with K identity seeds per sample) and grad_x l = J^T (p - e_y) (one
 // backward row) — then each regularizer in request order.
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "reg/reg_impl.h"
@@ -137,16 +138,23 @@ typedef struct plan {
     size_t rows; // rows per sample of the regularizers' own passes
 } plan;
 
+// Per-thread per-sample scratch: K*K + 8*K doubles, a whole number of cache lines.
+static size_t kd_doubles(size_t K)
+{
+    return (K * K + 8 * K + 7) & ~(size_t)7;
+}
+
 // Floats of scratch for a chunk of n samples.
 static size_t scratch_floats(const rr_model *m, const plan *pl, size_t n)
 {
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
     const size_t R = pl->rows;
-    size_t f = n * K * 4 + 2 * n;               // z, prob (doubles), r, ce (doubles)
-    f += 4 * n * K;                             // vk
-    f += 2 * (K * K + 8 * K);                   // kd
-    f += n * R * K + 2 * n * R * D + 3 * n * D; // seed, tan, rows, vd
-    f += rr__ustore_floats(m, n * R);           // u2
+    size_t f = n * K * 4 + 2 * n;                           // z, prob (doubles), r, ce (doubles)
+    f += 4 * n * K;                                         // vk
+    f += 2 * kd_doubles(K) * (size_t)omp_get_max_threads(); // kd
+    f += 2 * n;                                             // rs
+    f += n * R * K + 2 * n * R * D + 3 * n * D;             // seed, tan, rows, vd
+    f += rr__ustore_floats(m, n * R);                       // u2
     if (pl->J)
         f += n * K * D;
     if (pl->uJ)
@@ -178,7 +186,9 @@ static void carve(rr__reg_ctx *c, const plan *pl, float *q, float **ptrs)
     c->r = take(&q, n * K);
     for (int i = 0; i < 4; i++)
         c->vk[i] = take(&q, n * K);
-    c->kd = (double *)take(&q, 2 * (K * K + 8 * K));
+    c->kd_stride = kd_doubles(K);
+    c->kd = (double *)take(&q, 2 * c->kd_stride * (size_t)omp_get_max_threads());
+    c->rs = (double *)take(&q, 2 * n);
     c->seed = take(&q, n * R * K);
     c->tan = take(&q, n * R * D);
     c->rows = take(&q, n * R * D);
@@ -204,6 +214,15 @@ static void carve(rr__reg_ctx *c, const plan *pl, float *q, float **ptrs)
     }
     if (pl->ur2)
         rr__ustore_init(&c->ur2, c->m, take(&q, rr__ustore_floats(c->m, n)), ptrs, n);
+}
+
+void rr__reg_report(const rr__reg_ctx *c, rr_reg_result *o)
+{
+    for (size_t i = 0; i < c->nb; i++) {
+        if (o->per_sample)
+            o->per_sample[c->b0 + i] = (float)c->rs[i];
+        o->value += c->rs[i];
+    }
 }
 
 // ---- driver ----

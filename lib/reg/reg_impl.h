@@ -29,13 +29,15 @@ typedef struct rr__reg_ctx {
     rr__ustore ur; // backward rows of the g pass (seed r), when needed
     bool have_ur;
     // scratch for the regularizers, sized for nb * max_rows rows
-    float *seed;   // [nb * max_rows, K]
-    float *tan;    // [nb * max_rows, D]
-    float *rows;   // [nb * max_rows, D]
-    float *vd[3];  // [nb, D] each
-    float *vk[4];  // [nb, K] each
-    double *kd;    // K*K + 8*K doubles of per-sample scratch
-    rr__ustore u2; // a second store of nb * max_rows rows
+    float *seed;      // [nb * max_rows, K]
+    float *tan;       // [nb * max_rows, D]
+    float *rows;      // [nb * max_rows, D]
+    float *vd[3];     // [nb, D] each
+    float *vk[4];     // [nb, K] each
+    double *kd;       // per OpenMP thread, kd_stride doubles of per-sample scratch (K*K + 8*K):
+    size_t kd_stride; // a thread's is kd + omp_get_thread_num() * kd_stride
+    double *rs;       // [nb] the per-sample values of the regularizer at work (rr__reg_report)
+    rr__ustore u2;    // a second store of nb * max_rows rows
     // curvature by finite difference: the displaced point x' = x + h u
     float *x2;      // [nb, D]
     float *r2;      // [nb, K]
@@ -59,6 +61,14 @@ void rr__reg_vjp(const rr__reg_ctx *c, rr_workspace *ws, const float *seeds, siz
 // parameter gradient of sum_r a_r^T J v_r, a_r the seeds of the pass recorded in us.
 void rr__reg_jvp(const rr__reg_ctx *c, rr_workspace *ws, const float *v, size_t T, float *out,
                  const rr__ustore *us, float *dparams);
+
+// Per-sample loops run under OpenMP (each sample's arithmetic on one thread, so results do not
+// depend on the thread count) when the chunk holds at least this many values.
+#define RR__REG_PAR_MIN 32768
+
+// The chunk's per-sample values c->rs into o: per_sample, and their sum into value in sample
+// order (so that it too is independent of the thread count).
+void rr__reg_report(const rr__reg_ctx *c, rr_reg_result *o);
 
 // Writes zeros to the chunk's rows of grad_inputs (regularizers constant in x a.e.).
 void rr__reg_zero_inputs(const rr__reg_ctx *c, rr_reg_result *o);
