@@ -78,30 +78,34 @@ tile(int mr, bool masked, size_t K, const float *A, size_t lda, const float *B, 
         }
 }
 
-__attribute__((target("avx2,fma"))) static void column_tile(bool masked, size_t M, size_t K,
-                                                            const float *A, size_t lda,
-                                                            const float *B, size_t ldb, float *C,
-                                                            size_t ldc, const __m256i *mask)
-{
-    size_t i = 0;
-    for (; i + MR <= M; i += MR)
-        if (masked)
-            tile(MR, true, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);
-        else
-            tile(MR, false, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);
-    const size_t rest = M - i;
-    const float *Ai = A + i * lda;
-    float *Ci = C + i * ldc;
-    if (rest == 3)
-        masked ? tile(3, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile(3, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-    else if (rest == 2)
-        masked ? tile(2, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile(2, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-    else if (rest == 1)
-        masked ? tile(1, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile(1, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-}
+// The row tiles of one column tile: whole MR-row tiles, then the rest (3, 2 or 1 rows), each a
+// compile-time shape of the kernel TILE (target TARGET, mask type MASK).
+#define COLUMN_TILE(NAME, TARGET, TILE, MASK)                                                      \
+    __attribute__((target(TARGET))) static void NAME(                                              \
+        bool masked, size_t M, size_t K, const float *A, size_t lda, const float *B, size_t ldb,   \
+        float *C, size_t ldc, const MASK *mask)                                                    \
+    {                                                                                              \
+        size_t i = 0;                                                                              \
+        for (; i + MR <= M; i += MR)                                                               \
+            if (masked)                                                                            \
+                TILE(MR, true, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);               \
+            else                                                                                   \
+                TILE(MR, false, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);              \
+        const size_t rest = M - i;                                                                 \
+        const float *Ai = A + i * lda;                                                             \
+        float *Ci = C + i * ldc;                                                                   \
+        if (rest == 3)                                                                             \
+            masked ? TILE(3, true, K, Ai, lda, B, ldb, Ci, ldc, mask)                              \
+                   : TILE(3, false, K, Ai, lda, B, ldb, Ci, ldc, mask);                            \
+        else if (rest == 2)                                                                        \
+            masked ? TILE(2, true, K, Ai, lda, B, ldb, Ci, ldc, mask)                              \
+                   : TILE(2, false, K, Ai, lda, B, ldb, Ci, ldc, mask);                            \
+        else if (rest == 1)                                                                        \
+            masked ? TILE(1, true, K, Ai, lda, B, ldb, Ci, ldc, mask)                              \
+                   : TILE(1, false, K, Ai, lda, B, ldb, Ci, ldc, mask);                            \
+    }
+
+COLUMN_TILE(column_tile, "avx2,fma", tile, __m256i)
 
 __attribute__((target("avx2,fma"))) static void gemm_uniform_fma(size_t M, size_t N, size_t K,
                                                                  const float *A, size_t lda,
@@ -157,30 +161,7 @@ tile16(int mr, bool masked, size_t K, const float *A, size_t lda, const float *B
         }
 }
 
-__attribute__((target("avx512f"))) static void column_tile16(bool masked, size_t M, size_t K,
-                                                             const float *A, size_t lda,
-                                                             const float *B, size_t ldb, float *C,
-                                                             size_t ldc, const __mmask16 *mask)
-{
-    size_t i = 0;
-    for (; i + MR <= M; i += MR)
-        if (masked)
-            tile16(MR, true, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);
-        else
-            tile16(MR, false, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, mask);
-    const size_t rest = M - i;
-    const float *Ai = A + i * lda;
-    float *Ci = C + i * ldc;
-    if (rest == 3)
-        masked ? tile16(3, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile16(3, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-    else if (rest == 2)
-        masked ? tile16(2, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile16(2, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-    else if (rest == 1)
-        masked ? tile16(1, true, K, Ai, lda, B, ldb, Ci, ldc, mask)
-               : tile16(1, false, K, Ai, lda, B, ldb, Ci, ldc, mask);
-}
+COLUMN_TILE(column_tile16, "avx512f", tile16, __mmask16)
 
 __attribute__((target("avx512f"))) static void gemm_uniform_avx512(size_t M, size_t N, size_t K,
                                                                    const float *A, size_t lda,

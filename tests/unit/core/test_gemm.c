@@ -25,31 +25,18 @@ static call calls[MAX_CALLS];
 static atomic_int ncalls;
 static atomic_bool recording;
 
-void __real_cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER order,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE ta,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE tb, OPENBLAS_CONST blasint M,
-                        OPENBLAS_CONST blasint N, OPENBLAS_CONST blasint K,
-                        OPENBLAS_CONST float alpha, OPENBLAS_CONST float *A,
-                        OPENBLAS_CONST blasint lda, OPENBLAS_CONST float *B,
-                        OPENBLAS_CONST blasint ldb, OPENBLAS_CONST float beta, float *C,
-                        OPENBLAS_CONST blasint ldc);
-void __wrap_cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER order,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE ta,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE tb, OPENBLAS_CONST blasint M,
-                        OPENBLAS_CONST blasint N, OPENBLAS_CONST blasint K,
-                        OPENBLAS_CONST float alpha, OPENBLAS_CONST float *A,
-                        OPENBLAS_CONST blasint lda, OPENBLAS_CONST float *B,
-                        OPENBLAS_CONST blasint ldb, OPENBLAS_CONST float beta, float *C,
-                        OPENBLAS_CONST blasint ldc);
+// cblas_sgemm's parameters, for the declarations of the real function and the wrapper.
+#define SGEMM_PARAMS                                                                               \
+    OPENBLAS_CONST enum CBLAS_ORDER order, OPENBLAS_CONST enum CBLAS_TRANSPOSE ta,                 \
+        OPENBLAS_CONST enum CBLAS_TRANSPOSE tb, OPENBLAS_CONST blasint M,                          \
+        OPENBLAS_CONST blasint N, OPENBLAS_CONST blasint K, OPENBLAS_CONST float alpha,            \
+        OPENBLAS_CONST float *A, OPENBLAS_CONST blasint lda, OPENBLAS_CONST float *B,              \
+        OPENBLAS_CONST blasint ldb, OPENBLAS_CONST float beta, float *C,                           \
+        OPENBLAS_CONST blasint ldc
+void __real_cblas_sgemm(SGEMM_PARAMS);
+void __wrap_cblas_sgemm(SGEMM_PARAMS);
 
-void __wrap_cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER order,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE ta,
-                        OPENBLAS_CONST enum CBLAS_TRANSPOSE tb, OPENBLAS_CONST blasint M,
-                        OPENBLAS_CONST blasint N, OPENBLAS_CONST blasint K,
-                        OPENBLAS_CONST float alpha, OPENBLAS_CONST float *A,
-                        OPENBLAS_CONST blasint lda, OPENBLAS_CONST float *B,
-                        OPENBLAS_CONST blasint ldb, OPENBLAS_CONST float beta, float *C,
-                        OPENBLAS_CONST blasint ldc)
+void __wrap_cblas_sgemm(SGEMM_PARAMS)
 {
     if (atomic_load(&recording)) {
         int i = atomic_fetch_add(&ncalls, 1);
@@ -260,6 +247,32 @@ Test(gemm, a_256x1024x1024_product_runs_as_16_parallel_tasks_at_16_threads)
     product_free(&p);
 }
 
+// Records the sgemm calls of one rr_vjp of a model (batch B, D inputs, 10 classes) at 16
+// threads, on a workspace planned at one thread (a worker's first request may have run on one).
+static void record_vjp_at_16_threads(const char *spec, size_t B, size_t D)
+{
+    rr_model *m = rr_test_model(spec, 3, 1.0, RR_DTYPE_F32);
+    cr_assert_not_null(m);
+    uint64_t st = 4;
+    float *x = random_matrix(B * D, &st), *g = random_matrix(B * 10, &st);
+    float *gx = malloc(B * D * sizeof(float)), *gp = malloc(rr_model_param_size(m) * 4);
+    rr_set_num_threads(1);
+    rr_workspace *ws = NULL;
+    rr_workspace_params wp = {.max_batch = B, .rows_per_sample = 1};
+    cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
+    rr_set_num_threads(16);
+    record(true);
+    cr_assert_eq(rr_vjp(m, ws, x, B, g, gx, gp, NULL), RR_OK);
+    record(false);
+    rr_set_num_threads(1);
+    rr_workspace_free(ws);
+    rr_model_release(m);
+    free(x);
+    free(g);
+    free(gx);
+    free(gp);
+}
+
 // The same through a model: every GEMM of the MLP 784-1024-1024-10's forward pass and its
 // backward pass to the parameters, at batch 256 and 16 threads, on a workspace planned at one
 // thread (a worker's first request may have run on one).
@@ -273,21 +286,7 @@ static const char *mlp =
 
 Test(gemm, every_large_product_of_a_model_runs_in_parallel_at_16_threads)
 {
-    rr_model *m = rr_test_model(mlp, 3, 1.0, RR_DTYPE_F32);
-    cr_assert_not_null(m);
-    const size_t B = 256, D = 784, K = 10;
-    uint64_t st = 4;
-    float *x = random_matrix(B * D, &st), *g = random_matrix(B * K, &st);
-    float *gx = malloc(B * D * sizeof(float)), *gp = malloc(rr_model_param_size(m) * 4);
-    rr_set_num_threads(1);
-    rr_workspace *ws = NULL;
-    rr_workspace_params wp = {.max_batch = B, .rows_per_sample = 1};
-    cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
-    rr_set_num_threads(16);
-    record(true);
-    cr_assert_eq(rr_vjp(m, ws, x, B, g, gx, gp, NULL), RR_OK);
-    record(false);
-    rr_set_num_threads(1);
+    record_vjp_at_16_threads(mlp, 256, 784);
     // Every product of at least a 256x1024x784's work: forward 784->1024 and 1024->1024,
     // backward to the inputs of both, weight gradients [1024, 784] and [1024, 1024].
     run runs[64];
@@ -302,12 +301,6 @@ Test(gemm, every_large_product_of_a_model_runs_in_parallel_at_16_threads)
                       i, runs[i].ncalls - runs[i].in_team, runs[i].ncalls);
         }
     cr_expect(large == 6, "%d large products, expected 6", large);
-    rr_workspace_free(ws);
-    rr_model_release(m);
-    free(x);
-    free(g);
-    free(gx);
-    free(gp);
 }
 
 // Convolutions run their blocks of rows in a parallel loop with one serial sgemm per block,
@@ -321,21 +314,7 @@ static const char *cnn =
 
 Test(gemm, convolution_blocks_run_on_every_thread_of_the_call)
 {
-    rr_model *m = rr_test_model(cnn, 3, 1.0, RR_DTYPE_F32);
-    cr_assert_not_null(m);
-    const size_t B = 64, D = 784, K = 10;
-    uint64_t st = 8;
-    float *x = random_matrix(B * D, &st), *g = random_matrix(B * K, &st);
-    float *gx = malloc(B * D * sizeof(float)), *gp = malloc(rr_model_param_size(m) * 4);
-    rr_set_num_threads(1);
-    rr_workspace *ws = NULL;
-    rr_workspace_params wp = {.max_batch = B, .rows_per_sample = 1};
-    cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
-    rr_set_num_threads(16);
-    record(true);
-    cr_assert_eq(rr_vjp(m, ws, x, B, g, gx, gp, NULL), RR_OK);
-    record(false);
-    rr_set_num_threads(1);
+    record_vjp_at_16_threads(cnn, 64, 784);
     // Forward and input backward: C is [8, 4 * 784] per block; weight gradient: C is [8, 9].
     int n = 0, in_team = 0, total = atomic_load(&ncalls);
     for (int i = 0; i < total; i++)
@@ -345,10 +324,4 @@ Test(gemm, convolution_blocks_run_on_every_thread_of_the_call)
         }
     cr_expect(n >= 16 * 2, "%d convolution calls", n);
     cr_expect(in_team == n, "%d of %d convolution calls ran outside a team of 16", n - in_team, n);
-    rr_workspace_free(ws);
-    rr_model_release(m);
-    free(x);
-    free(g);
-    free(gx);
-    free(gp);
 }
