@@ -88,7 +88,6 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
          reserve(&total, rows * m->max_act, sizeof(float)) &&
          reserve(&total, rows * m->max_act * (size_t)m->res_depth, sizeof(float)) &&
          reserve(&total, rows * (size_t)m->K, sizeof(float)) &&
-         reserve(&total, split, sizeof(float)) &&
          reserve(&total, part * RR_CONV_GROUPS, sizeof(float)) &&
          reserve(&total, bpart * RR_CONV_GROUPS, sizeof(double));
     char *block = ok ? rr_aligned_alloc(total) : NULL;
@@ -115,7 +114,12 @@ rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_w
     ws->stash = carve(&q, rows * m->max_act * (size_t)m->res_depth, sizeof(float));
     ws->seed = carve(&q, rows * (size_t)m->K, sizeof(float));
     ws->scratch.row_cap = row;
-    ws->scratch.split = split ? carve(&q, split, sizeof(float)) : NULL;
+    // The split scratch on its own, in plain pages: most calls never touch it, and then it
+    // costs no memory (inside the block, huge pages would make it resident).
+    if (split && posix_memalign((void **)&ws->scratch.split, 64, split * sizeof(float)) != 0) {
+        rr_aligned_free(block);
+        return rr_error_set(err, RR_ENOMEM, "", "out of memory for GEMM scratch");
+    }
     ws->scratch.part = carve(&q, part * RR_CONV_GROUPS, sizeof(float));
     ws->scratch.part_cap = part;
     ws->scratch.bpart = carve(&q, bpart * RR_CONV_GROUPS, sizeof(double));
@@ -143,6 +147,7 @@ void rr_workspace_free(rr_workspace *ws)
     if (ws) {
         rr_workspace_free(ws->twin);
         rr_aligned_free(ws->scratch.row);
+        free(ws->scratch.split);
         rr_aligned_free(ws->ext);
         rr_aligned_free(ws->block);
     }

@@ -194,6 +194,10 @@ class Answers(unittest.TestCase):
         try:
             x = (torch.rand(4096, 12) * 2 - 1).tolist()
             body = json.dumps({"inputs": x}).encode()
+            # The base: the daemon warm (workspaces, BLAS buffers) after one such answer read.
+            st, h, b = d.request("POST", "/v1/models/mlp/jacobian", body,
+                                 {"Content-Type": "application/json"})
+            self.assertEqual(st, 200, b[:200])
             p = Prober(d)
             base = rss_mb(d.proc.pid)
             for i in range(20):  # Jacobians of about 2.4 MB, never read

@@ -79,10 +79,12 @@ class Interactive(unittest.TestCase):
     def test_tiny_predictions_while_an_autoattack_job_runs(self):
         d = harness.Daemon(extra=("--max-batch", "4096", "--max-steps", "10000"))
         try:
+            # About a second of AutoAttack on 2 cores (small epsilons: most samples run every
+            # attack to the end), so that the job overlaps the stream on any machine.
             torch.manual_seed(5)
-            x = (torch.rand(192, 12) * 2 - 1).tolist()
-            y = torch.randint(0, 4, (192,)).tolist()
-            job = {"inputs": x, "labels": y, "epsilons": [0.05, 0.2], "seed": 3, "async": True,
+            x = (torch.rand(2048, 12) * 2 - 1).tolist()
+            y = torch.randint(0, 4, (2048,)).tolist()
+            job = {"inputs": x, "labels": y, "epsilons": [0.01, 0.02], "seed": 3, "async": True,
                    "attack": {"attack": "autoattack", "suite": "standard"}}
 
             def run_job():
