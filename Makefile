@@ -118,8 +118,8 @@ $(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Server units that stand alone (no libmicrohttpd) are tested in tests/unit/server.
-UNIT_SERVER_OBJS := $(O)/server/sched.o
+# Server units that stand alone (no libmicrohttpd calls) are tested in tests/unit/server.
+UNIT_SERVER_OBJS := $(O)/server/sched.o $(O)/server/problem.o
 $(O)/test-unit: $(UNIT_OBJS) $(UNIT_SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LDLIBS)

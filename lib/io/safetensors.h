@@ -60,7 +60,7 @@ const char *rr_safetensors_metadata_value(const rr_safetensors *st, size_t i);
 const char *rr_safetensors_metadata(const rr_safetensors *st, const char *key);
 
 // Copies a float tensor (F32, F64, F16, BF16) into dst[numel] as float32. Any other dtype is
-// RR_EUNSUPPORTED "unsupported dtype X for tensor Y" with field = the tensor name.
+// RR_EDTYPE "unsupported dtype X for tensor Y" with field = the tensor name.
 rr_status rr_st_tensor_to_f32(const rr_st_tensor *t, float *dst, rr_error *err);
 // Copies an integer tensor (I64, I32) into dst[numel]; other dtypes as above.
 rr_status rr_st_tensor_to_i64(const rr_st_tensor *t, int64_t *dst, rr_error *err);

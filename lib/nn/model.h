@@ -33,7 +33,8 @@ typedef struct rr_param {
 
 // Parses and validates a model file held in memory (`buf` is borrowed only for the call).
 // Errors: RR_EFORMAT (not safetensors, architecture missing or malformed), RR_EUNSUPPORTED
-// (dtype, layer option or format version relureg does not handle), RR_ESHAPE (a missing, extra
+// (layer option, size or format version relureg does not handle), RR_EDTYPE (a tensor that is
+// not F32/F64/F16/BF16; field = its name), RR_ESHAPE (a missing, extra
 // or mis-shaped tensor, or layers whose shapes do not chain; field = tensor name or layer
 // path), RR_ENONFINITE (a weight is NaN/Inf, also after conversion to float32), RR_EINVAL
 // (a batchnorm running_var + eps <= 0), RR_ENOMEM. On success *out is owned: the caller holds

@@ -179,7 +179,7 @@ Test(model, rejects_integer_weights_by_dtype)
 {
     spec_tensor ts[] = {
         mlp_tensors[0], {"0.bias", RR_DTYPE_I32, 1, {5}, 0}, mlp_tensors[2], mlp_tensors[3], END};
-    expect_error(MLP_ARCH(""), ts, RR_EUNSUPPORTED, "unsupported dtype I32 for tensor 0.bias");
+    expect_error(MLP_ARCH(""), ts, RR_EDTYPE, "unsupported dtype I32 for tensor 0.bias");
 }
 
 Test(model, rejects_non_finite_weights)
@@ -219,7 +219,7 @@ Test(model, batchnorm_num_batches_tracked_is_optional_int64)
     rr_model_release(m);
 
     ts[4].dtype = RR_DTYPE_F32;
-    expect_error(BN_ARCH("true"), ts, RR_EUNSUPPORTED,
+    expect_error(BN_ARCH("true"), ts, RR_EDTYPE,
                  "unsupported dtype F32 for tensor bn.num_batches_tracked");
     ts[4] = (spec_tensor)END;
     spec_tensor noaffine[] = {ts[2], ts[3], END};
