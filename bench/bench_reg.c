@@ -27,7 +27,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const size_t B = (size_t)atol(argv[2]), D = rr_model_input_size(m);
-    const size_t K = (size_t)rr_model_num_classes(m), NP = rr_model_param_size(m);
+    const size_t K = (size_t)rr_model_num_classes(m), NP = rr_model_param_array_size(m);
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
     if (rr_workspace_new(m, &wp, &ws, &err) != RR_OK) {

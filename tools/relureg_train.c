@@ -560,7 +560,7 @@ int main(int argc, char **argv)
         if (has_reg)
             snprintf(lam, sizeof lam, ", lambda %g", lambda);
         fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s\n",
-                arch_file ? arch_file : arch_name, rr_model_parameter_count(m), train.n,
+                arch_file ? arch_file : arch_name, rr_model_num_param_elements(m), train.n,
                 has_reg ? reg_name : "cross-entropy only", lam);
     }
     progress_ctx pc = {.quiet = quiet};

@@ -22,7 +22,7 @@ rr_status rr_forward(const rr_model *m, rr_workspace *ws, const float *x, size_t
                      uint8_t *pattern, uint64_t *pattern_hash, rr_error *err);
 
 // Vector-Jacobian product: given g_logits [B, K], writes g_x [B, D] = sum_k g[b,k] dz_k/dx_b
-// (may be NULL) and OVERWRITES g_params [rr_model_param_size(m)] (may be NULL) with
+// (may be NULL) and OVERWRITES g_params [rr_model_param_array_size(m)] (may be NULL) with
 // sum_b d<g_b, z_b>/dtheta, laid out as the model's parameters (rr_param.offset).
 rr_status rr_vjp(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                  const float *g_logits, float *g_x, float *g_params, rr_error *err);

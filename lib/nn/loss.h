@@ -21,7 +21,7 @@ rr_status rr_cross_entropy(const float *logits, const int64_t *labels, size_t B,
 
 // One pass of training's core step: forward, the MEAN cross-entropy over the batch, and its
 // gradient with respect to the inputs g_x [B, D] and the parameters g_params
-// [rr_model_param_size(m)] (each may be NULL; g_params is OVERWRITTEN). loss_mean and
+// [rr_model_param_array_size(m)] (each may be NULL; g_params is OVERWRITTEN). loss_mean and
 // per-sample losses loss [B] may be NULL. Errors as rr_vjp and rr_cross_entropy.
 rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const float *x,
                                     const int64_t *labels, size_t B, double *loss_mean, float *loss,

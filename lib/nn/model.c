@@ -735,7 +735,7 @@ int rr_model_num_layers(const rr_model *m)
     return m->ntop;
 }
 
-size_t rr_model_num_params(const rr_model *m)
+size_t rr_model_num_param_tensors(const rr_model *m)
 {
     return m->nparams;
 }
@@ -753,12 +753,12 @@ const rr_param *rr_model_param_find(const rr_model *m, const char *name)
     return NULL;
 }
 
-size_t rr_model_param_size(const rr_model *m)
+size_t rr_model_param_array_size(const rr_model *m)
 {
     return m->param_size;
 }
 
-size_t rr_model_parameter_count(const rr_model *m)
+size_t rr_model_num_param_elements(const rr_model *m)
 {
     return m->param_count;
 }

@@ -21,7 +21,7 @@ typedef struct rr_model rr_model;
 
 // One model tensor that takes part in the computation (every tensor of the file except
 // `num_batches_tracked`), in state_dict order. Gradients with respect to the parameters use
-// the same layout: a float array of rr_model_param_size(m) elements in which parameter i
+// the same layout: a float array of rr_model_param_array_size(m) elements in which parameter i
 // occupies [offset, offset + numel).
 typedef struct rr_param {
     const char *name; // "3.body.0.weight", borrowed from the model
@@ -66,16 +66,25 @@ int rr_model_num_classes(const rr_model *m);             // K
 bool rr_model_input_range(const rr_model *m, float *lo, float *hi);
 // Class name k, or NULL when the model has none.
 const char *rr_model_class_name(const rr_model *m, int k);
-// Number of top-level layers, and the total count including nested ones.
+// Number of top-level layers (a residual block counts once).
 int rr_model_num_layers(const rr_model *m);
-size_t rr_model_num_params(const rr_model *m);
+
+// ---- parameters ----
+// Three counts, named by what they count:
+//   rr_model_num_param_tensors   tensors: the indices i of rr_model_param(m, i);
+//   rr_model_num_param_elements  their elements, sum of numel: what users call the parameter
+//                                count (api.md's parameter_count);
+//   rr_model_param_array_size    floats of an array laid out as the parameters (the weight
+//                                block, a parameter gradient): the elements plus the padding
+//                                that keeps every tensor 64-byte aligned. Allocate gradients
+//                                with this one.
+size_t rr_model_num_param_tensors(const rr_model *m);
+size_t rr_model_num_param_elements(const rr_model *m);
+size_t rr_model_param_array_size(const rr_model *m);
+// Parameter i < rr_model_num_param_tensors(m), in state_dict order.
 const rr_param *rr_model_param(const rr_model *m, size_t i);
 // NULL when no parameter has that name.
 const rr_param *rr_model_param_find(const rr_model *m, const char *name);
-// Floats in the weight block / in a parameter-gradient array (includes alignment padding).
-size_t rr_model_param_size(const rr_model *m);
-// Total number of parameter elements (no padding): what users call the parameter count.
-size_t rr_model_parameter_count(const rr_model *m);
 // Floating-point operations of one sample's forward pass (a multiply-add counts 2; elementwise
 // layers count one per output). What a caller's cost model scales: a backward pass through the
 // same layers costs about as much again, a parameter gradient about twice.

@@ -278,7 +278,7 @@ rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace
     for (size_t i = 0; i < p->nregs; i++) {
         out[i].value = 0.0;
         if (out[i].grad_parameters)
-            memset(out[i].grad_parameters, 0, rr_model_param_size(m) * sizeof(float));
+            memset(out[i].grad_parameters, 0, rr_model_param_array_size(m) * sizeof(float));
     }
     double loss_sum = 0.0;
     rr__reg_ctx c = {.m = m,

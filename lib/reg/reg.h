@@ -72,7 +72,7 @@ typedef struct rr_reg_result {
     double value;           // reduced value (mean or sum; weight_decay: 1/2 sum ||W||^2)
     float *per_sample;      // [B] (weight_decay: left untouched, it has none)
     float *grad_inputs;     // [B, D], d value / d inputs (OVERWRITTEN)
-    float *grad_parameters; // [rr_model_param_size(m)], d value / d theta (OVERWRITTEN)
+    float *grad_parameters; // [rr_model_param_array_size(m)], d value / d theta (OVERWRITTEN)
     float *directions;      // [B, n, K] projection directions used (jacobian projection only;
                             // a test hook so that a reference can use the same draws)
 } rr_reg_result;

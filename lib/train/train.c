@@ -52,7 +52,7 @@ rr_status rr_model_init(rr_model *m, uint64_t seed, rr_error *err)
 rr_status rr_train(rr_model *m, const rr_train_params *p, rr_error *err)
 {
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t NP = rr_model_param_size(m), n = p->data->n;
+    const size_t NP = rr_model_param_array_size(m), n = p->data->n;
     const size_t B = p->batch ? p->batch : 128;
     if (p->data->rows * p->data->cols != D)
         return rr_error_set(err, RR_ESHAPE, "data", "images have %zu values, the model takes %zu",

@@ -178,7 +178,7 @@ ParameterizedTest(ref_case *c, reference, regularizers)
     cr_assert(ns > 0);
 
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t NP = rr_model_param_size(m);
+    const size_t NP = rr_model_param_array_size(m);
     const rr_st_tensor *tx = need(st, "inputs");
     const size_t B = tx->numel / D;
     float *x = malloc(B * D * sizeof(float));
@@ -242,7 +242,7 @@ ParameterizedTest(ref_case *c, reference, regularizers)
         snprintf(what, sizeof what, "%s %s (%s) grad_inputs", c->name, key, rn);
         snprintf(name, sizeof name, "%s/grad_inputs", key);
         compare(what, res[i].grad_inputs, need(st, name), B * D);
-        for (size_t k = 0; k < rr_model_num_params(m); k++) {
+        for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
             const rr_param *pr = rr_model_param(m, k);
             snprintf(what, sizeof what, "%s %s (%s) grad/%s", c->name, key, rn, pr->name);
             snprintf(name, sizeof name, "%s/grad/%s", key, pr->name);

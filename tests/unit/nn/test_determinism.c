@@ -47,7 +47,7 @@ static void run(rr_model *m, const float *x, const float *v, const float *g, siz
     o->J = malloc(B * K * D * sizeof(float));
     o->jv = malloc(B * T * K * sizeof(float));
     o->gx = malloc(B * D * sizeof(float));
-    o->gp = malloc(rr_model_param_size(m) * sizeof(float));
+    o->gp = malloc(rr_model_param_array_size(m) * sizeof(float));
     cr_assert_eq(rr_jacobian(m, ws, x, B, RR_JACOBIAN_LOGITS, o->J, o->z, NULL), RR_OK);
     cr_assert_eq(rr_jvp(m, ws, x, B, v, T, o->jv, NULL, NULL), RR_OK);
     cr_assert_eq(rr_vjp(m, ws, x, B, g, o->gx, o->gp, NULL), RR_OK);
@@ -75,7 +75,7 @@ Test(determinism, one_and_two_threads_agree_bit_for_bit)
     cr_expect(memcmp(a.J, b.J, B * K * D * sizeof(float)) == 0, "jacobian differs");
     cr_expect(memcmp(a.jv, b.jv, B * T * K * sizeof(float)) == 0, "jvp differs");
     cr_expect(memcmp(a.gx, b.gx, B * D * sizeof(float)) == 0, "input gradient differs");
-    cr_expect(memcmp(a.gp, b.gp, rr_model_param_size(m) * sizeof(float)) == 0,
+    cr_expect(memcmp(a.gp, b.gp, rr_model_param_array_size(m) * sizeof(float)) == 0,
               "parameter gradient differs");
     outputs_free(&a);
     outputs_free(&b);

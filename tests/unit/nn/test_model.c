@@ -109,8 +109,8 @@ Test(model, loads_an_mlp_with_its_metadata)
     cr_expect_eq(rr_model_input_size(m), 4);
     cr_expect_eq(rr_model_num_classes(m), 3);
     cr_expect_eq(rr_model_num_layers(m), 3);
-    cr_expect_eq(rr_model_num_params(m), 4);
-    cr_expect_eq(rr_model_parameter_count(m), 20 + 5 + 15 + 3);
+    cr_expect_eq(rr_model_num_param_tensors(m), 4);
+    cr_expect_eq(rr_model_num_param_elements(m), 20 + 5 + 15 + 3);
     cr_expect_str_eq(rr_model_param(m, 0)->name, "0.weight");
     cr_expect_str_eq(rr_model_param(m, 3)->name, "2.bias");
     cr_expect_eq(rr_model_param(m, 1)->offset % 16, 0, "parameters are 64-byte aligned");
@@ -214,7 +214,7 @@ Test(model, batchnorm_num_batches_tracked_is_optional_int64)
     rr_model *m = NULL;
     rr_error err = {0};
     cr_assert_eq(load(BN_ARCH("true"), ts, &m, &err), RR_OK, "%s", err.msg);
-    cr_expect_eq(rr_model_num_params(m), 4, "num_batches_tracked is not a parameter");
+    cr_expect_eq(rr_model_num_param_tensors(m), 4, "num_batches_tracked is not a parameter");
     cr_expect_null(rr_model_param_find(m, "bn.num_batches_tracked"));
     rr_model_release(m);
 

@@ -105,7 +105,7 @@ Test(regularizers, projection_estimator_is_unbiased_and_onehot_exact)
 static void fd_check(const char *arch, rr_reg_spec spec, uint64_t seed)
 {
     rr_model *m = rr_test_model(arch, seed, 1.5, RR_DTYPE_F32);
-    const size_t B = 3, K = (size_t)rr_model_num_classes(m), NP = rr_model_param_size(m);
+    const size_t B = 3, K = (size_t)rr_model_num_classes(m), NP = rr_model_param_array_size(m);
     float *x = inputs(m, B, seed + 1);
     int64_t y[3] = {0, 1, 2};
     rr_workspace *ws = NULL;
@@ -119,7 +119,7 @@ static void fd_check(const char *arch, rr_reg_spec spec, uint64_t seed)
     for (size_t j = 0; j < NP; j++)
         gmax = fmax(gmax, fabs(gp[j]));
     int checked = 0;
-    for (size_t pi = 0; pi < rr_model_num_params(m); pi++) {
+    for (size_t pi = 0; pi < rr_model_num_param_tensors(m); pi++) {
         const rr_param *pr = rr_model_param(m, pi);
         size_t best = 0;
         for (size_t j = 1; j < pr->numel; j++)
@@ -186,7 +186,7 @@ Test(regularizers, options_out_of_range_are_refused)
 Test(regularizers, one_and_two_threads_agree_bit_for_bit)
 {
     rr_model *m = rr_test_model(cnn, 21, 1.5, RR_DTYPE_F32);
-    const size_t B = 24, D = rr_model_input_size(m), K = 5, NP = rr_model_param_size(m);
+    const size_t B = 24, D = rr_model_input_size(m), K = 5, NP = rr_model_param_array_size(m);
     float *x = inputs(m, B, 22);
     int64_t y[24];
     for (size_t b = 0; b < B; b++)
