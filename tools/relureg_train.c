@@ -190,9 +190,9 @@ static int evaluate(const char *path, size_t test_limit, const char *data)
     rr_reg_result res[5] = {{0}};
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = 256, .rows_per_sample = 10};
-    rr_reg_params p = {
-        .inputs = test.images, .labels = test.labels, .B = n, .regs = specs, .nregs = 5};
-    if (rr_workspace_new(m, &wp, &ws, &err) || rr_reg_compute(m, &p, ws, res, NULL, &err)) {
+    rr_reg_params p = {.regs = specs, .nregs = 5};
+    if (rr_workspace_new(m, &wp, &ws, &err) ||
+        rr_reg_compute(m, ws, test.images, test.labels, n, &p, res, NULL, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }
@@ -565,18 +565,17 @@ int main(int argc, char **argv)
     }
     progress_ctx pc = {.quiet = quiet};
     rr_train_params tp = {
-        .data = &train,
         .batch = (size_t)batch,
         .epochs = epochs,
         .seed = seed,
         .reg = has_reg ? &spec : NULL,
         .lambda = lambda,
         .optim = {.kind = sgd ? RR_OPTIM_SGD : RR_OPTIM_ADAM, .lr = lr, .momentum = momentum},
-        .progress = show,
-        .progress_ctx = &pc};
+        .report = show,
+        .report_ctx = &pc};
     const time_t t0 = time(NULL);
     double acc = 0, loss = 0;
-    if (rr_train(m, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
+    if (rr_train(m, &train, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }

@@ -72,16 +72,12 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     }
     rr_reg_loss loss = {.per_sample = loss_ps};
     if (st == RR_OK) {
-        rr_reg_params p = {.inputs = c->x,
-                           .labels = c->y,
-                           .B = B,
-                           .regs = o->specs,
+        rr_reg_params p = {.regs = o->specs,
                            .nregs = o->n,
                            .sum = o->sum,
                            .max_projections = 0,
-                           .abort = rrd_ctl_abort,
-                           .abort_ctx = &t->ctl};
-        st = rr_reg_compute(m, &p, ws, res, &loss, &err);
+                           .control = rrd_ctl_control(&t->ctl)};
+        st = rr_reg_compute(m, ws, c->x, c->y, B, &p, res, &loss, &err);
     }
     if (st != RR_OK) {
         rrd_problem_from(out, st, &err);

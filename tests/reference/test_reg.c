@@ -199,9 +199,10 @@ ParameterizedTest(ref_case *c, reference, regularizers)
         res[i].grad_parameters = malloc((NP + 1) * sizeof(float));
         res[i].directions = malloc(B * (K > 3 ? K : 3) * K * sizeof(float));
     }
-    rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = spec, .nregs = ns};
+    rr_reg_params p = {.regs = spec, .nregs = ns};
     rr_reg_loss loss = {0};
-    cr_assert_eq(rr_reg_compute(m, &p, ws, res, &loss, &err), RR_OK, "%s: %s", c->name, err.msg);
+    cr_assert_eq(rr_reg_compute(m, ws, x, y, B, &p, res, &loss, &err), RR_OK, "%s: %s", c->name,
+                 err.msg);
 
     // Per-sample input gradients of the loss (seed p - e_y) for the displaced points.
     float *z = malloc(B * K * sizeof(float)), *r = malloc(B * K * sizeof(float));

@@ -97,14 +97,13 @@ static rr_model *train_small(const rr_dataset *d, const rr_reg_spec *reg, double
     rr_error err = {0};
     cr_assert_eq(rr_model_create(small, &m, &err), RR_OK, "%s", err.msg);
     cr_assert_eq(rr_model_init(m, 3, &err), RR_OK);
-    rr_train_params p = {.data = d,
-                         .batch = 64,
+    rr_train_params p = {.batch = 64,
                          .epochs = 2,
                          .seed = 5,
                          .reg = reg,
                          .lambda = lambda,
                          .optim = {.kind = RR_OPTIM_ADAM, .lr = 3e-3}};
-    cr_assert_eq(rr_train(m, &p, &err), RR_OK, "%s", err.msg);
+    cr_assert_eq(rr_train(m, d, &p, &err), RR_OK, "%s", err.msg);
     return m;
 }
 
@@ -131,9 +130,9 @@ Test(train, learns_and_is_deterministic)
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(rr_workspace_new(ms[i], &wp, &ws, NULL), RR_OK);
         rr_reg_result r = {0};
-        rr_reg_params rp = {
-            .inputs = te.images, .labels = te.labels, .B = 256, .regs = &jac, .nregs = 1};
-        cr_assert_eq(rr_reg_compute(ms[i], &rp, ws, &r, NULL, NULL), RR_OK);
+        rr_reg_params rp = {.regs = &jac, .nregs = 1};
+        cr_assert_eq(rr_reg_compute(ms[i], ws, te.images, te.labels, 256, &rp, &r, NULL, NULL),
+                     RR_OK);
         vals[i] = r.value;
         rr_workspace_free(ws);
     }
