@@ -11,6 +11,7 @@
 
 #include "bench_util.h"
 #include "relureg.h"
+#include "core/blas_impl.h" // rr__sgemm, rr__sgemm_native
 
 static void report(const char *op, double *t, int reps)
 {

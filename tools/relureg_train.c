@@ -15,6 +15,9 @@
 
 #include "relureg.h"
 
+// Where Debian's dataset-fashion-mnist puts the files.
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+
 static const char *usage =
     "usage: relureg-train --out FILE [options]\n"
     "       relureg-train --evaluate MODEL [--test-limit N]\n"
@@ -25,7 +28,8 @@ static const char *usage =
     "  --lambda L                weight of the regularizer (default 0)\n"
     "  --method M --h H --norm N --unsquared --projections N   regularizer options\n"
     "  --epochs E (5) --batch B (128) --lr LR (1e-3) --optimizer adam|sgd --momentum MU (0.9)\n"
-    "  --seed S (0) --train-limit N --test-limit N --data DIR --threads N --quiet\n";
+    "  --seed S (0) --train-limit N --test-limit N --threads N --quiet\n"
+    "  --data DIR                Fashion-MNIST's gzip IDX files (default " DEFAULT_DATA ")\n";
 
 // ---- architecture presets (input [1, 28, 28] in [0, 1], 10 classes) ----
 #define HEAD                                                                                       \
@@ -87,7 +91,7 @@ static char *with_class_names(const char *arch)
         return NULL;
     json_t *names = json_array();
     for (int k = 0; k < 10; k++)
-        json_array_append_new(names, json_string(rr_fashion_mnist_classes[k]));
+        json_array_append_new(names, json_string(rr_fashion_mnist_class_name(k)));
     if (json_object_get(a, "class_names") == NULL)
         json_object_set_new(a, "class_names", names);
     else
@@ -368,7 +372,7 @@ int main(int argc, char **argv)
 {
     rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     const char *arch_name = "mlp", *arch_file = NULL, *out = NULL, *reg_name = "none";
-    const char *data = NULL, *eval_path = NULL, *robust_path = NULL;
+    const char *data = DEFAULT_DATA, *eval_path = NULL, *robust_path = NULL;
     rr_reg_spec spec = {0};
     double lambda = 0, lr = 1e-3, momentum = 0.9;
     int epochs = 5, threads = 0;

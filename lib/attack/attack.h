@@ -25,6 +25,10 @@
 #include "nn/workspace.h"
 #include "reg/reg.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define RR_ATTACK_DEFAULT (__builtin_nan(""))
 
 typedef enum rr_attack_name {
@@ -143,5 +147,9 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
 // for DeepFool / JSMA / FAB-T / autoattack.
 rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                     size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

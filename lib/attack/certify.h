@@ -19,6 +19,10 @@
 
 #include "attack/attack.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_certify_params {
     rr_norm norm;          // RR_NORM_L2 (api.md default) or RR_NORM_LINF
     const int64_t *labels; // [B] or NULL: certify the predicted class
@@ -47,5 +51,9 @@ typedef struct rr_certify_result {
 // of tangents.
 rr_status rr_certify(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                      const rr_certify_params *p, rr_certify_result *out, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -20,6 +20,10 @@
 #include "attack/attack.h"
 #include "attack/certify.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_robustness_params {
     rr_norm norm;           // of epsilons, of the attack and of the certified radius
     const double *epsilons; // n_eps values >= 0 (1 to 64)
@@ -56,5 +60,9 @@ typedef struct rr_robustness_result {
 rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                         size_t B, const rr_robustness_params *p, rr_robustness_result *out,
                         rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,7 +8,8 @@
 // thread count of a computation with rr_set_num_threads on its own thread (the daemon gives
 // each worker max(1, threads / workers)). The pthread build of OpenBLAS fights OpenMP loops
 // (shared/notes/serving.md §6), so the Makefile links the OpenMP build by explicit path and
-// rr_blas_check verifies it at start-up.
+// rr_blas_check verifies it at start-up. The sgemm wrappers the kernels call are library
+// internals (core/blas_impl.h); this header is the public part.
 #ifndef RR_CORE_BLAS_H
 #define RR_CORE_BLAS_H
 
@@ -17,24 +18,9 @@
 
 #include "core/status.h"
 
-// C = alpha * op(A) * op(B) + beta * C, row-major, op(A) is M x K, op(B) is K x N.
-// Overwrites C when beta == 0 (C may then be uninitialised), accumulates otherwise.
-// Threaded over fixed output panels, so results are bit-identical at any thread count.
-// Call it outside OpenMP regions (inside one it runs on the calling thread only).
-// Dimensions must fit a 32-bit BLAS int (callers chunk their work so that they do).
-void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
-               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-               size_t ldc);
-
-// The same product on the calling thread only: for per-row GEMMs inside OpenMP loops, where
-// each row's result must not depend on how rows are spread over threads.
-void rr__sgemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
-                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                      size_t ldc);
-
-// OpenBLAS's own threaded sgemm on plain row-major C = A B (A is M x K, B is K x N), for
-// benchmarks only: its results depend on the thread count, which rr__sgemm's do not.
-void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float *B, float *C);
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 // RR_OK when the linked OpenBLAS is the OpenMP build (openblas_get_parallel() == 2), else
 // RR_EINTERNAL with a message naming the variant found.
@@ -70,5 +56,9 @@ const char *rr_blas_config(void);
 // BLAS alike). n < 1 means 1.
 void rr_set_num_threads(int n);
 int rr_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

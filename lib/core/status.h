@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // The codes callers switch on (jansson's json_error_code): the message is for people, never to
 // be searched. Values are stable (new codes are appended), so they may be stored or sent.
 typedef enum rr_status {
@@ -63,5 +67,9 @@ void rr_error_clear(rr_error *err);
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -16,6 +16,10 @@
 #include "nn/model.h"
 #include "nn/workspace.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // logits [B, K] (may be NULL); pattern [B, rr_model_pattern_bytes(m)] (may be NULL; see
 // model.h for its layout); pattern_hash [B] (may be NULL): rr_pattern_hash of each pattern.
 rr_status rr_forward(const rr_model *m, rr_workspace *ws, const float *x, size_t B, float *logits,
@@ -34,5 +38,9 @@ rr_status rr_jvp(const rr_model *m, rr_workspace *ws, const float *x, size_t B, 
 
 // 64-bit FNV-1a hash of a pattern (what /predict reports as activation_pattern_hash).
 uint64_t rr_pattern_hash(const uint8_t *pattern, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

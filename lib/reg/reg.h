@@ -24,6 +24,10 @@
 #include "nn/model.h"
 #include "nn/workspace.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum rr_reg_name {
     RR_REG_CROSS_ENTROPY,   // l_i
     RR_REG_INPUT_GRADIENT,  // ||grad_x l_i||_2^2 (l2) or ||grad_x l_i||_1 (l1)
@@ -89,5 +93,9 @@ rr_status rr_reg_spec_check(const rr_reg_spec *spec, int K, int max_projections,
 rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                          size_t B, const rr_reg_params *p, rr_reg_result *out, rr_reg_loss *loss,
                          rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

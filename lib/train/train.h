@@ -19,6 +19,10 @@
 #include "train/idx.h"
 #include "train/optim.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_train_progress {
     int epoch, epochs;  // 1-based epoch
     size_t step, steps; // step within the epoch
@@ -58,5 +62,9 @@ rr_status rr_train(rr_model *m, const rr_dataset *data, const rr_train_params *p
 // output may be NULL. Errors: RR_ESHAPE (field "data": images of another size), RR_ENOMEM.
 rr_status rr_evaluate(const rr_model *m, const rr_dataset *d, size_t limit, double *accuracy,
                       double *loss, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

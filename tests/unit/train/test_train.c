@@ -10,11 +10,27 @@
 
 #include "relureg.h"
 
+// Where Debian's dataset-fashion-mnist installs the files (the library knows no default).
+#define FASHION_MNIST "/usr/share/datasets/fashion-mnist"
+
+Test(idx, fashion_mnist_needs_a_directory_and_names_its_classes)
+{
+    rr_dataset d = {0};
+    rr_error err = {0};
+    cr_expect_eq(rr_fashion_mnist_load(NULL, false, 0, 1, &d, &err), RR_EINVAL);
+    cr_expect_str_eq(err.field, "dir");
+    cr_expect_str_eq(rr_fashion_mnist_class_name(0), "T-shirt/top");
+    cr_expect_str_eq(rr_fashion_mnist_class_name(9), "Ankle boot");
+    cr_expect_null(rr_fashion_mnist_class_name(10));
+    cr_expect_null(rr_fashion_mnist_class_name(-1));
+}
+
 Test(idx, reads_fashion_mnist_from_the_debian_package)
 {
     rr_dataset d = {0};
     rr_error err = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 100, 50, &d, &err), RR_OK, "%s", err.msg);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 100, 50, &d, &err), RR_OK, "%s",
+                 err.msg);
     cr_expect_eq(d.n, 50);
     cr_expect_eq(d.rows, 28);
     cr_expect_eq(d.cols, 28);
@@ -28,7 +44,7 @@ Test(idx, reads_fashion_mnist_from_the_debian_package)
         cr_assert(d.labels[i] >= 0 && d.labels[i] < 10);
     // The offset is honoured: sample 100 read alone equals sample 0 of the window above.
     rr_dataset one = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 100, 1, &one, &err), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 100, 1, &one, &err), RR_OK);
     cr_expect(memcmp(one.images, d.images, 784 * sizeof(float)) == 0);
     cr_expect_eq(one.labels[0], d.labels[0]);
     rr_dataset_clear(&one);
@@ -110,8 +126,8 @@ static rr_model *train_small(const rr_dataset *d, const rr_reg_spec *reg, double
 Test(train, learns_and_is_deterministic)
 {
     rr_dataset tr = {0}, te = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, true, 0, 4000, &tr, NULL), RR_OK);
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 0, 2000, &te, NULL), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, true, 0, 4000, &tr, NULL), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 0, 2000, &te, NULL), RR_OK);
     rr_model *a = train_small(&tr, NULL, 0), *b = train_small(&tr, NULL, 0);
     double acc;
     cr_assert_eq(rr_evaluate(a, &te, 0, &acc, NULL, NULL), RR_OK);
