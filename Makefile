@@ -1,6 +1,7 @@
 # relureg: one non-recursive Makefile for the library, the binaries, the tests and the tools.
 #
-#   make            build/librelureg.a and the binaries (release variant)
+#   make            build/librelureg.a, build/release/librelureg.so and the binaries (release)
+#   make install    the library: headers, .a, .so and relureg.pc under DESTDIR/PREFIX
 #   make test       install missing Debian packages, build, run every test suite
 #                   (NO_BROWSER=1: all but the browser suite, which runs npm ci)
 #   make test-scale nginx on loopback in front of two reluregd (docker/'s topology, no containers)
@@ -55,7 +56,29 @@ LIB_SRCS := $(sort $(shell find lib -name '*.c'))
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
 LIB_A := $(O)/librelureg.a
 
-UNIT_SRCS := $(sort $(shell find tests/unit tests/common -name '*.c'))
+# ---- the shared library ----
+# The version has one source, lib/core/version.h; the file name, the soname and relureg.pc
+# read it from there. Before 1.0 any minor release may change the ABI, so the soname carries
+# major.minor (librelureg.so.0.1); from 1.0 on, the major alone.
+version_part = $(shell sed -n 's/^\#define RR_VERSION_$(1)  *\([0-9][0-9]*\)$$/\1/p' lib/core/version.h)
+VERSION := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+ifneq ($(words $(subst ., ,$(VERSION))),3)
+  $(error cannot read RR_VERSION_MAJOR/MINOR/PATCH from lib/core/version.h (got "$(VERSION)"))
+endif
+SOVERSION := $(if $(filter 0,$(call version_part,MAJOR)),0.$(call version_part,MINOR),$(call version_part,MAJOR))
+SO_NAME := librelureg.so.$(SOVERSION)
+SO_FILE := librelureg.so.$(VERSION)
+LIB_SO := $(O)/$(SO_FILE)
+# Its objects are the library's sources compiled again as position-independent code, so that
+# the static library's objects (what the binaries and tests link) stay exactly as they were.
+# Exports: lib/relureg.map keeps rr_ symbols and hides the rr__ internals; -fno-semantic-
+# interposition lets calls inside the library stay direct, as in the static build.
+PIC_OBJS := $(LIB_SRCS:%.c=$(O)/pic/%.o)
+# Public headers: the umbrella and what it includes (installed, compiled as C and C++ by `abi`).
+PUBLIC_HEADERS := relureg.h $(shell sed -n 's/^\#include "\(.*\)"$$/\1/p' lib/relureg.h)
+
+# tests/unit/install holds programs of their own (main), built by `abi` against the install.
+UNIT_SRCS := $(sort $(shell find tests/unit tests/common -name '*.c' -not -path 'tests/unit/install/*'))
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(O)/%.o)
 REF_SRCS := $(sort $(wildcard tests/reference/*.c)) $(sort $(wildcard tests/common/*.c))
 REF_OBJS := $(REF_SRCS:%.c=$(O)/%.o)
@@ -67,13 +90,13 @@ SERVER_OBJS := $(SERVER_SRCS:%.c=$(O)/%.o)
 # Release binaries live in build/, other variants' in build/<variant>/.
 BIN_DIR := $(if $(filter release,$(VARIANT)),$(B),$(O))
 DAEMON := $(BIN_DIR)/reluregd
-BINS := $(LIB_A) $(BIN_DIR)/relureg-train $(DAEMON) $(BIN_DIR)/relureg
+BINS := $(LIB_A) $(LIB_SO) $(BIN_DIR)/relureg-train $(DAEMON) $(BIN_DIR)/relureg
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: FORCE all deps test check unit python reference e2e browser test-scale run demo results asan bench bench-scaling bench-http fuzz format format-check clean
+.PHONY: FORCE all install deps test check unit abi python reference e2e browser test-scale run demo results asan bench bench-scaling bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -87,8 +110,13 @@ $(O)/%.o: %.c $(DEPS_STAMP)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
+$(O)/pic/%.o: %.c $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fno-semantic-interposition -c $< -o $@
+
 # Flags live here: objects rebuild when the Makefile changes.
-$(LIB_OBJS) $(UNIT_OBJS) $(REF_OBJS) $(SERVER_OBJS): Makefile
+$(LIB_OBJS) $(PIC_OBJS) $(UNIT_OBJS) $(REF_OBJS) $(SERVER_OBJS): Makefile
 
 # Build dependencies, checked before anything compiles: one line naming `make deps` when a
 # Debian package is missing. The check prints the build packages' versions; they are kept in
@@ -105,6 +133,14 @@ $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# librelureg.so.X.Y.Z with its soname link librelureg.so.X.Y and the development link
+# librelureg.so beside it. --no-undefined: every symbol resolves against the libraries named.
+$(LIB_SO): $(PIC_OBJS) lib/relureg.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,$(SO_NAME) -Wl,--version-script=lib/relureg.map \
+		-Wl,--no-undefined $(LDFLAGS) -o $@ $(PIC_OBJS) $(LDLIBS)
+	$(Q)ln -sfn $(SO_FILE) $(O)/$(SO_NAME) && ln -sfn $(SO_NAME) $(O)/librelureg.so
+
 $(DAEMON): $(SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd -lpthread $(LDLIBS)
@@ -118,8 +154,8 @@ $(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Server units that stand alone (no libmicrohttpd) are tested in tests/unit/server.
-UNIT_SERVER_OBJS := $(O)/server/sched.o
+# Server units that stand alone (no libmicrohttpd calls) are tested in tests/unit/server.
+UNIT_SERVER_OBJS := $(O)/server/sched.o $(O)/server/problem.o
 # --wrap: tests/unit/core/test_gemm.c records every sgemm call the library makes.
 $(O)/test-unit: $(UNIT_OBJS) $(UNIT_SERVER_OBJS) $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
@@ -141,6 +177,31 @@ $(O)/blas-probe: $(O)/tests/probe/blas_probe.o $(LIB_A)
 deps:
 	$(Q)./scripts/install-deps.sh
 
+# ---- install: the library for other programs (headers, .a, .so and its links, relureg.pc) ----
+# Headers go to INCLUDEDIR/relureg/ with their subfolders (they include each other as
+# "core/status.h"), so programs compile with `pkg-config --cflags relureg` and include
+# <relureg.h>. DESTDIR stages the tree for packaging; relureg.pc names PREFIX, not DESTDIR.
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# What a static link needs besides librelureg.a (the .so records these itself).
+PC_LIBS_PRIVATE := -L$(OPENBLAS_LIB) -Wl,-rpath,$(OPENBLAS_LIB) -lopenblas -ljansson -lz -lm \
+	-lgomp -lpthread
+
+install: $(LIB_A) $(LIB_SO)
+	$(Q)install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR)/relureg
+	$(Q)install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/librelureg.a
+	$(Q)install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(SO_FILE)
+	$(Q)ln -sfn $(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
+	$(Q)ln -sfn $(SO_NAME) $(DESTDIR)$(LIBDIR)/librelureg.so
+	$(Q)for h in $(PUBLIC_HEADERS); do \
+	    install -D -m 644 lib/$$h $(DESTDIR)$(INCLUDEDIR)/relureg/$$h || exit 1; done
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)%,$${prefix}%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' \
+	    lib/relureg.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/relureg.pc
+
 # ---- tests ----
 # `test` installs what is missing, then runs every suite in a second make so that the build
 # sees the freshly installed headers.
@@ -154,13 +215,26 @@ check: unit python reference e2e $(if $(NO_BROWSER),,browser) test-scale
 # way (unset when it was set, else a core weaker than this CPU's), so that both branches of the
 # kernel choice (core/blas.h) run every kernel test on every machine. OPENBLAS_L2_SIZE is left
 # as it is: some CPUs need it.
-unit: $(O)/test-unit $(O)/blas-probe
+unit: $(O)/test-unit $(O)/blas-probe abi
 	@echo "== unit tests ($(VARIANT), OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE-unset})"
 	$(Q)$(TEST_ENV) RR_BLAS_PROBE=$(abspath $(O)/blas-probe) $(O)/test-unit --jobs 2
 	$(Q)if [ -n "$${OPENBLAS_CORETYPE-}" ]; then set -- env -u OPENBLAS_CORETYPE; c=unset; \
 	else c=$$(env -u OPENBLAS_CORETYPE $(O)/blas-probe --weaker); set -- env OPENBLAS_CORETYPE=$$c; fi; \
 	echo "== unit tests ($(VARIANT), OPENBLAS_CORETYPE=$$c)"; \
 	"$$@" $(TEST_ENV) RR_BLAS_PROBE=$(abspath $(O)/blas-probe) $(O)/test-unit --jobs 2
+
+# The library's surface: librelureg.so exports exactly tests/unit/exports.txt, the library
+# holds no writable globals, and an install (staged under $(O)/install-test) serves a C and a
+# C++ program through pkg-config, linked against the .so and, with --static, the .a.
+abi: $(LIB_A) $(LIB_SO)
+	@echo "== library surface: exports, globals, install + pkg-config, C and C++ ($(VARIANT))"
+	$(Q)tests/unit/check_exports.sh $(LIB_SO) tests/unit/exports.txt
+	$(Q)tests/unit/check_globals.sh $(LIB_A)
+	$(Q)rm -rf $(O)/install-test
+	$(Q)$(MAKE) --no-print-directory install DESTDIR=$(abspath $(O)/install-test) PREFIX=/usr/local \
+		LIBDIR=/usr/local/lib INCLUDEDIR=/usr/local/include PKGCONFIGDIR=/usr/local/lib/pkgconfig
+	$(Q)CC="$(CC)" CXX=g++ OPT="$(OPT)" tests/unit/check_install.sh $(abspath $(O)/install-test) \
+		/usr/local $(VERSION) $(SO_NAME) tests/unit/exports.txt
 
 python:
 	@echo "== python tests"

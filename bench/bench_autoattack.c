@@ -79,8 +79,8 @@ int main(int argc, char **argv)
     const rr_attack_name *stages = NULL;
     stage_clock clk = {.S = aa ? rr_autoattack_stages(p.suite, &stages) : 0};
     if (aa) {
-        p.progress = on_progress;
-        p.progress_ctx = &clk;
+        p.control.progress = on_progress;
+        p.control.progress_ctx = &clk;
     }
     for (int r = aa ? 0 : -1; r < reps; r++) {
         res.gradient_calls = res.forward_calls = 0;

@@ -12,6 +12,7 @@
 
 #include "bench_util.h"
 #include "relureg.h"
+#include "core/blas_impl.h" // rr__sgemm, rr__sgemm_native
 
 static void report(const char *op, double *t, int reps)
 {
@@ -74,7 +75,7 @@ int main(int argc, char **argv)
     }
     float *x = malloc(B * D * sizeof(float)), *z = malloc(B * K * sizeof(float));
     float *J = malloc(B * K * D * sizeof(float)), *g = malloc(B * K * sizeof(float));
-    float *gp = malloc(rr_model_param_size(m) * sizeof(float));
+    float *gp = malloc(rr_model_param_array_size(m) * sizeof(float));
     int64_t *y = malloc(B * sizeof(int64_t));
     for (size_t i = 0; i < B * D; i++)
         x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const size_t B = (size_t)atol(argv[2]), D = rr_model_input_size(m);
-    const size_t K = (size_t)rr_model_num_classes(m), NP = rr_model_param_size(m);
+    const size_t K = (size_t)rr_model_num_classes(m), NP = rr_model_param_array_size(m);
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
     if (rr_workspace_new(m, &wp, &ws, &err) != RR_OK) {
@@ -60,10 +60,10 @@ int main(int argc, char **argv)
         for (int with_params = 0; with_params < 2; with_params++) {
             rr_reg_result res = {
                 .per_sample = ps, .grad_inputs = gx, .grad_parameters = with_params ? gp : NULL};
-            rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = &regs[i].spec, .nregs = 1};
+            rr_reg_params p = {.regs = &regs[i].spec, .nregs = 1};
             for (int r = -2; r < reps; r++) {
                 double t0 = now_ms();
-                if (rr_reg_compute(m, &p, ws, &res, NULL, &err) != RR_OK) {
+                if (rr_reg_compute(m, ws, x, y, B, &p, &res, NULL, &err) != RR_OK) {
                     fprintf(stderr, "%s: %s\n", regs[i].name, err.msg);
                     return 1;
                 }

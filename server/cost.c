@@ -75,7 +75,7 @@ static double time_forward(rr_model *m, size_t B, int reps)
 
 static double weight_bytes(const rr_model *m)
 {
-    return 4.0 * (double)rr_model_param_size(m);
+    return 4.0 * (double)rr_model_param_array_size(m);
 }
 
 void rrd_cost_calibrate(int threads)

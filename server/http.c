@@ -108,6 +108,17 @@ bool rrd_ctl_abort(void *p)
     return false;
 }
 
+static void ctl_progress(void *p, double f)
+{
+    atomic_store(&((rrd_ctl *)p)->progress, f);
+}
+
+rr_control rrd_ctl_control(rrd_ctl *ctl)
+{
+    return (rr_control){
+        .abort = rrd_ctl_abort, .abort_ctx = ctl, .progress = ctl_progress, .progress_ctx = ctl};
+}
+
 // ---- compute ----
 
 static void choose_lane(rrd_server *s, rrd_task *t)

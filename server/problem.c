@@ -92,42 +92,40 @@ void rrd_problem(rrd_request *r, rrd_problem_kind k, const char *field, const ch
     r->responded = true;
 }
 
+// The one map from a librelureg status to a problem (style.md §3), switched on the code alone:
+// the library's message is for people and is never searched. `detail` is the prefix followed by
+// the library's message and the error's field is reported, except for a fixed detail (a
+// cancelled computation says why it stopped, not where).
+static const struct {
+    rrd_problem_kind kind;
+    const char *prefix;
+    bool fixed;
+} from_status[RR_STATUS_COUNT] = {
+    [RR_ENOMEM] = {RRD_P_UNAVAILABLE, "out of memory: ", false},
+    [RR_EINVAL] = {RRD_P_INVALID, "", false},
+    [RR_ESHAPE] = {RRD_P_SHAPE, "", false},
+    [RR_EFORMAT] = {RRD_P_MALFORMED, "", false},
+    [RR_ENONFINITE] = {RRD_P_NONFINITE, "", false},
+    [RR_ENOTFOUND] = {RRD_P_NOT_FOUND, "", false},
+    [RR_EUNSUPPORTED] = {RRD_P_INVALID, "", false},
+    [RR_EIO] = {RRD_P_INTERNAL, "internal error: ", false},
+    [RR_ECANCELLED] = {RRD_P_TIMEOUT, "the computation was cancelled", true},
+    [RR_EINTERNAL] = {RRD_P_INTERNAL, "internal error: ", false},
+    [RR_EDTYPE] = {RRD_P_DTYPE, "", false},
+};
+
 void rrd_problem_from(rrd_out *out, rr_status st, const rr_error *err)
 {
+    if (st == RR_OK)
+        return;
+    // A code this table does not know is a bug on one side or the other: report it as one.
+    if ((unsigned)st >= RR_STATUS_COUNT || from_status[st].prefix == NULL)
+        st = RR_EINTERNAL;
     const char *field = err ? err->field : NULL, *msg = err && err->msg[0] ? err->msg : "";
-    switch (st) {
-        case RR_OK:
-            return;
-        case RR_ENOMEM:
-            rrd_problem_out(out, RRD_P_UNAVAILABLE, field, "out of memory: %s", msg);
-            return;
-        case RR_ESHAPE:
-            rrd_problem_out(out, RRD_P_SHAPE, field, "%s", msg);
-            return;
-        case RR_ENONFINITE:
-            rrd_problem_out(out, RRD_P_NONFINITE, field, "%s", msg);
-            return;
-        case RR_EUNSUPPORTED:
-            rrd_problem_out(out, strstr(msg, "dtype") ? RRD_P_DTYPE : RRD_P_INVALID, field, "%s",
-                            msg);
-            return;
-        case RR_EINVAL:
-            rrd_problem_out(out, RRD_P_INVALID, field, "%s", msg);
-            return;
-        case RR_EFORMAT:
-            rrd_problem_out(out, RRD_P_MALFORMED, field, "%s", msg);
-            return;
-        case RR_ENOTFOUND:
-            rrd_problem_out(out, RRD_P_NOT_FOUND, field, "%s", msg);
-            return;
-        case RR_ECANCELLED:
-            rrd_problem_out(out, RRD_P_TIMEOUT, NULL, "the computation was cancelled");
-            return;
-        case RR_EIO:
-        case RR_EINTERNAL:
-            break;
-    }
-    rrd_problem_out(out, RRD_P_INTERNAL, field, "internal error: %s", msg);
+    if (from_status[st].fixed)
+        rrd_problem_out(out, from_status[st].kind, NULL, "%s", from_status[st].prefix);
+    else
+        rrd_problem_out(out, from_status[st].kind, field, "%s%s", from_status[st].prefix, msg);
 }
 
 // Optimal-string-alignment distance of a[0..n) and b[0..m), case-insensitive; words longer

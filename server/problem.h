@@ -42,8 +42,10 @@ __attribute__((format(printf, 4, 5)))
 #endif
 void rrd_problem(rrd_request *r, rrd_problem_kind k, const char *field, const char *fmt, ...);
 
-// The problem for a librelureg error: ENOMEM -> 503, EINVAL/ENONFINITE/ESHAPE/EUNSUPPORTED ->
-// 422, EFORMAT -> 400, ENOTFOUND -> 404, ECANCELLED -> 503 timeout, EIO/EINTERNAL -> 500.
+// The problem for a librelureg error, chosen by its code alone (one table in problem.c):
+// ENOMEM -> 503 unavailable, EINVAL/EUNSUPPORTED -> 422 invalid-request, ESHAPE -> 422
+// shape-mismatch, ENONFINITE -> 422 non-finite, EDTYPE -> 422 unsupported-dtype, EFORMAT -> 400,
+// ENOTFOUND -> 404, ECANCELLED -> 503 timeout, EIO/EINTERNAL (and unknown codes) -> 500.
 void rrd_problem_from(rrd_out *out, rr_status st, const rr_error *err);
 
 // "Did you mean": the word of `candidates` (separated by spaces or commas) closest to `word` by

@@ -150,6 +150,9 @@ void rrd_submit(rrd_request *r, rrd_task *t);
 // The abort callback librelureg polls: true once the deadline passed, cancel was set, or
 // rrd_http_cancel_all was called (shutdown).
 bool rrd_ctl_abort(void *ctl);
+// The rr_control of a computation run for a task: rrd_ctl_abort, and progress stored into
+// ctl->progress (what GET /v1/jobs/{id} reports).
+rr_control rrd_ctl_control(rrd_ctl *ctl);
 void rrd_http_cancel_all(void);
 
 #endif

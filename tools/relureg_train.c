@@ -15,6 +15,9 @@
 
 #include "relureg.h"
 
+// Where Debian's dataset-fashion-mnist puts the files.
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+
 static const char *usage =
     "usage: relureg-train --out FILE [options]\n"
     "       relureg-train --evaluate MODEL [--test-limit N]\n"
@@ -25,7 +28,8 @@ static const char *usage =
     "  --lambda L                weight of the regularizer (default 0)\n"
     "  --method M --h H --norm N --unsquared --projections N   regularizer options\n"
     "  --epochs E (5) --batch B (128) --lr LR (1e-3) --optimizer adam|sgd --momentum MU (0.9)\n"
-    "  --seed S (0) --train-limit N --test-limit N --data DIR --threads N --quiet\n";
+    "  --seed S (0) --train-limit N --test-limit N --threads N --quiet\n"
+    "  --data DIR                Fashion-MNIST's gzip IDX files (default " DEFAULT_DATA ")\n";
 
 // ---- architecture presets (input [1, 28, 28] in [0, 1], 10 classes) ----
 #define HEAD                                                                                       \
@@ -87,7 +91,7 @@ static char *with_class_names(const char *arch)
         return NULL;
     json_t *names = json_array();
     for (int k = 0; k < 10; k++)
-        json_array_append_new(names, json_string(rr_fashion_mnist_classes[k]));
+        json_array_append_new(names, json_string(rr_fashion_mnist_class_name(k)));
     if (json_object_get(a, "class_names") == NULL)
         json_object_set_new(a, "class_names", names);
     else
@@ -190,9 +194,9 @@ static int evaluate(const char *path, size_t test_limit, const char *data)
     rr_reg_result res[5] = {{0}};
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = 256, .rows_per_sample = 10};
-    rr_reg_params p = {
-        .inputs = test.images, .labels = test.labels, .B = n, .regs = specs, .nregs = 5};
-    if (rr_workspace_new(m, &wp, &ws, &err) || rr_reg_compute(m, &p, ws, res, NULL, &err)) {
+    rr_reg_params p = {.regs = specs, .nregs = 5};
+    if (rr_workspace_new(m, &wp, &ws, &err) ||
+        rr_reg_compute(m, ws, test.images, test.labels, n, &p, res, NULL, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }
@@ -368,7 +372,7 @@ int main(int argc, char **argv)
 {
     rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
     const char *arch_name = "mlp", *arch_file = NULL, *out = NULL, *reg_name = "none";
-    const char *data = NULL, *eval_path = NULL, *robust_path = NULL;
+    const char *data = DEFAULT_DATA, *eval_path = NULL, *robust_path = NULL;
     rr_reg_spec spec = {0};
     double lambda = 0, lr = 1e-3, momentum = 0.9;
     int epochs = 5, threads = 0;
@@ -560,23 +564,22 @@ int main(int argc, char **argv)
         if (has_reg)
             snprintf(lam, sizeof lam, ", lambda %g", lambda);
         fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s\n",
-                arch_file ? arch_file : arch_name, rr_model_parameter_count(m), train.n,
+                arch_file ? arch_file : arch_name, rr_model_num_param_elements(m), train.n,
                 has_reg ? reg_name : "cross-entropy only", lam);
     }
     progress_ctx pc = {.quiet = quiet};
     rr_train_params tp = {
-        .data = &train,
         .batch = (size_t)batch,
         .epochs = epochs,
         .seed = seed,
         .reg = has_reg ? &spec : NULL,
         .lambda = lambda,
         .optim = {.kind = sgd ? RR_OPTIM_SGD : RR_OPTIM_ADAM, .lr = lr, .momentum = momentum},
-        .progress = show,
-        .progress_ctx = &pc};
+        .report = show,
+        .report_ctx = &pc};
     const time_t t0 = time(NULL);
     double acc = 0, loss = 0;
-    if (rr_train(m, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
+    if (rr_train(m, &train, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }

@@ -19,10 +19,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/control.h"
 #include "core/status.h"
 #include "nn/model.h"
 #include "nn/workspace.h"
 #include "reg/reg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define RR_ATTACK_DEFAULT (__builtin_nan(""))
 
@@ -91,10 +96,7 @@ typedef struct rr_attack_params {
                                // max_steps when left default)
     double p_init;             // square: initial fraction of features in a square (0.8)
     int max_steps;             // the largest value any count may take (0 = 10000)
-    rr_abort_fn abort;         // may be NULL
-    void *abort_ctx;
-    void (*progress)(void *ctx, double fraction); // may be NULL
-    void *progress_ctx;
+    rr_control control;        // abort polled every step; progress: fraction of the steps done
     // Test hooks: a start point [B, D] replacing PGD's and APGD's random start (restarts must
     // be 1; apgd_t starts every target's run there), and a trace [steps, B, D] receiving after
     // every step the iterate (PGD / BIM; rows of samples that stopped repeat) or, for
@@ -133,15 +135,21 @@ size_t rr_autoattack_stages(rr_autoattack_suite s, const rr_attack_name **stages
 const char *rr_attack_name_string(rr_attack_name n);
 bool rr_attack_name_parse(const char *s, rr_attack_name *out);
 
-// Every option at "default".
+// Every option at "default" in *p (caller storage), control empty.
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
-// Resolves defaults for a model with K classes and checks ranges (answers echo the result).
+// Resolves defaults for a model with K classes and checks ranges into *out (caller storage;
+// answers echo it). RR_EINVAL naming the option out of range.
 rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *out,
                             rr_error *err);
 
-// Runs the attack on x [B, D] with labels [B]. All result arrays but broken_by must be
-// non-NULL. Plan ws with rows_per_sample >= K for DeepFool / JSMA / FAB-T / autoattack.
+// Runs the attack on x [B, D] with labels [B] (borrowed) and fills the caller-owned arrays of
+// *out. All result arrays but broken_by must be non-NULL. Plan ws with rows_per_sample >= K
+// for DeepFool / JSMA / FAB-T / autoattack.
 rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                     size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -34,7 +34,7 @@ typedef struct aa_progress {
 static void stage_progress(void *ctx, double f)
 {
     const aa_progress *s = ctx;
-    s->a->p.progress(s->a->p.progress_ctx, s->base + s->width * f);
+    s->a->p.control.progress(s->a->p.control.progress_ctx, s->base + s->width * f);
 }
 
 rr_status rr__attack_autoattack(rr__atk *a)
@@ -90,10 +90,10 @@ rr_status rr__attack_autoattack(rr__atk *a)
         sp.seed = a->p.seed;
         sp.sample_ids = ids;
         sp.max_steps = a->p.max_steps;
-        sp.abort = a->p.abort;
-        sp.abort_ctx = a->p.abort_ctx;
-        sp.progress = a->p.progress ? stage_progress : NULL;
-        sp.progress_ctx = &pg;
+        sp.control.abort = a->p.control.abort;
+        sp.control.abort_ctx = a->p.control.abort_ctx;
+        sp.control.progress = a->p.control.progress ? stage_progress : NULL;
+        sp.control.progress_ctx = &pg;
         rr_attack_result r = {.adversarial = adv,
                               .success = succ,
                               .l2 = l2,
@@ -117,8 +117,8 @@ rr_status rr__attack_autoattack(rr__atk *a)
                 out->broken_by[b] = (int)stages[s];
         }
     }
-    if (a->p.progress)
-        a->p.progress(a->p.progress_ctx, 1.0);
+    if (a->p.control.progress)
+        a->p.control.progress(a->p.control.progress_ctx, 1.0);
 done:
     free(z);
     free(xs);

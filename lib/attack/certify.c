@@ -296,7 +296,7 @@ rr_status rr_certify(const rr_model *m, rr_workspace *ws, const float *x, size_t
                 for (size_t k = 0; k < K; k++)
                     for (size_t t = 0; t < Tb; t++)
                         J[(s * K + k) * D + i0 + t] = jo[(s * Tb + t) * K + k];
-            if (p->abort && p->abort(p->abort_ctx)) {
+            if (p->control.abort && p->control.abort(p->control.abort_ctx)) {
                 st = rr_error_set(err, RR_ECANCELLED, NULL, "certification was cancelled");
                 break;
             }
@@ -416,8 +416,8 @@ rr_status rr_certify(const rr_model *m, rr_workspace *ws, const float *x, size_t
                 }
             }
         }
-        if (p->progress)
-            p->progress(p->progress_ctx, (double)(b0 + nb) / (double)B);
+        if (p->control.progress)
+            p->control.progress(p->control.progress_ctx, (double)(b0 + nb) / (double)B);
     }
     if (st != RR_OK)
         goto done;

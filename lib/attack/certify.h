@@ -19,13 +19,14 @@
 
 #include "attack/attack.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_certify_params {
     rr_norm norm;          // RR_NORM_L2 (api.md default) or RR_NORM_LINF
     const int64_t *labels; // [B] or NULL: certify the predicted class
-    rr_abort_fn abort;     // may be NULL
-    void *abort_ctx;
-    void (*progress)(void *ctx, double fraction); // may be NULL
-    void *progress_ctx;
+    rr_control control;    // abort polled every block of tangents; progress: samples done
 } rr_certify_params;
 
 // Caller-owned arrays of B entries (adversarial: [B, D]); the constraint arrays may be NULL.
@@ -46,8 +47,13 @@ typedef struct rr_certify_result {
     int64_t *region_unit, *region_other;
 } rr_certify_result;
 
-// Plan ws with rows_per_sample >= min(D, 128) for whole blocks of tangents.
+// Certifies x [B, D] (borrowed). Plan ws with rows_per_sample >= min(D, 128) for whole blocks
+// of tangents.
 rr_status rr_certify(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                      const rr_certify_params *p, rr_certify_result *out, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -294,11 +294,11 @@ int64_t rr__atk_argmax(const float *z, int K)
 rr_status rr__atk_poll(rr__atk *a, double units_done)
 {
     a->progress_done += units_done;
-    if (a->p.progress && a->progress_total > 0) {
+    if (a->p.control.progress && a->progress_total > 0) {
         double f = a->progress_done / a->progress_total;
-        a->p.progress(a->p.progress_ctx, f > 1 ? 1 : f);
+        a->p.control.progress(a->p.control.progress_ctx, f > 1 ? 1 : f);
     }
-    if (a->p.abort && a->p.abort(a->p.abort_ctx))
+    if (a->p.control.abort && a->p.control.abort(a->p.control.abort_ctx))
         return rr_error_set(a->err, RR_ECANCELLED, NULL, "the attack was cancelled");
     return RR_OK;
 }

@@ -17,8 +17,8 @@ typedef struct stage {
 static void stage_progress(void *ctx, double f)
 {
     const stage *s = ctx;
-    if (s->p->progress)
-        s->p->progress(s->p->progress_ctx, s->base + s->width * f);
+    if (s->p->control.progress)
+        s->p->control.progress(s->p->control.progress_ctx, s->base + s->width * f);
 }
 
 static bool min_norm(rr_attack_name n)
@@ -53,8 +53,8 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     ap.targeted = false;
     ap.target_labels = NULL;
     ap.sample_ids = NULL;
-    ap.abort = p->abort;
-    ap.abort_ctx = p->abort_ctx;
+    ap.control.abort = p->control.abort;
+    ap.control.abort_ctx = p->control.abort_ctx;
     rr_status st = rr_attack_resolve(&ap, (int)K, &chk, err);
     if (st != RR_OK)
         return st;
@@ -121,8 +121,8 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     const bool mn = min_norm(ap.name);
     const size_t runs = (mn ? 1 : E) + 2; // the attack runs, DeepFool, the certificate
     stage sg = {.p = p, .base = 0, .width = 1.0 / (double)runs};
-    ap.progress = p->progress ? stage_progress : NULL;
-    ap.progress_ctx = &sg;
+    ap.control.progress = p->control.progress ? stage_progress : NULL;
+    ap.control.progress_ctx = &sg;
     rr_attack_result ar = {b.adv, b.succ, b.l2, b.linf, b.pred, b.iters, 0, 0, NULL};
     // autoattack: who broke each sample, kept from the run at the largest epsilon.
     size_t e_max = 0;
@@ -164,10 +164,10 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
         rr_attack_params df;
         rr_attack_params_init(&df, RR_ATTACK_DEEPFOOL);
         df.norm = RR_NORM_L2;
-        df.abort = p->abort;
-        df.abort_ctx = p->abort_ctx;
-        df.progress = ap.progress;
-        df.progress_ctx = &sg;
+        df.control.abort = p->control.abort;
+        df.control.abort_ctx = p->control.abort_ctx;
+        df.control.progress = ap.control.progress;
+        df.control.progress_ctx = &sg;
         st = rr_attack(m, ws, b.xs, b.ys, n, &df, &ar, err);
         out->gradient_calls += ar.gradient_calls;
         out->forward_calls += ar.forward_calls;
@@ -190,10 +190,10 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     // Certified radius about the labels.
     rr_certify_params cp = {.norm = p->norm,
                             .labels = labels,
-                            .abort = p->abort,
-                            .abort_ctx = p->abort_ctx,
-                            .progress = ap.progress,
-                            .progress_ctx = &sg};
+                            .control.abort = p->control.abort,
+                            .control.abort_ctx = p->control.abort_ctx,
+                            .control.progress = ap.control.progress,
+                            .control.progress_ctx = &sg};
     rr_certify_result cr = {b.pred, b.cd, b.cd + B, b.cr, exact, b.adv, NULL, NULL, NULL, NULL};
     st = rr_certify(m, ws, x, B, &cp, &cr, err);
     if (st != RR_OK)
@@ -231,8 +231,8 @@ rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, con
     out->flags.flagged =
         fl->zero_gradient_fraction > 0.1 || fl->nonfinite_gradient_fraction > 0.1 ||
         fl->black_box_only > 0.002 * (double)B || fl->non_monotone || fl->certified_broken > 0;
-    if (p->progress)
-        p->progress(p->progress_ctx, 1.0);
+    if (p->control.progress)
+        p->control.progress(p->control.progress_ctx, 1.0);
 done:
     free(b.adv);
     free(b.xs);

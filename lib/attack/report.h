@@ -11,21 +11,25 @@
 // correctly classified samples it broke (NaN when there is none); mean_certified_radius is
 // the mean over all samples of rr_certify's radius about the labels (0 when misclassified).
 // Progress reports the fraction of the attack runs done; abort stops with RR_ECANCELLED.
+// Threads and determinism as the rest of librelureg. Errors: RR_EINVAL (field "epsilons": not
+// 1 to 64 values >= 0; the attack's options as rr_attack_resolve; labels out of [0, K)),
+// RR_ENONFINITE ("inputs"), RR_ENOMEM, RR_ECANCELLED.
 #ifndef RR_ATTACK_REPORT_H
 #define RR_ATTACK_REPORT_H
 
 #include "attack/attack.h"
 #include "attack/certify.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_robustness_params {
     rr_norm norm;           // of epsilons, of the attack and of the certified radius
     const double *epsilons; // n_eps values >= 0 (1 to 64)
     size_t n_eps;
-    rr_attack_params attack; // name and options; epsilon, norm, targeted are set here
-    rr_abort_fn abort;       // may be NULL
-    void *abort_ctx;
-    void (*progress)(void *ctx, double fraction); // may be NULL
-    void *progress_ctx;
+    rr_attack_params attack; // name and options; epsilon, norm, targeted and control are set here
+    rr_control control;      // abort and progress of the whole report (attack.control unused)
 } rr_robustness_params;
 
 typedef struct rr_robustness_flags {
@@ -50,10 +54,15 @@ typedef struct rr_robustness_result {
     long gradient_calls, forward_calls;
 } rr_robustness_result;
 
-// Plan ws with rows_per_sample >= max(K, min(D, 128)) for whole chunks (smaller plans work,
-// in smaller chunks).
+// Reports on x [B, D] with labels [B] (borrowed). Plan ws with rows_per_sample >= max(K,
+// min(D, 128)) for whole chunks (smaller plans work, in smaller chunks). The caller-owned
+// arrays of *out must be allocated for n_eps / B entries as marked.
 rr_status rr_robustness(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                         size_t B, const rr_robustness_params *p, rr_robustness_result *out,
                         rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,5 +1,6 @@
 // BLAS calls and the threading policy (see blas.h). The only file that includes cblas.h.
 #include "core/blas.h"
+#include "core/blas_impl.h"
 
 #include <cblas.h>
 #include <cpuid.h>

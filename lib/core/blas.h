@@ -8,7 +8,8 @@
 // thread count of a computation with rr_set_num_threads on its own thread (the daemon gives
 // each worker max(1, threads / workers)). The pthread build of OpenBLAS fights OpenMP loops
 // (shared/notes/serving.md §6), so the Makefile links the OpenMP build by explicit path and
-// rr_blas_check verifies it at start-up.
+// rr_blas_check verifies it at start-up. The sgemm wrappers the kernels call are library
+// internals (core/blas_impl.h); this header is the public part.
 #ifndef RR_CORE_BLAS_H
 #define RR_CORE_BLAS_H
 
@@ -17,39 +18,9 @@
 
 #include "core/status.h"
 
-// C = alpha * op(A) * op(B) + beta * C, row-major, op(A) is M x K, op(B) is K x N.
-// Overwrites C when beta == 0 (C may then be uninitialised), accumulates otherwise.
-// Threaded over tasks whose layout depends on (M, N, K) only (rr__sgemm_plan), so results
-// are bit-identical at any thread count. `split`: RR__GEMM_SPLIT_FLOATS floats of scratch
-// for the partial products of a K split; may be NULL only when the plan has ks == 1.
-// Call it outside OpenMP regions (inside one it runs on the calling thread only).
-// Dimensions must fit a 32-bit BLAS int (callers chunk their work so that they do).
-void rr__sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
-               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-               size_t ldc, float *split);
-
-// Scratch floats a K split may use: (ks - 1) M N never exceeds this.
-#define RR__GEMM_SPLIT_FLOATS ((size_t)1 << 20)
-
-// How rr__sgemm cuts a product: a grid of gm x gn output tiles of tm x tn (edge tiles
-// smaller), times ks chunks of K of kc (the last one shorter). Depends on the shape only.
-typedef struct rr__gemm_plan {
-    size_t gm, gn, ks;
-    size_t tm, tn, kc;
-} rr__gemm_plan;
-void rr__sgemm_plan(size_t M, size_t N, size_t K, rr__gemm_plan *p);
-// Its tasks (gm * gn * ks): as many threads as this can work on the product at once.
-size_t rr__sgemm_tasks(const rr__gemm_plan *p);
-
-// The same product on the calling thread only: for per-row GEMMs inside OpenMP loops, where
-// each row's result must not depend on how rows are spread over threads.
-void rr__sgemm_serial(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
-                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                      size_t ldc);
-
-// OpenBLAS's own threaded sgemm on plain row-major C = A B (A is M x K, B is K x N), for
-// benchmarks only: its results depend on the thread count, which rr__sgemm's do not.
-void rr__sgemm_native(size_t M, size_t N, size_t K, const float *A, const float *B, float *C);
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 // RR_OK when the linked OpenBLAS is the OpenMP build (openblas_get_parallel() == 2), else
 // RR_EINTERNAL with a message naming the variant found.
@@ -85,5 +56,9 @@ const char *rr_blas_config(void);
 // BLAS alike). n < 1 means 1.
 void rr_set_num_threads(int n);
 int rr_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_rng {
     uint64_t state;
 } rr_rng;
@@ -19,5 +23,9 @@ uint64_t rr_rng_next(rr_rng *r);
 double rr_rng_uniform(rr_rng *r);
 // Standard normal (Box-Muller, one value per call).
 double rr_rng_normal(rr_rng *r);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

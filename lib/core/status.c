@@ -29,6 +29,8 @@ const char *rr_status_str(rr_status s)
             return "cancelled";
         case RR_EINTERNAL:
             return "internal error";
+        case RR_EDTYPE:
+            return "unsupported dtype";
     }
     return "unknown status";
 }

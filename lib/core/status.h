@@ -11,19 +11,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// The codes callers switch on (jansson's json_error_code): the message is for people, never to
+// be searched. Values are stable (new codes are appended), so they may be stored or sent.
 typedef enum rr_status {
     RR_OK = 0,
-    RR_ENOMEM,       // a request-sized allocation failed
-    RR_EINVAL,       // an argument or option is out of its range
-    RR_ESHAPE,       // shapes disagree; a model tensor is missing, extra or mis-shaped
-    RR_EFORMAT,      // bytes are not a valid file / document of the expected format
-    RR_ENONFINITE,   // NaN or Inf where finite values are required
-    RR_ENOTFOUND,    // a named object does not exist
-    RR_EUNSUPPORTED, // well-formed but outside what relureg implements (dtype, layer option)
-    RR_EIO,          // the operating system refused a read or write
-    RR_ECANCELLED,   // the abort callback asked to stop
-    RR_EINTERNAL     // a broken invariant that is not the caller's fault
+    RR_ENOMEM = 1,       // a request-sized allocation failed
+    RR_EINVAL = 2,       // an argument or option is out of its range
+    RR_ESHAPE = 3,       // shapes disagree; a model tensor is missing, extra or mis-shaped
+    RR_EFORMAT = 4,      // bytes are not a valid file / document of the expected format
+    RR_ENONFINITE = 5,   // NaN or Inf where finite values are required
+    RR_ENOTFOUND = 6,    // a named object does not exist
+    RR_EUNSUPPORTED = 7, // well-formed but outside what relureg implements (layer option, size,
+                         // format version); a tensor's element type is RR_EDTYPE
+    RR_EIO = 8,          // the operating system refused a read or write
+    RR_ECANCELLED = 9,   // the abort callback asked to stop
+    RR_EINTERNAL = 10,   // a broken invariant that is not the caller's fault
+    RR_EDTYPE = 11,      // a known element type relureg does not take there ("unsupported dtype
+                         // F16 for tensor labels"; field = the tensor)
 } rr_status;
+
+// One more than the largest code: the size of a table indexed by rr_status.
+#define RR_STATUS_COUNT 12
 
 typedef struct rr_error {
     rr_status code; // RR_OK until the first error
@@ -31,7 +43,7 @@ typedef struct rr_error {
     char msg[256];  // human-readable detail
 } rr_error;
 
-// Name of a status ("RR_ESHAPE" -> "shape"), never NULL, static storage.
+// Short description of a status (RR_ESHAPE -> "shape mismatch"), never NULL, static storage.
 const char *rr_status_str(rr_status s);
 
 // Records an error unless `err` is NULL or already holds one; returns `code` so callers can
@@ -55,5 +67,9 @@ void rr_error_clear(rr_error *err);
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

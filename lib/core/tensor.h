@@ -14,6 +14,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // The safetensors element types (huggingface/safetensors `enum Dtype`). relureg computes in
 // F32 and accepts F64/F16/BF16 by conversion; the others are known so that files holding them
 // are parsed and then rejected by name ("unsupported dtype X for tensor Y").
@@ -91,5 +95,9 @@ float rr_bf16_to_f32(uint16_t h);
 
 // True when every element of x[0..n) is finite.
 bool rr_all_finite(const float *x, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

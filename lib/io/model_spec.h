@@ -15,6 +15,10 @@
 #include "core/status.h"
 #include "core/tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum rr_layer_type {
     RR_LAYER_LINEAR,
     RR_LAYER_CONV2D,
@@ -75,5 +79,9 @@ typedef struct rr_model_spec {
 // On failure *out is left cleared.
 rr_status rr_model_spec_parse(const char *json, size_t len, rr_model_spec *out, rr_error *err);
 void rr_model_spec_clear(rr_model_spec *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

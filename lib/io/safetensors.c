@@ -305,7 +305,7 @@ const char *rr_safetensors_metadata(const rr_safetensors *st, const char *key)
 rr_status rr_st_tensor_to_f32(const rr_st_tensor *t, float *dst, rr_error *err)
 {
     if (!rr_dtype_is_float(t->dtype))
-        return rr_error_set(err, RR_EUNSUPPORTED, t->name, "unsupported dtype %s for tensor %s",
+        return rr_error_set(err, RR_EDTYPE, t->name, "unsupported dtype %s for tensor %s",
                             rr_dtype_name(t->dtype), t->name);
     rr_convert_to_f32(dst, t->data, t->dtype, t->numel);
     return RR_OK;
@@ -322,7 +322,7 @@ rr_status rr_st_tensor_to_i64(const rr_st_tensor *t, int64_t *dst, rr_error *err
             dst[i] = v;
         }
     } else {
-        return rr_error_set(err, RR_EUNSUPPORTED, t->name, "unsupported dtype %s for tensor %s",
+        return rr_error_set(err, RR_EDTYPE, t->name, "unsupported dtype %s for tensor %s",
                             rr_dtype_name(t->dtype), t->name);
     }
     return RR_OK;

@@ -7,7 +7,8 @@
 // Writer: collects tensors (borrowed until finish) and metadata (copied), then lays the file
 // out as the reference writer does: header padded with spaces to a multiple of 8, tensors
 // sorted by descending dtype alignment then name, no gaps.
-// Thread rules: a parsed object is immutable and may be read from many threads at once.
+// Thread rules: a parsed object is immutable and may be read from many threads at once; a
+// writer serves one thread at a time. Nothing here has global state.
 #ifndef RR_IO_SAFETENSORS_H
 #define RR_IO_SAFETENSORS_H
 
@@ -16,6 +17,10 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 // Default cap on the JSON header length N (the reference reader's MAX_HEADER_SIZE).
 #define RR_ST_DEFAULT_MAX_HEADER ((size_t)100000000)
@@ -45,6 +50,7 @@ typedef struct rr_safetensors rr_safetensors;
 rr_status rr_safetensors_parse(const uint8_t *buf, size_t len, size_t max_header,
                                rr_safetensors **out, rr_error *err);
 
+// No-op on NULL.
 void rr_safetensors_free(rr_safetensors *st);
 
 // Tensors in file order (ascending data offset). Borrowed, valid while st lives.
@@ -60,7 +66,7 @@ const char *rr_safetensors_metadata_value(const rr_safetensors *st, size_t i);
 const char *rr_safetensors_metadata(const rr_safetensors *st, const char *key);
 
 // Copies a float tensor (F32, F64, F16, BF16) into dst[numel] as float32. Any other dtype is
-// RR_EUNSUPPORTED "unsupported dtype X for tensor Y" with field = the tensor name.
+// RR_EDTYPE "unsupported dtype X for tensor Y" with field = the tensor name.
 rr_status rr_st_tensor_to_f32(const rr_st_tensor *t, float *dst, rr_error *err);
 // Copies an integer tensor (I64, I32) into dst[numel]; other dtypes as above.
 rr_status rr_st_tensor_to_i64(const rr_st_tensor *t, int64_t *dst, rr_error *err);
@@ -68,7 +74,7 @@ rr_status rr_st_tensor_to_i64(const rr_st_tensor *t, int64_t *dst, rr_error *err
 // ---- writer ----
 typedef struct rr_st_writer rr_st_writer;
 
-// Owned (rr_st_writer_free); NULL when out of memory.
+// Owned (rr_st_writer_free, a no-op on NULL); NULL when out of memory.
 rr_st_writer *rr_st_writer_new(void);
 void rr_st_writer_free(rr_st_writer *w);
 
@@ -78,9 +84,15 @@ void rr_st_writer_free(rr_st_writer *w);
 rr_status rr_st_writer_add(rr_st_writer *w, const char *name, rr_dtype dtype, const int64_t *shape,
                            int ndim, const void *data, rr_error *err);
 // Sets a __metadata__ entry (both strings copied; a second call with the same key replaces it).
+// RR_EINVAL when either is not valid UTF-8, RR_ENOMEM.
 rr_status rr_st_writer_set_metadata(rr_st_writer *w, const char *key, const char *value,
                                     rr_error *err);
-// Serialises the file. *out is owned by the caller (free()), *len its size.
+// Serialises the file. *out is owned by the caller (free()), *len its size. RR_EINVAL for a
+// tensor name that is not valid UTF-8 (field = the name), RR_ENOMEM.
 rr_status rr_st_writer_finish(rr_st_writer *w, uint8_t **out, size_t *len, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,7 +15,7 @@
 #include <omp.h>
 #include <string.h>
 
-#include "core/blas.h"
+#include "core/blas_impl.h"
 #include "nn/layers.h"
 
 static size_t conv_ckk(const rr_op *op)

@@ -16,13 +16,17 @@
 #include "nn/model.h"
 #include "nn/workspace.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // logits [B, K] (may be NULL); pattern [B, rr_model_pattern_bytes(m)] (may be NULL; see
 // model.h for its layout); pattern_hash [B] (may be NULL): rr_pattern_hash of each pattern.
 rr_status rr_forward(const rr_model *m, rr_workspace *ws, const float *x, size_t B, float *logits,
                      uint8_t *pattern, uint64_t *pattern_hash, rr_error *err);
 
 // Vector-Jacobian product: given g_logits [B, K], writes g_x [B, D] = sum_k g[b,k] dz_k/dx_b
-// (may be NULL) and OVERWRITES g_params [rr_model_param_size(m)] (may be NULL) with
+// (may be NULL) and OVERWRITES g_params [rr_model_param_array_size(m)] (may be NULL) with
 // sum_b d<g_b, z_b>/dtheta, laid out as the model's parameters (rr_param.offset).
 rr_status rr_vjp(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                  const float *g_logits, float *g_x, float *g_params, rr_error *err);
@@ -34,5 +38,9 @@ rr_status rr_jvp(const rr_model *m, rr_workspace *ws, const float *x, size_t B, 
 
 // 64-bit FNV-1a hash of a pattern (what /predict reports as activation_pattern_hash).
 uint64_t rr_pattern_hash(const uint8_t *pattern, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "nn/forward.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum rr_jacobian_of {
     RR_JACOBIAN_LOGITS,           // dz/dx
     RR_JACOBIAN_LOG_PROBABILITIES // d log softmax(z)/dx = (I - 1 p^T) J
@@ -18,5 +22,9 @@ typedef enum rr_jacobian_of {
 // NULL. Plan the workspace with rows_per_sample = K for whole chunks.
 rr_status rr_jacobian(const rr_model *m, rr_workspace *ws, const float *x, size_t B,
                       rr_jacobian_of of, float *J, float *logits, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,7 +6,7 @@
 // params:  dW[O, I] += Gy^T X,  db[O] += sum_r Gy[r, :]
 #include <string.h>
 
-#include "core/blas.h"
+#include "core/blas_impl.h"
 #include "nn/layers.h"
 
 void rr__linear_forward(const rr_model *m, const rr_op *op, float *out, const float *in,

@@ -8,6 +8,12 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "nn/model.h"
+#include "nn/workspace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 // For B samples of K logits and labels in [0, K): per-sample loss [B], probabilities [B, K]
 // and per-sample gradient p - e_y [B, K] (each may be NULL; the gradient is of l_b itself, not
@@ -16,12 +22,9 @@
 rr_status rr_cross_entropy(const float *logits, const int64_t *labels, size_t B, int K, float *loss,
                            float *probs, float *g_logits, double *loss_mean, rr_error *err);
 
-#include "nn/model.h"
-#include "nn/workspace.h"
-
 // One pass of training's core step: forward, the MEAN cross-entropy over the batch, and its
 // gradient with respect to the inputs g_x [B, D] and the parameters g_params
-// [rr_model_param_size(m)] (each may be NULL; g_params is OVERWRITTEN). loss_mean and
+// [rr_model_param_array_size(m)] (each may be NULL; g_params is OVERWRITTEN). loss_mean and
 // per-sample losses loss [B] may be NULL. Errors as rr_vjp and rr_cross_entropy.
 rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const float *x,
                                     const int64_t *labels, size_t B, double *loss_mean, float *loss,
@@ -33,5 +36,9 @@ rr_status rr_cross_entropy_backward(const rr_model *m, rr_workspace *ws, const f
 rr_status rr_cross_entropy_input_gradient(const rr_model *m, rr_workspace *ws, const float *x,
                                           const int64_t *labels, size_t B, float *g_x,
                                           float *logits, rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

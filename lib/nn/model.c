@@ -313,7 +313,7 @@ static rr_status add_param(rr_model *m, const rr_safetensors *st, const rr_layer
                                 "missing tensor '%s' (%s, %s layer, expects shape %s)", name,
                                 l->path, rr_layer_type_name(l->type), want_s);
         if (!rr_dtype_is_float(t->dtype))
-            return rr_error_set(err, RR_EUNSUPPORTED, name, "unsupported dtype %s for tensor %s",
+            return rr_error_set(err, RR_EDTYPE, name, "unsupported dtype %s for tensor %s",
                                 rr_dtype_name(t->dtype), name);
         if (!rr_shape_equal(&t->shape, shape)) {
             char got[96];
@@ -382,7 +382,7 @@ static rr_status collect_params(rr_model *m, const rr_safetensors *st, bool *use
                 const rr_st_tensor *t = st ? rr_safetensors_find(st, name) : NULL;
                 if (t) {
                     if (t->dtype != RR_DTYPE_I64)
-                        return rr_error_set(err, RR_EUNSUPPORTED, name,
+                        return rr_error_set(err, RR_EDTYPE, name,
                                             "unsupported dtype %s for tensor %s",
                                             rr_dtype_name(t->dtype), name);
                     if (t->numel != 1)
@@ -735,7 +735,7 @@ int rr_model_num_layers(const rr_model *m)
     return m->ntop;
 }
 
-size_t rr_model_num_params(const rr_model *m)
+size_t rr_model_num_param_tensors(const rr_model *m)
 {
     return m->nparams;
 }
@@ -753,12 +753,12 @@ const rr_param *rr_model_param_find(const rr_model *m, const char *name)
     return NULL;
 }
 
-size_t rr_model_param_size(const rr_model *m)
+size_t rr_model_param_array_size(const rr_model *m)
 {
     return m->param_size;
 }
 
-size_t rr_model_parameter_count(const rr_model *m)
+size_t rr_model_num_param_elements(const rr_model *m)
 {
     return m->param_count;
 }

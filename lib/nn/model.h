@@ -7,6 +7,8 @@
 // name. Weights (converted to float32) live in one 64-byte-aligned block.
 // Thread rules: a loaded model is never written again, so any number of threads may compute
 // with it at once; mutable per-call state lives in rr_workspace. retain/release are atomic.
+// The exceptions are training's rr_model_init and rr_train (train/train.h), which rewrite the
+// weights of a model the caller holds exclusively (created, not shared).
 #ifndef RR_NN_MODEL_H
 #define RR_NN_MODEL_H
 
@@ -17,11 +19,15 @@
 #include "core/status.h"
 #include "core/tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_model rr_model;
 
 // One model tensor that takes part in the computation (every tensor of the file except
 // `num_batches_tracked`), in state_dict order. Gradients with respect to the parameters use
-// the same layout: a float array of rr_model_param_size(m) elements in which parameter i
+// the same layout: a float array of rr_model_param_array_size(m) elements in which parameter i
 // occupies [offset, offset + numel).
 typedef struct rr_param {
     const char *name; // "3.body.0.weight", borrowed from the model
@@ -33,11 +39,12 @@ typedef struct rr_param {
 
 // Parses and validates a model file held in memory (`buf` is borrowed only for the call).
 // Errors: RR_EFORMAT (not safetensors, architecture missing or malformed), RR_EUNSUPPORTED
-// (dtype, layer option or format version relureg does not handle), RR_ESHAPE (a missing, extra
-// or mis-shaped tensor, or layers whose shapes do not chain; field = tensor name or layer
-// path), RR_ENONFINITE (a weight is NaN/Inf, also after conversion to float32), RR_EINVAL
-// (a batchnorm running_var + eps <= 0), RR_ENOMEM. On success *out is owned: the caller holds
-// one reference (rr_model_release).
+// (layer option, size or format version relureg does not handle), RR_EDTYPE (a tensor that
+// is not F32/F64/F16/BF16; field = its name), RR_ESHAPE (a missing, extra or mis-shaped
+// tensor, or layers whose shapes do not chain; field = tensor name or layer path),
+// RR_ENONFINITE (a weight is NaN/Inf, also after conversion to float32), RR_EINVAL (a
+// batchnorm running_var + eps <= 0), RR_ENOMEM. On success *out is owned: the caller holds one
+// reference (rr_model_release); on failure *out is left NULL.
 rr_status rr_model_load(const uint8_t *buf, size_t len, rr_model **out, rr_error *err);
 // Same, reading the file at `path` (RR_EIO when it cannot be read).
 rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err);
@@ -47,13 +54,14 @@ rr_status rr_model_load_file(const char *path, rr_model **out, rr_error *err);
 rr_status rr_model_create(const char *architecture, rr_model **out, rr_error *err);
 
 // Serialises the model as a model file: its current float32 weights, the architecture and
-// the extra __metadata__ entries meta[0..2n) = key, value, ... (n pairs; may be 0). *out is
-// owned by the caller (free()).
+// the extra __metadata__ entries meta[0..2n) = key, value, ... (n pairs, borrowed; may be 0).
+// *out (*len bytes) is owned by the caller (free()). Errors: RR_ENOMEM, RR_EINVAL (a metadata
+// key or value that is not valid UTF-8).
 rr_status rr_model_save(const rr_model *m, const char *const *meta, size_t n, uint8_t **out,
                         size_t *len, rr_error *err);
 
-// Reference counting (C11 atomics). release frees the model when the count reaches zero;
-// both are no-ops on NULL.
+// Reference counting (C11 atomics; any thread). retain returns m; release frees the model
+// when the count reaches zero. Both are no-ops on NULL.
 rr_model *rr_model_retain(rr_model *m);
 void rr_model_release(rr_model *m);
 
@@ -65,16 +73,25 @@ int rr_model_num_classes(const rr_model *m);             // K
 bool rr_model_input_range(const rr_model *m, float *lo, float *hi);
 // Class name k, or NULL when the model has none.
 const char *rr_model_class_name(const rr_model *m, int k);
-// Number of top-level layers, and the total count including nested ones.
+// Number of top-level layers (a residual block counts once).
 int rr_model_num_layers(const rr_model *m);
-size_t rr_model_num_params(const rr_model *m);
+
+// ---- parameters ----
+// Three counts, named by what they count:
+//   rr_model_num_param_tensors   tensors: the indices i of rr_model_param(m, i);
+//   rr_model_num_param_elements  their elements, sum of numel: what users call the parameter
+//                                count (api.md's parameter_count);
+//   rr_model_param_array_size    floats of an array laid out as the parameters (the weight
+//                                block, a parameter gradient): the elements plus the padding
+//                                that keeps every tensor 64-byte aligned. Allocate gradients
+//                                with this one.
+size_t rr_model_num_param_tensors(const rr_model *m);
+size_t rr_model_num_param_elements(const rr_model *m);
+size_t rr_model_param_array_size(const rr_model *m);
+// Parameter i < rr_model_num_param_tensors(m), in state_dict order.
 const rr_param *rr_model_param(const rr_model *m, size_t i);
 // NULL when no parameter has that name.
 const rr_param *rr_model_param_find(const rr_model *m, const char *name);
-// Floats in the weight block / in a parameter-gradient array (includes alignment padding).
-size_t rr_model_param_size(const rr_model *m);
-// Total number of parameter elements (no padding): what users call the parameter count.
-size_t rr_model_parameter_count(const rr_model *m);
 // Floating-point operations of one sample's forward pass (a multiply-add counts 2; elementwise
 // layers count one per output). What a caller's cost model scales: a backward pass through the
 // same layers costs about as much again, a parameter gradient about twice.
@@ -101,6 +118,11 @@ typedef struct rr_pattern_layer {
     size_t units;  // relu: input units (1 byte each); maxpool: outputs (4 bytes each)
     rr_shape shape;
 } rr_pattern_layer;
+// j in [0, rr_model_pattern_layers(m)); *out is caller storage.
 void rr_model_pattern_layer(const rr_model *m, int j, rr_pattern_layer *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/blas.h"
+#include "core/blas_impl.h"
 #include "nn/layers.h"
 
 // Bytes reserved for one sub-buffer of n elements of `size` bytes, rounded up to 64.

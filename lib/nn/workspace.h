@@ -16,6 +16,10 @@
 #include "core/status.h"
 #include "nn/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_workspace rr_workspace;
 
 typedef struct rr_workspace_params {
@@ -30,7 +34,7 @@ typedef struct rr_workspace_params {
 // when even one sample does not fit in the budget and the allocation of that fails).
 rr_status rr_workspace_new(const rr_model *m, const rr_workspace_params *p, rr_workspace **out,
                            rr_error *err);
-void rr_workspace_free(rr_workspace *ws);
+void rr_workspace_free(rr_workspace *ws); // no-op on NULL
 // Bytes of chunked state one sample needs at rows_per_sample (0 means 1): what
 // rr_workspace_new checks against the budget, so a model whose value at 1 row is over the
 // budget can run no call at all. SIZE_MAX when the size overflows. Allocates nothing.
@@ -38,5 +42,9 @@ size_t rr_workspace_sample_bytes(const rr_model *m, size_t rows_per_sample);
 // Samples per chunk at the planned rows per sample, and the bytes held.
 size_t rr_workspace_chunk(const rr_workspace *ws);
 size_t rr_workspace_bytes(const rr_workspace *ws);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

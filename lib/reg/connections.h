@@ -17,6 +17,10 @@
 #include "nn/model.h"
 #include "nn/workspace.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rr_connections {
     double *jacobian_fro2;          // ||J||_F^2
     double *centered_jacobian_fro2; // ||J_c||_F^2
@@ -31,7 +35,8 @@ typedef struct rr_connections {
     bool *left_region;              // the activation pattern at x + h u differs from x's
 } rr_connections;
 
-// Fills every array of *out (all must be non-NULL) for the B samples x [B, D] with labels y.
+// Fills every array of *out (all must be non-NULL) for the B samples x [B, D] with labels y
+// (borrowed).
 // h > 0 (RR_EINVAL otherwise; the API default is 1.5). Plan ws with rows_per_sample >= K.
 rr_status rr_connections_compute(const rr_model *m, rr_workspace *ws, const float *x,
                                  const int64_t *y, size_t B, double h, rr_connections *out,
@@ -40,5 +45,9 @@ rr_status rr_connections_compute(const rr_model *m, rr_workspace *ws, const floa
 // Eigenvalues of the symmetric n x n matrix a (row-major; destroyed) into w, ascending, by
 // cyclic Jacobi rotations; v (n x n, may be NULL) receives the eigenvectors as columns.
 void rr_eigen_symmetric(double *a, size_t n, double *w, double *v);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -229,21 +229,22 @@ void rr__reg_report(const rr__reg_ctx *c, rr_reg_result *o)
 
 static bool aborted(const rr_reg_params *p)
 {
-    return p->abort && p->abort(p->abort_ctx);
+    return p->control.abort && p->control.abort(p->control.abort_ctx);
 }
 
-rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace *ws,
-                         rr_reg_result *out, rr_reg_loss *loss, rr_error *err)
+rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
+                         size_t B, const rr_reg_params *p, rr_reg_result *out, rr_reg_loss *loss,
+                         rr_error *err)
 {
-    rr_status st = rr__check_call(m, ws, p->inputs, p->B, err);
+    rr_status st = rr__check_call(m, ws, x, B, err);
     if (st != RR_OK)
         return st;
-    const size_t B = p->B, D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
+    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
     for (size_t b = 0; b < B; b++)
-        if (p->labels[b] < 0 || p->labels[b] >= (int64_t)K)
+        if (labels[b] < 0 || labels[b] >= (int64_t)K)
             return rr_error_set(err, RR_EINVAL, "labels",
                                 "labels[%zu] = %lld is out of range [0, %zu)", b,
-                                (long long)p->labels[b], K);
+                                (long long)labels[b], K);
 
     plan pl = {.rows = 1};
     bool any_params = false;
@@ -297,7 +298,7 @@ rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace
     for (size_t i = 0; i < p->nregs; i++) {
         out[i].value = 0.0;
         if (out[i].grad_parameters)
-            memset(out[i].grad_parameters, 0, rr_model_param_size(m) * sizeof(float));
+            memset(out[i].grad_parameters, 0, rr_model_param_array_size(m) * sizeof(float));
     }
     double loss_sum = 0.0;
     rr__reg_ctx c = {.m = m,
@@ -315,8 +316,8 @@ rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace
             return rr_error_set(err, RR_ECANCELLED, "", "cancelled");
         c.b0 = b0;
         c.nb = B - b0 < chunk ? B - b0 : chunk;
-        c.x = p->inputs + b0 * D;
-        c.y = p->labels + b0;
+        c.x = x + b0 * D;
+        c.y = labels + b0;
         carve(&c, &pl, q, ptrs);
         (void)ws2;
 

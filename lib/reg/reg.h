@@ -19,9 +19,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/control.h"
 #include "core/status.h"
 #include "nn/model.h"
 #include "nn/workspace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum rr_reg_name {
     RR_REG_CROSS_ENTROPY,   // l_i
@@ -52,19 +57,12 @@ typedef struct rr_reg_spec {
 
 #define RR_REG_DEFAULT_H 1.5
 
-// Polled between chunks and passes; returning true stops the call with RR_ECANCELLED.
-typedef bool (*rr_abort_fn)(void *ctx);
-
 typedef struct rr_reg_params {
-    const float *inputs;   // [B, D], borrowed
-    const int64_t *labels; // [B], borrowed
-    size_t B;
     const rr_reg_spec *regs; // nregs regularizers, borrowed
     size_t nregs;
     bool sum;            // reduction "sum" (default false: "mean") for values and gradients
     int max_projections; // upper bound for `projections` (0 = 10000, api.md --max-steps)
-    rr_abort_fn abort;   // may be NULL
-    void *abort_ctx;
+    rr_control control;  // abort polled between chunks and regularizers; progress unused
 } rr_reg_params;
 
 // One regularizer's results. Arrays are caller-owned; a NULL array is not computed.
@@ -72,7 +70,7 @@ typedef struct rr_reg_result {
     double value;           // reduced value (mean or sum; weight_decay: 1/2 sum ||W||^2)
     float *per_sample;      // [B] (weight_decay: left untouched, it has none)
     float *grad_inputs;     // [B, D], d value / d inputs (OVERWRITTEN)
-    float *grad_parameters; // [rr_model_param_size(m)], d value / d theta (OVERWRITTEN)
+    float *grad_parameters; // [rr_model_param_array_size(m)], d value / d theta (OVERWRITTEN)
     float *directions;      // [B, n, K] projection directions used (jacobian projection only;
                             // a test hook so that a reference can use the same draws)
 } rr_reg_result;
@@ -87,9 +85,17 @@ typedef struct rr_reg_loss {
 // Checks one spec's options (ranges of math.md "Ranges"); K is the model's class count.
 rr_status rr_reg_spec_check(const rr_reg_spec *spec, int K, int max_projections, rr_error *err);
 
-// Computes every regularizer of p->regs into out[0..nregs) and the loss into *loss (may be
-// NULL). Plan ws with rows_per_sample >= K (and >= projections) for whole chunks.
-rr_status rr_reg_compute(const rr_model *m, const rr_reg_params *p, rr_workspace *ws,
-                         rr_reg_result *out, rr_reg_loss *loss, rr_error *err);
+// Computes every regularizer of p->regs on the batch x [B, D] with labels [B] (in [0, K); both
+// borrowed for the call) into out[0..nregs) (caller-owned arrays, see rr_reg_result) and the
+// loss into *loss (may be NULL). Plan ws with rows_per_sample >= K (and >= projections) for
+// whole chunks; smaller plans work in smaller chunks. Errors as at the top of this file, plus
+// RR_EINVAL (field "workspace") when ws cannot hold one sample's rows.
+rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
+                         size_t B, const rr_reg_params *p, rr_reg_result *out, rr_reg_loss *loss,
+                         rr_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,9 +7,13 @@
 #include <string.h>
 #include <zlib.h>
 
-const char *const rr_fashion_mnist_classes[10] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
-                                                  "Coat",        "Sandal",    "Shirt",    "Sneaker",
-                                                  "Bag",         "Ankle boot"};
+const char *rr_fashion_mnist_class_name(int k)
+{
+    static const char *const names[10] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                          "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                          "Bag",         "Ankle boot"};
+    return k >= 0 && k < 10 ? names[k] : NULL;
+}
 
 static rr_status read_exact(gzFile f, void *buf, size_t n, const char *path, rr_error *err)
 {
@@ -112,7 +116,7 @@ rr_status rr_fashion_mnist_load(const char *dir, bool train, size_t offset, size
     char im[512], lb[512];
     const char *split = train ? "train" : "t10k";
     if (dir == NULL)
-        dir = RR_FASHION_MNIST_DIR;
+        return rr_error_set(err, RR_EINVAL, "dir", "no directory given for Fashion-MNIST");
     snprintf(im, sizeof im, "%s/%s-images-idx3-ubyte.gz", dir, split);
     snprintf(lb, sizeof lb, "%s/%s-labels-idx1-ubyte.gz", dir, split);
     return rr_idx_load(im, lb, offset, limit, out, err);
@@ -120,6 +124,8 @@ rr_status rr_fashion_mnist_load(const char *dir, bool train, size_t offset, size
 
 void rr_dataset_clear(rr_dataset *d)
 {
+    if (d == NULL)
+        return;
     free(d->images);
     free(d->labels);
     memset(d, 0, sizeof *d);

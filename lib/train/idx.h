@@ -1,10 +1,14 @@
-// IDX datasets (LeCun's MNIST format, gzip-compressed, read through zlib): Fashion-MNIST from
-// the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist/).
+// IDX datasets (LeCun's MNIST format, gzip-compressed, read through zlib), and Fashion-MNIST's
+// four files in a directory the caller names (Debian's dataset-fashion-mnist installs them in
+// /usr/share/datasets/fashion-mnist; where they are is the program's business, not the
+// library's).
 //
 // An IDX file is a big-endian header (magic 0x0000 08 nd: unsigned bytes, nd dimensions, then
 // nd uint32 sizes) followed by the data. Images become float32 in [0, 1] ([n, 1, rows, cols]
 // per sample, the model input layout), labels int64.
-// Ownership: rr_dataset is caller storage; rr_dataset_clear frees what a load allocated.
+// Ownership: rr_dataset is caller storage; rr_dataset_clear frees what a load allocated (a
+// failed load frees what it allocated itself). Thread rules: no shared state; one dataset per
+// caller, or read-only sharing once loaded.
 #ifndef RR_TRAIN_IDX_H
 #define RR_TRAIN_IDX_H
 
@@ -14,7 +18,9 @@
 
 #include "core/status.h"
 
-#define RR_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct rr_dataset {
     size_t n; // samples
@@ -27,12 +33,19 @@ typedef struct rr_dataset {
 // RR_EIO when a file cannot be read, RR_EFORMAT when it is not IDX or the two disagree.
 rr_status rr_idx_load(const char *images_gz, const char *labels_gz, size_t offset, size_t limit,
                       rr_dataset *out, rr_error *err);
-// The train (60000) or test (10000) split of Fashion-MNIST under dir (NULL: the Debian path).
+// The train (60000) or test (10000) split of Fashion-MNIST: {train,t10k}-{images-idx3,
+// labels-idx1}-ubyte.gz under `dir`. Errors as rr_idx_load; RR_EINVAL for a NULL dir.
 rr_status rr_fashion_mnist_load(const char *dir, bool train, size_t offset, size_t limit,
                                 rr_dataset *out, rr_error *err);
+// Frees what a load allocated and zeroes *d; no-op on NULL.
 void rr_dataset_clear(rr_dataset *d);
 
-// The ten Fashion-MNIST class names, in label order.
-extern const char *const rr_fashion_mnist_classes[10];
+// The name of Fashion-MNIST class k in [0, 10) ("T-shirt/top", ...), NULL for other k; static
+// storage.
+const char *rr_fashion_mnist_class_name(int k);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

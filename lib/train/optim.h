@@ -8,6 +8,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum rr_optim_kind { RR_OPTIM_ADAM, RR_OPTIM_SGD } rr_optim_kind;
 
 typedef struct rr_optim_params {
@@ -23,8 +27,12 @@ typedef struct rr_optim rr_optim;
 
 // For n parameters. RR_EINVAL for an invalid lr / momentum / beta, RR_ENOMEM.
 rr_status rr_optim_new(size_t n, const rr_optim_params *p, rr_optim **out, rr_error *err);
-void rr_optim_free(rr_optim *o);
+void rr_optim_free(rr_optim *o); // no-op on NULL
 // One step: w[0..n) updated in place from the gradient g[0..n).
 void rr_optim_step(rr_optim *o, float *w, const float *g);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

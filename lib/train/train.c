@@ -49,14 +49,14 @@ rr_status rr_model_init(rr_model *m, uint64_t seed, rr_error *err)
     return rr__model_refresh(m, err);
 }
 
-rr_status rr_train(rr_model *m, const rr_train_params *p, rr_error *err)
+rr_status rr_train(rr_model *m, const rr_dataset *data, const rr_train_params *p, rr_error *err)
 {
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t NP = rr_model_param_size(m), n = p->data->n;
+    const size_t NP = rr_model_param_array_size(m), n = data->n;
     const size_t B = p->batch ? p->batch : 128;
-    if (p->data->rows * p->data->cols != D)
+    if (data->rows * data->cols != D)
         return rr_error_set(err, RR_ESHAPE, "data", "images have %zu values, the model takes %zu",
-                            p->data->rows * p->data->cols, D);
+                            data->rows * data->cols, D);
     if (p->epochs < 1 || n == 0)
         return rr_error_set(err, RR_EINVAL, "epochs", "need at least one epoch and one sample");
     rr_status st = RR_OK;
@@ -95,19 +95,19 @@ rr_status rr_train(rr_model *m, const rr_train_params *p, rr_error *err)
         double loss_sum = 0, reg_sum = 0;
         size_t correct = 0, seen = 0;
         for (size_t s = 0; s < steps; s++) {
-            if (p->abort && p->abort(p->abort_ctx)) {
+            if (p->control.abort && p->control.abort(p->control.abort_ctx)) {
                 st = rr_error_set(err, RR_ECANCELLED, "", "training cancelled");
                 goto out;
             }
             const size_t b0 = s * B, nb = n - b0 < B ? n - b0 : B;
             for (size_t i = 0; i < nb; i++) {
-                memcpy(x + i * D, p->data->images + perm[b0 + i] * D, D * sizeof(float));
-                y[i] = p->data->labels[perm[b0 + i]];
+                memcpy(x + i * D, data->images + perm[b0 + i] * D, D * sizeof(float));
+                y[i] = data->labels[perm[b0 + i]];
             }
             rr_reg_result res[2] = {{.grad_parameters = gce}, {.grad_parameters = greg}};
-            rr_reg_params rp = {.inputs = x, .labels = y, .B = nb, .regs = specs, .nregs = nspecs};
+            rr_reg_params rp = {.regs = specs, .nregs = nspecs};
             rr_reg_loss lo = {.logits = logits};
-            if ((st = rr_reg_compute(m, &rp, ws, res, &lo, err)))
+            if ((st = rr_reg_compute(m, ws, x, y, nb, &rp, res, &lo, err)))
                 goto out;
             for (size_t j = 0; j < NP; j++)
                 gsum[j] = gce[j] + (p->reg ? (float)p->lambda * greg[j] : 0.0f);
@@ -124,9 +124,11 @@ rr_status rr_train(rr_model *m, const rr_train_params *p, rr_error *err)
             loss_sum += res[0].value * (double)nb;
             reg_sum += (p->reg ? res[1].value : 0.0) * (double)nb;
             seen += nb;
-            if (p->progress && (s % 20 == 19 || s + 1 == steps)) {
+            const double done = (double)(e - 1) * steps + (double)(s + 1);
+            if (p->control.progress)
+                p->control.progress(p->control.progress_ctx, done / ((double)p->epochs * steps));
+            if (p->report && (s % 20 == 19 || s + 1 == steps)) {
                 const double el = now_s() - t0;
-                const double done = (double)(e - 1) * steps + (double)(s + 1);
                 rr_train_progress pr = {.epoch = e,
                                         .epochs = p->epochs,
                                         .step = s + 1,
@@ -136,7 +138,7 @@ rr_status rr_train(rr_model *m, const rr_train_params *p, rr_error *err)
                                         .accuracy = (double)correct / (double)seen,
                                         .elapsed_s = el,
                                         .eta_s = el / done * ((double)p->epochs * steps - done)};
-                p->progress(p->progress_ctx, &pr);
+                p->report(p->report_ctx, &pr);
             }
         }
     }

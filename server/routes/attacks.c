@@ -24,11 +24,6 @@ static json_t *stage_array(const int *bb, size_t n)
     return a;
 }
 
-static void progress(void *ctx, double f)
-{
-    atomic_store(&((rrd_ctl *)ctx)->progress, f);
-}
-
 typedef struct opts {
     rr_attack_params ap; // resolved
     int64_t *targets;    // owned
@@ -323,10 +318,7 @@ static void run_attack(rrd_task *t, rrd_worker *w, rrd_out *out)
     rr_attack_result r = {adv, succ, l2, linf, pred, it, 0, 0, bb};
     if (st == RR_OK) {
         rr_attack_params p = o->ap;
-        p.abort = rrd_ctl_abort;
-        p.abort_ctx = &t->ctl;
-        p.progress = progress;
-        p.progress_ctx = &t->ctl;
+        p.control = rrd_ctl_control(&t->ctl);
         st = rr_attack(m, ws, c->x, c->y, B, &p, &r, &err);
     }
     if (st != RR_OK) {
@@ -444,12 +436,8 @@ static void run_certify(rrd_task *t, rrd_worker *w, rrd_out *out)
     if (st == RR_OK && (!d || !adv || !pred || !exact))
         st = rr_error_set(&err, RR_ENOMEM, NULL, "out of memory for certificates");
     if (st == RR_OK) {
-        rr_certify_params p = {.norm = o->norm,
-                               .labels = c->y,
-                               .abort = rrd_ctl_abort,
-                               .abort_ctx = &t->ctl,
-                               .progress = progress,
-                               .progress_ctx = &t->ctl};
+        rr_certify_params p = {
+            .norm = o->norm, .labels = c->y, .control = rrd_ctl_control(&t->ctl)};
         rr_certify_result cr = {pred, d, d + B, d + 2 * B, exact, adv, NULL, NULL, NULL, NULL};
         st = rr_certify(m, ws, c->x, B, &p, &cr, &err);
     }
@@ -519,10 +507,7 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
                                   .epsilons = o->eps,
                                   .n_eps = o->neps,
                                   .attack = o->ap,
-                                  .abort = rrd_ctl_abort,
-                                  .abort_ctx = &t->ctl,
-                                  .progress = progress,
-                                  .progress_ctx = &t->ctl};
+                                  .control = rrd_ctl_control(&t->ctl)};
         st = rr_robustness(m, ws, c->x, c->y, B, &p, &res, &err);
     }
     if (st != RR_OK) {

@@ -128,7 +128,7 @@ static void dataset_run(rrd_task *t, rrd_worker *w, rrd_out *out)
     json_object_set_new(resp.root, "offset", json_integer((json_int_t)q->offset));
     json_t *names = json_array();
     for (int k = 0; k < 10; k++)
-        json_array_append_new(names, json_string(rr_fashion_mnist_classes[k]));
+        json_array_append_new(names, json_string(rr_fashion_mnist_class_name(k)));
     json_object_set_new(resp.root, "class_names", names);
     rrd_resp_finish(&resp, 200, out);
 }

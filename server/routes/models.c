@@ -65,7 +65,7 @@ static json_t *summary(const rrd_loaded *l)
     return json_pack("{s:s, s:i, s:o, s:i, s:I, s:i, s:s}", "name", l->name, "version", l->version,
                      "input_shape", shape_json(rr_model_input_shape(m)), "num_classes",
                      rr_model_num_classes(m), "parameter_count",
-                     (json_int_t)rr_model_parameter_count(m), "layers", rr_model_num_layers(m),
+                     (json_int_t)rr_model_num_param_elements(m), "layers", rr_model_num_layers(m),
                      "loaded_at", l->loaded_at);
 }
 
@@ -109,7 +109,7 @@ void rrd_route_model_get(rrd_request *r)
     }
     json_object_set_new(doc, "metadata", meta);
     json_t *params = json_array();
-    for (size_t i = 0; i < rr_model_num_params(m); i++) {
+    for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         json_array_append_new(
             params, json_pack("{s:s, s:o}", "name", p->name, "shape", shape_json(&p->shape)));

@@ -48,7 +48,7 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     const opts *o = c->extra;
     rr_model *m = c->entry->model;
     const size_t B = c->B, K = (size_t)rr_model_num_classes(m), D = rr_model_input_size(m);
-    const size_t NP = rr_model_param_size(m);
+    const size_t NP = rr_model_param_array_size(m);
     size_t rows = K;
     for (size_t i = 0; i < o->n; i++)
         if ((size_t)o->specs[i].projections > rows)
@@ -72,16 +72,12 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     }
     rr_reg_loss loss = {.per_sample = loss_ps};
     if (st == RR_OK) {
-        rr_reg_params p = {.inputs = c->x,
-                           .labels = c->y,
-                           .B = B,
-                           .regs = o->specs,
+        rr_reg_params p = {.regs = o->specs,
                            .nregs = o->n,
                            .sum = o->sum,
                            .max_projections = 0,
-                           .abort = rrd_ctl_abort,
-                           .abort_ctx = &t->ctl};
-        st = rr_reg_compute(m, &p, ws, res, &loss, &err);
+                           .control = rrd_ctl_control(&t->ctl)};
+        st = rr_reg_compute(m, ws, c->x, c->y, B, &p, res, &loss, &err);
     }
     if (st != RR_OK) {
         rrd_problem_from(out, st, &err);
@@ -118,7 +114,7 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
             if (res[i].grad_parameters) {
                 json_t *gp = json_object();
                 json_object_set_new(e, "grad_parameters", gp);
-                for (size_t k = 0; k < rr_model_num_params(m); k++) {
+                for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
                     const rr_param *pr = rr_model_param(m, k);
                     char esc[256];
                     pointer_escape(esc, sizeof esc, pr->name);
@@ -287,7 +283,7 @@ static void estimate(rrd_request *r, rrd_compute *c, const opts *o)
     c->base.out_values =
         (double)o->n *
         ((double)c->B + (o->grad_inputs ? (double)c->B * rr_model_input_size(m) : 0) +
-         (o->grad_params ? (double)rr_model_param_size(m) : 0));
+         (o->grad_params ? (double)rr_model_param_array_size(m) : 0));
     rrd_task_estimate(r->srv, &c->base, cls,
                       rrd_cost_passes_regs(o->specs, o->n, o->grad_inputs, o->grad_params, K),
                       c->B);

@@ -32,7 +32,7 @@ size_t rr_check_model(const char *arch_json, const rr_check_opts *o)
     if (m == NULL)
         return 0;
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t PB = rr_model_pattern_bytes(m), NP = rr_model_param_size(m);
+    const size_t PB = rr_model_pattern_bytes(m), NP = rr_model_param_array_size(m);
     double *theta = rr_test_params(m);
     uint64_t rng = o->seed * 7919 + 17;
     rr_error err = {0};
@@ -144,7 +144,7 @@ size_t rr_check_model(const char *arch_json, const rr_check_opts *o)
     // ---- VJP to parameters: FD over each parameter element of sum_b <g_b, z_b(theta)>.
     // Logits are polynomial in theta, so the central difference has an O(h^2) error. ----
     size_t checked = 0;
-    for (size_t pi = 0; pi < rr_model_num_params(m); pi++) {
+    for (size_t pi = 0; pi < rr_model_num_param_tensors(m); pi++) {
         const rr_param *p = rr_model_param(m, pi);
         double *want = malloc(p->numel * sizeof(double));
         for (size_t j = 0; j < p->numel; j++) {

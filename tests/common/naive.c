@@ -170,7 +170,7 @@ rr_model *rr_test_model_like(const rr_model *like, const double *theta)
 {
     rr_error err = {0};
     rr_st_writer *w = rr_st_writer_new();
-    const size_t n = rr_model_num_params(like);
+    const size_t n = rr_model_num_param_tensors(like);
     float **bufs = calloc(n, sizeof(float *));
     for (size_t i = 0; i < n; i++) {
         const rr_param *p = rr_model_param(like, i);
@@ -197,8 +197,8 @@ rr_model *rr_test_model_like(const rr_model *like, const double *theta)
 
 double *rr_test_params(const rr_model *m)
 {
-    double *t = calloc(rr_model_param_size(m) + 1, sizeof(double));
-    for (size_t i = 0; i < rr_model_num_params(m); i++) {
+    double *t = calloc(rr_model_param_array_size(m) + 1, sizeof(double));
+    for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         for (size_t j = 0; j < p->numel; j++)
             t[p->offset + j] = p->data[j];

@@ -24,7 +24,7 @@ rr_model *rr_test_model(const char *arch_json, uint64_t seed, double scale, rr_d
 // rounded to float32. Fails the test and returns NULL on error.
 rr_model *rr_test_model_like(const rr_model *like, const double *theta);
 
-// The model's parameters as doubles in the rr_param layout (rr_model_param_size entries).
+// The model's parameters as doubles in the rr_param layout (rr_model_param_array_size entries).
 double *rr_test_params(const rr_model *m);
 
 // Naive float64 forward of one sample x [D] with parameters theta (rr_param layout): writes

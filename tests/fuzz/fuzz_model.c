@@ -19,12 +19,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K, .budget_bytes = 64 << 20};
     // Keep each execution cheap: skip models whose single sample is large.
-    if (D <= 4096 && K <= 64 && rr_model_param_size(m) <= (1 << 20) &&
+    if (D <= 4096 && K <= 64 && rr_model_param_array_size(m) <= (1 << 20) &&
         rr_workspace_new(m, &wp, &ws, NULL) == RR_OK) {
         float *x = calloc(B * D, sizeof(float)), *z = calloc(B * K, sizeof(float));
         float *J = calloc(B * K * D, sizeof(float)), *g = calloc(B * K, sizeof(float));
         float *gx = calloc(B * D, sizeof(float));
-        float *gp = calloc(rr_model_param_size(m) + 1, sizeof(float));
+        float *gp = calloc(rr_model_param_array_size(m) + 1, sizeof(float));
         uint8_t *pat = calloc(B * rr_model_pattern_bytes(m) + 1, 1);
         uint64_t h[2];
         for (size_t i = 0; i < B * D; i++)

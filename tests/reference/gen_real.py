@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 import gen_core as core  # noqa: E402
 import gen_reg as reg  # noqa: E402
 
-DATA = "/usr/share/datasets/fashion-mnist"  # lib/train/idx.h RR_FASHION_MNIST_DIR
+DATA = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (as relureg-train)
 N_TRAIN = 2048
 N_TEST = 256
 N_REG = 2

@@ -180,11 +180,11 @@ ParameterizedTest(ref_case *c, reference, core)
     for (size_t i = 0; i < B * K; i++)
         g[i] /= (float)B;
     float *gx = malloc(B * D * sizeof(float));
-    float *gp = malloc((rr_model_param_size(m) + 1) * sizeof(float));
+    float *gp = malloc((rr_model_param_array_size(m) + 1) * sizeof(float));
     cr_assert_eq(rr_vjp(m, ws, x, B, g, gx, gp, &err), RR_OK, "%s", err.msg);
     compare(WHAT("grad_inputs"), gx, need(st, "grad_inputs"), B * D);
     size_t ngrad = 0;
-    for (size_t i = 0; i < rr_model_num_params(m); i++) {
+    for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         char name[300];
         snprintf(name, sizeof name, "grad/%s", p->name);
@@ -194,14 +194,14 @@ ParameterizedTest(ref_case *c, reference, core)
     }
     // The fused forward + loss + backward gives the same gradients.
     float *gx2 = malloc(B * D * sizeof(float));
-    float *gp2 = malloc((rr_model_param_size(m) + 1) * sizeof(float));
+    float *gp2 = malloc((rr_model_param_array_size(m) + 1) * sizeof(float));
     double mean2;
     cr_assert_eq(rr_cross_entropy_backward(m, ws, x, y, B, &mean2, NULL, gx2, gp2, &err), RR_OK,
                  "%s", err.msg);
     float mean2f = (float)mean2;
     compare(WHAT("fused loss"), &mean2f, need(st, "loss"), 1);
     compare(WHAT("fused grad_inputs"), gx2, need(st, "grad_inputs"), B * D);
-    for (size_t i = 0; i < rr_model_num_params(m); i++) {
+    for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         char name[300];
         snprintf(name, sizeof name, "grad/%s", p->name);

@@ -178,7 +178,7 @@ ParameterizedTest(ref_case *c, reference, regularizers)
     cr_assert(ns > 0);
 
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t NP = rr_model_param_size(m);
+    const size_t NP = rr_model_param_array_size(m);
     const rr_st_tensor *tx = need(st, "inputs");
     const size_t B = tx->numel / D;
     float *x = malloc(B * D * sizeof(float));
@@ -199,9 +199,10 @@ ParameterizedTest(ref_case *c, reference, regularizers)
         res[i].grad_parameters = malloc((NP + 1) * sizeof(float));
         res[i].directions = malloc(B * (K > 3 ? K : 3) * K * sizeof(float));
     }
-    rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = spec, .nregs = ns};
+    rr_reg_params p = {.regs = spec, .nregs = ns};
     rr_reg_loss loss = {0};
-    cr_assert_eq(rr_reg_compute(m, &p, ws, res, &loss, &err), RR_OK, "%s: %s", c->name, err.msg);
+    cr_assert_eq(rr_reg_compute(m, ws, x, y, B, &p, res, &loss, &err), RR_OK, "%s: %s", c->name,
+                 err.msg);
 
     // Per-sample input gradients of the loss (seed p - e_y) for the displaced points.
     float *z = malloc(B * K * sizeof(float)), *r = malloc(B * K * sizeof(float));
@@ -242,7 +243,7 @@ ParameterizedTest(ref_case *c, reference, regularizers)
         snprintf(what, sizeof what, "%s %s (%s) grad_inputs", c->name, key, rn);
         snprintf(name, sizeof name, "%s/grad_inputs", key);
         compare(what, res[i].grad_inputs, need(st, name), B * D);
-        for (size_t k = 0; k < rr_model_num_params(m); k++) {
+        for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
             const rr_param *pr = rr_model_param(m, k);
             snprintf(what, sizeof what, "%s %s (%s) grad/%s", c->name, key, rn, pr->name);
             snprintf(name, sizeof name, "%s/grad/%s", key, pr->name);

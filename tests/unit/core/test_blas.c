@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "relureg.h"
+#include "core/blas_impl.h" // rr__sgemm: the library-internal kernels under test
 
 Test(blas, linked_openblas_is_the_openmp_build)
 {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/blas_impl.h"
 #include "naive.h"
 #include "nn/workspace_impl.h"
 
@@ -255,7 +256,7 @@ static void record_vjp_at_16_threads(const char *spec, size_t B, size_t D)
     cr_assert_not_null(m);
     uint64_t st = 4;
     float *x = random_matrix(B * D, &st), *g = random_matrix(B * 10, &st);
-    float *gx = malloc(B * D * sizeof(float)), *gp = malloc(rr_model_param_size(m) * 4);
+    float *gx = malloc(B * D * sizeof(float)), *gp = malloc(rr_model_param_array_size(m) * 4);
     rr_set_num_threads(1);
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = 1};

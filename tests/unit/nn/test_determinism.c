@@ -49,7 +49,7 @@ static void run(rr_model *m, const float *x, const float *v, const float *g, siz
     o->J = malloc(B * K * D * sizeof(float));
     o->jv = malloc(B * T * K * sizeof(float));
     o->gx = malloc(B * D * sizeof(float));
-    o->gp = malloc(rr_model_param_size(m) * sizeof(float));
+    o->gp = malloc(rr_model_param_array_size(m) * sizeof(float));
     cr_assert_eq(rr_jacobian(m, ws, x, B, RR_JACOBIAN_LOGITS, o->J, o->z, NULL), RR_OK);
     cr_assert_eq(rr_jvp(m, ws, x, B, v, T, o->jv, NULL, NULL), RR_OK);
     cr_assert_eq(rr_vjp(m, ws, x, B, g, o->gx, o->gp, NULL), RR_OK);
@@ -85,7 +85,7 @@ Test(determinism, one_three_and_sixteen_threads_agree_bit_for_bit)
                   ct);
         cr_expect(memcmp(a.gx, b.gx, B * D * sizeof(float)) == 0, "input gradient differs (%d/%d)",
                   pt, ct);
-        cr_expect(memcmp(a.gp, b.gp, rr_model_param_size(m) * sizeof(float)) == 0,
+        cr_expect(memcmp(a.gp, b.gp, rr_model_param_array_size(m) * sizeof(float)) == 0,
                   "parameter gradient differs (%d/%d)", pt, ct);
         outputs_free(&b);
     }
@@ -108,9 +108,9 @@ static void reg_run(rr_model *m, const float *x, const int64_t *y, size_t B,
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = 10};
     cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
     rr_reg_result res = {.per_sample = ps, .grad_inputs = gx, .grad_parameters = gp};
-    rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = spec, .nregs = 1};
+    rr_reg_params p = {.regs = spec, .nregs = 1};
     rr_error err = {0};
-    cr_assert_eq(rr_reg_compute(m, &p, ws, &res, NULL, &err), RR_OK, "%s", err.msg);
+    cr_assert_eq(rr_reg_compute(m, ws, x, y, B, &p, &res, NULL, &err), RR_OK, "%s", err.msg);
     *value = res.value;
     rr_workspace_free(ws);
     rr_set_num_threads(1);
@@ -120,7 +120,7 @@ Test(determinism, regularizers_agree_bit_for_bit_at_1_and_16_threads)
 {
     rr_model *m = rr_test_model(cnn, 5, 1.5, RR_DTYPE_F32);
     cr_assert_not_null(m);
-    const size_t B = 256, D = rr_model_input_size(m), NP = rr_model_param_size(m);
+    const size_t B = 256, D = rr_model_input_size(m), NP = rr_model_param_array_size(m);
     uint64_t st = 5;
     float *x = malloc(B * D * sizeof(float));
     int64_t y[256];

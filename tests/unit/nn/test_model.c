@@ -109,8 +109,8 @@ Test(model, loads_an_mlp_with_its_metadata)
     cr_expect_eq(rr_model_input_size(m), 4);
     cr_expect_eq(rr_model_num_classes(m), 3);
     cr_expect_eq(rr_model_num_layers(m), 3);
-    cr_expect_eq(rr_model_num_params(m), 4);
-    cr_expect_eq(rr_model_parameter_count(m), 20 + 5 + 15 + 3);
+    cr_expect_eq(rr_model_num_param_tensors(m), 4);
+    cr_expect_eq(rr_model_num_param_elements(m), 20 + 5 + 15 + 3);
     cr_expect_str_eq(rr_model_param(m, 0)->name, "0.weight");
     cr_expect_str_eq(rr_model_param(m, 3)->name, "2.bias");
     cr_expect_eq(rr_model_param(m, 1)->offset % 16, 0, "parameters are 64-byte aligned");
@@ -179,7 +179,7 @@ Test(model, rejects_integer_weights_by_dtype)
 {
     spec_tensor ts[] = {
         mlp_tensors[0], {"0.bias", RR_DTYPE_I32, 1, {5}, 0}, mlp_tensors[2], mlp_tensors[3], END};
-    expect_error(MLP_ARCH(""), ts, RR_EUNSUPPORTED, "unsupported dtype I32 for tensor 0.bias");
+    expect_error(MLP_ARCH(""), ts, RR_EDTYPE, "unsupported dtype I32 for tensor 0.bias");
 }
 
 Test(model, rejects_non_finite_weights)
@@ -214,12 +214,12 @@ Test(model, batchnorm_num_batches_tracked_is_optional_int64)
     rr_model *m = NULL;
     rr_error err = {0};
     cr_assert_eq(load(BN_ARCH("true"), ts, &m, &err), RR_OK, "%s", err.msg);
-    cr_expect_eq(rr_model_num_params(m), 4, "num_batches_tracked is not a parameter");
+    cr_expect_eq(rr_model_num_param_tensors(m), 4, "num_batches_tracked is not a parameter");
     cr_expect_null(rr_model_param_find(m, "bn.num_batches_tracked"));
     rr_model_release(m);
 
     ts[4].dtype = RR_DTYPE_F32;
-    expect_error(BN_ARCH("true"), ts, RR_EUNSUPPORTED,
+    expect_error(BN_ARCH("true"), ts, RR_EDTYPE,
                  "unsupported dtype F32 for tensor bn.num_batches_tracked");
     ts[4] = (spec_tensor)END;
     spec_tensor noaffine[] = {ts[2], ts[3], END};

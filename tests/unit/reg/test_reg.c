@@ -58,8 +58,8 @@ Test(regularizers, projection_estimator_is_unbiased_and_onehot_exact)
         {.name = RR_REG_JACOBIAN, .estimator = RR_REG_PROJECTION, .directions = RR_REG_ONEHOT}};
     float ps[2][1];
     rr_reg_result res[2] = {{.per_sample = ps[0]}, {.per_sample = ps[1]}};
-    rr_reg_params p = {.inputs = x, .labels = y, .B = 1, .regs = specs, .nregs = 2};
-    cr_assert_eq(rr_reg_compute(m, &p, ws, res, NULL, NULL), RR_OK);
+    rr_reg_params p = {.regs = specs, .nregs = 2};
+    cr_assert_eq(rr_reg_compute(m, ws, x, y, 1, &p, res, NULL, NULL), RR_OK);
     const double exact = res[0].value;
     cr_expect(fabs(res[1].value - exact) <= 1e-5 * exact, "onehot %g vs exact %g", res[1].value,
               exact);
@@ -77,8 +77,8 @@ Test(regularizers, projection_estimator_is_unbiased_and_onehot_exact)
     cr_assert_eq(rr_workspace_new(m, &wpN, &wsN, NULL), RR_OK);
     rr_reg_spec proj = {.name = RR_REG_JACOBIAN, .estimator = RR_REG_PROJECTION, .seed = 11};
     rr_reg_result rp = {.per_sample = est};
-    rr_reg_params pN = {.inputs = xs, .labels = ys, .B = N, .regs = &proj, .nregs = 1};
-    cr_assert_eq(rr_reg_compute(m, &pN, wsN, &rp, NULL, NULL), RR_OK);
+    rr_reg_params pN = {.regs = &proj, .nregs = 1};
+    cr_assert_eq(rr_reg_compute(m, wsN, xs, ys, N, &pN, &rp, NULL, NULL), RR_OK);
     double mean = 0, var = 0;
     for (size_t i = 0; i < N; i++)
         mean += est[i] / (double)N;
@@ -105,7 +105,7 @@ Test(regularizers, projection_estimator_is_unbiased_and_onehot_exact)
 static void fd_check(const char *arch, rr_reg_spec spec, uint64_t seed)
 {
     rr_model *m = rr_test_model(arch, seed, 1.5, RR_DTYPE_F32);
-    const size_t B = 3, K = (size_t)rr_model_num_classes(m), NP = rr_model_param_size(m);
+    const size_t B = 3, K = (size_t)rr_model_num_classes(m), NP = rr_model_param_array_size(m);
     float *x = inputs(m, B, seed + 1);
     int64_t y[3] = {0, 1, 2};
     rr_workspace *ws = NULL;
@@ -113,13 +113,13 @@ static void fd_check(const char *arch, rr_reg_spec spec, uint64_t seed)
     cr_assert_eq(rr_workspace_new(m, &wp, &ws, NULL), RR_OK);
     float *gp = malloc(NP * sizeof(float));
     rr_reg_result res = {.grad_parameters = gp};
-    rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = &spec, .nregs = 1};
-    cr_assert_eq(rr_reg_compute(m, &p, ws, &res, NULL, NULL), RR_OK);
+    rr_reg_params p = {.regs = &spec, .nregs = 1};
+    cr_assert_eq(rr_reg_compute(m, ws, x, y, B, &p, &res, NULL, NULL), RR_OK);
     double *theta = rr_test_params(m), gmax = 0;
     for (size_t j = 0; j < NP; j++)
         gmax = fmax(gmax, fabs(gp[j]));
     int checked = 0;
-    for (size_t pi = 0; pi < rr_model_num_params(m); pi++) {
+    for (size_t pi = 0; pi < rr_model_num_param_tensors(m); pi++) {
         const rr_param *pr = rr_model_param(m, pi);
         size_t best = 0;
         for (size_t j = 1; j < pr->numel; j++)
@@ -135,7 +135,7 @@ static void fd_check(const char *arch, rr_reg_spec spec, uint64_t seed)
             rr_workspace *wsp = NULL;
             cr_assert_eq(rr_workspace_new(mp, &wp, &wsp, NULL), RR_OK);
             rr_reg_result rv = {0};
-            cr_assert_eq(rr_reg_compute(mp, &p, wsp, &rv, NULL, NULL), RR_OK);
+            cr_assert_eq(rr_reg_compute(mp, wsp, x, y, B, &p, &rv, NULL, NULL), RR_OK);
             v[s] = rv.value;
             rr_workspace_free(wsp);
             rr_model_release(mp);
@@ -186,7 +186,7 @@ Test(regularizers, options_out_of_range_are_refused)
 Test(regularizers, one_and_two_threads_agree_bit_for_bit)
 {
     rr_model *m = rr_test_model(cnn, 21, 1.5, RR_DTYPE_F32);
-    const size_t B = 24, D = rr_model_input_size(m), K = 5, NP = rr_model_param_size(m);
+    const size_t B = 24, D = rr_model_input_size(m), K = 5, NP = rr_model_param_array_size(m);
     float *x = inputs(m, B, 22);
     int64_t y[24];
     for (size_t b = 0; b < B; b++)
@@ -217,8 +217,8 @@ Test(regularizers, one_and_two_threads_agree_bit_for_bit)
                                      .grad_inputs = out[t][i][1],
                                      .grad_parameters = out[t][i][2]};
         }
-        rr_reg_params p = {.inputs = x, .labels = y, .B = B, .regs = specs, .nregs = ns};
-        cr_assert_eq(rr_reg_compute(m, &p, ws, res, NULL, NULL), RR_OK);
+        rr_reg_params p = {.regs = specs, .nregs = ns};
+        cr_assert_eq(rr_reg_compute(m, ws, x, y, B, &p, res, NULL, NULL), RR_OK);
         for (size_t i = 0; i < ns; i++)
             val[t][i] = res[i].value;
         rr_workspace_free(ws);

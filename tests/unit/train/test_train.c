@@ -10,11 +10,27 @@
 
 #include "relureg.h"
 
+// Where Debian's dataset-fashion-mnist installs the files (the library knows no default).
+#define FASHION_MNIST "/usr/share/datasets/fashion-mnist"
+
+Test(idx, fashion_mnist_needs_a_directory_and_names_its_classes)
+{
+    rr_dataset d = {0};
+    rr_error err = {0};
+    cr_expect_eq(rr_fashion_mnist_load(NULL, false, 0, 1, &d, &err), RR_EINVAL);
+    cr_expect_str_eq(err.field, "dir");
+    cr_expect_str_eq(rr_fashion_mnist_class_name(0), "T-shirt/top");
+    cr_expect_str_eq(rr_fashion_mnist_class_name(9), "Ankle boot");
+    cr_expect_null(rr_fashion_mnist_class_name(10));
+    cr_expect_null(rr_fashion_mnist_class_name(-1));
+}
+
 Test(idx, reads_fashion_mnist_from_the_debian_package)
 {
     rr_dataset d = {0};
     rr_error err = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 100, 50, &d, &err), RR_OK, "%s", err.msg);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 100, 50, &d, &err), RR_OK, "%s",
+                 err.msg);
     cr_expect_eq(d.n, 50);
     cr_expect_eq(d.rows, 28);
     cr_expect_eq(d.cols, 28);
@@ -28,7 +44,7 @@ Test(idx, reads_fashion_mnist_from_the_debian_package)
         cr_assert(d.labels[i] >= 0 && d.labels[i] < 10);
     // The offset is honoured: sample 100 read alone equals sample 0 of the window above.
     rr_dataset one = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 100, 1, &one, &err), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 100, 1, &one, &err), RR_OK);
     cr_expect(memcmp(one.images, d.images, 784 * sizeof(float)) == 0);
     cr_expect_eq(one.labels[0], d.labels[0]);
     rr_dataset_clear(&one);
@@ -97,22 +113,21 @@ static rr_model *train_small(const rr_dataset *d, const rr_reg_spec *reg, double
     rr_error err = {0};
     cr_assert_eq(rr_model_create(small, &m, &err), RR_OK, "%s", err.msg);
     cr_assert_eq(rr_model_init(m, 3, &err), RR_OK);
-    rr_train_params p = {.data = d,
-                         .batch = 64,
+    rr_train_params p = {.batch = 64,
                          .epochs = 2,
                          .seed = 5,
                          .reg = reg,
                          .lambda = lambda,
                          .optim = {.kind = RR_OPTIM_ADAM, .lr = 3e-3}};
-    cr_assert_eq(rr_train(m, &p, &err), RR_OK, "%s", err.msg);
+    cr_assert_eq(rr_train(m, d, &p, &err), RR_OK, "%s", err.msg);
     return m;
 }
 
 Test(train, learns_and_is_deterministic)
 {
     rr_dataset tr = {0}, te = {0};
-    cr_assert_eq(rr_fashion_mnist_load(NULL, true, 0, 4000, &tr, NULL), RR_OK);
-    cr_assert_eq(rr_fashion_mnist_load(NULL, false, 0, 2000, &te, NULL), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, true, 0, 4000, &tr, NULL), RR_OK);
+    cr_assert_eq(rr_fashion_mnist_load(FASHION_MNIST, false, 0, 2000, &te, NULL), RR_OK);
     rr_model *a = train_small(&tr, NULL, 0), *b = train_small(&tr, NULL, 0);
     double acc;
     cr_assert_eq(rr_evaluate(a, &te, 0, &acc, NULL, NULL), RR_OK);
@@ -131,9 +146,9 @@ Test(train, learns_and_is_deterministic)
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(rr_workspace_new(ms[i], &wp, &ws, NULL), RR_OK);
         rr_reg_result r = {0};
-        rr_reg_params rp = {
-            .inputs = te.images, .labels = te.labels, .B = 256, .regs = &jac, .nregs = 1};
-        cr_assert_eq(rr_reg_compute(ms[i], &rp, ws, &r, NULL, NULL), RR_OK);
+        rr_reg_params rp = {.regs = &jac, .nregs = 1};
+        cr_assert_eq(rr_reg_compute(ms[i], ws, te.images, te.labels, 256, &rp, &r, NULL, NULL),
+                     RR_OK);
         vals[i] = r.value;
         rr_workspace_free(ws);
     }
