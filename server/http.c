@@ -121,25 +121,25 @@ rr_control rrd_ctl_control(rrd_ctl *ctl)
 
 // ---- compute ----
 
-static void choose_lane(rrd_server *s, rrd_task *t)
+// Long work (over --long-ms, or of a long kind: the route's descriptor says which) waits in
+// the batch lane, so that it never holds up the interactive requests.
+static void choose_lane(rrd_server *s, rrd_task *t, bool long_kind)
 {
-    static const char *const long_kinds[] = {"robustness", "/autoattack", "/cw_l2", "/ead", "/zoo"};
-    bool is_long = t->cost.cost_s * 1e3 >= s->cfg.long_ms;
-    for (size_t i = 0; i < sizeof long_kinds / sizeof *long_kinds && !is_long; i++)
-        is_long = strstr(t->cost.cls, long_kinds[i]) != NULL;
+    const bool is_long = long_kind || t->cost.cost_s * 1e3 >= s->cfg.long_ms;
     t->lane = is_long ? RRD_LANE_BATCH : RRD_LANE_INTERACTIVE;
 }
 
-void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B)
+void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B,
+                       bool long_kind)
 {
     rrd_cost_estimate(&t->cost, cls, t->model, passes, B, t->out_values, t->binary);
-    choose_lane(s, t);
+    choose_lane(s, t, long_kind);
 }
 
 void rrd_task_cost(rrd_server *s, rrd_task *t, const char *cls, double seconds)
 {
     rrd_cost_seconds(&t->cost, cls, seconds);
-    choose_lane(s, t);
+    choose_lane(s, t, false);
 }
 
 // Runs the task into r->out and records what it cost.
@@ -193,7 +193,7 @@ void rrd_submit(rrd_request *r, rrd_task *t)
     t->t_submit = rrd_now();
     t->ctl.deadline = r->deadline;
     if (t->cost.cls[0] == '\0')
-        rrd_task_estimate(s, t, "other", 1, 1);
+        rrd_task_estimate(s, t, "other", 1, 1, false);
     // Inline by the formula's estimate, not the learned one: what a request measures on a
     // loaded machine (preemption, a cold workspace) must not push the tiniest requests onto
     // the hand-off they are too small for.

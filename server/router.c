@@ -6,36 +6,42 @@
 
 #include "routes/routes.h"
 
+// A compute route, named as its descriptor rrd_route_NAME (routes/routes.h), which
+// rrd_route_compute runs.
+// clang-format off
+#define COMPUTE(pattern, name) {"POST", pattern, rrd_route_compute, #name, &rrd_route_##name}
+// clang-format on
+
 static const rrd_route routes[] = {
-    {"GET", "/v1/health/live", rrd_route_health_live, "health"},
-    {"GET", "/v1/health/ready", rrd_route_health_ready, "health"},
-    {"GET", "/metrics", rrd_route_metrics, "metrics"},
-    {"GET", "/v1/models", rrd_route_models_list, "models"},
-    {"PUT", "/v1/models/{name}", rrd_route_model_put, "model_put"},
-    {"GET", "/v1/models/{name}", rrd_route_model_get, "model_get"},
-    {"DELETE", "/v1/models/{name}", rrd_route_model_delete, "model_delete"},
-    {"GET", "/v1/models/{name}/weights", rrd_route_model_weights, "model_weights"},
-    {"POST", "/v1/models/{name}/predict", rrd_route_predict, "predict"},
-    {"POST", "/v1/models/{name}/jacobian", rrd_route_jacobian, "jacobian"},
-    {"POST", "/v1/models/{name}/regularizers", rrd_route_regularizers, "regularizers"},
-    {"POST", "/v1/models/{name}/connections", rrd_route_connections, "connections"},
-    {"POST", "/v1/models/{name}/attacks", rrd_route_attacks, "attacks"},
-    {"POST", "/v1/models/{name}/certify", rrd_route_certify, "certify"},
-    {"POST", "/v1/models/{name}/robustness", rrd_route_robustness, "robustness"},
-    {"GET", "/v1/jobs/{id}", rrd_route_job_get, "jobs"},
-    {"DELETE", "/v1/jobs/{id}", rrd_route_job_delete, "jobs"},
-    {"GET", "/v1/datasets/{name}/{split}", rrd_route_dataset, "datasets"},
-    {"GET", "/v2", rrd_route_v2_server, "v2"},
-    {"GET", "/v2/health/live", rrd_route_v2_live, "v2"},
-    {"GET", "/v2/health/ready", rrd_route_v2_ready, "v2"},
-    {"GET", "/v2/models/{name}", rrd_route_v2_model, "v2"},
-    {"GET", "/v2/models/{name}/ready", rrd_route_v2_model_ready, "v2"},
-    {"POST", "/v2/models/{name}/infer", rrd_route_v2_infer, "v2_infer"},
-    {"GET", "/v2/models/{name}/versions/{v}", rrd_route_v2_model, "v2"},
-    {"GET", "/v2/models/{name}/versions/{v}/ready", rrd_route_v2_model_ready, "v2"},
-    {"POST", "/v2/models/{name}/versions/{v}/infer", rrd_route_v2_infer, "v2_infer"},
-    {"GET", "/", rrd_route_static, "static"},
-    {"GET", "/static/*", rrd_route_static, "static"},
+    {"GET", "/v1/health/live", rrd_route_health_live, "health", NULL},
+    {"GET", "/v1/health/ready", rrd_route_health_ready, "health", NULL},
+    {"GET", "/metrics", rrd_route_metrics, "metrics", NULL},
+    {"GET", "/v1/models", rrd_route_models_list, "models", NULL},
+    {"PUT", "/v1/models/{name}", rrd_route_model_put, "model_put", NULL},
+    {"GET", "/v1/models/{name}", rrd_route_model_get, "model_get", NULL},
+    {"DELETE", "/v1/models/{name}", rrd_route_model_delete, "model_delete", NULL},
+    {"GET", "/v1/models/{name}/weights", rrd_route_model_weights, "model_weights", NULL},
+    COMPUTE("/v1/models/{name}/predict", predict),
+    COMPUTE("/v1/models/{name}/jacobian", jacobian),
+    COMPUTE("/v1/models/{name}/regularizers", regularizers),
+    COMPUTE("/v1/models/{name}/connections", connections),
+    COMPUTE("/v1/models/{name}/attacks", attacks),
+    COMPUTE("/v1/models/{name}/certify", certify),
+    COMPUTE("/v1/models/{name}/robustness", robustness),
+    {"GET", "/v1/jobs/{id}", rrd_route_job_get, "jobs", NULL},
+    {"DELETE", "/v1/jobs/{id}", rrd_route_job_delete, "jobs", NULL},
+    {"GET", "/v1/datasets/{name}/{split}", rrd_route_dataset, "datasets", NULL},
+    {"GET", "/v2", rrd_route_v2_server, "v2", NULL},
+    {"GET", "/v2/health/live", rrd_route_v2_live, "v2", NULL},
+    {"GET", "/v2/health/ready", rrd_route_v2_ready, "v2", NULL},
+    {"GET", "/v2/models/{name}", rrd_route_v2_model, "v2", NULL},
+    {"GET", "/v2/models/{name}/ready", rrd_route_v2_model_ready, "v2", NULL},
+    COMPUTE("/v2/models/{name}/infer", v2_infer),
+    {"GET", "/v2/models/{name}/versions/{v}", rrd_route_v2_model, "v2", NULL},
+    {"GET", "/v2/models/{name}/versions/{v}/ready", rrd_route_v2_model_ready, "v2", NULL},
+    COMPUTE("/v2/models/{name}/versions/{v}/infer", v2_infer),
+    {"GET", "/", rrd_route_static, "static", NULL},
+    {"GET", "/static/*", rrd_route_static, "static", NULL},
 };
 
 // Matches one pattern; fills params on success.

@@ -1,5 +1,6 @@
 // The route table: method + path pattern ({param} segments, a trailing * for the rest) ->
-// handler and a fixed name for metrics and logs.
+// handler and a fixed name for metrics and logs; a compute route also names its descriptor
+// (routes/routes.h), which its handler, rrd_route_compute, runs.
 #ifndef RRD_ROUTER_H
 #define RRD_ROUTER_H
 
@@ -14,6 +15,7 @@ struct rrd_route {
     const char *pattern;
     rrd_handler fn;
     const char *name;
+    const struct rrd_compute_route *compute; // compute routes: what rrd_route_compute runs
 };
 
 // The route for method and path, filling params (at most 3). NULL when none matches; then

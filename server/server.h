@@ -72,9 +72,10 @@ typedef struct rrd_task {
 } rrd_task;
 
 // Sets t->cost from the route's cost class and forward-pass equivalents per sample, and
-// t->lane: BATCH for work longer than --long-ms or of a long kind (robustness reports,
-// AutoAttack, C&W / EAD, ZOO), else INTERACTIVE.
-void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B);
+// t->lane: BATCH for work longer than --long-ms or of a long kind (long_kind: what the route's
+// descriptor says, e.g. robustness reports, AutoAttack, C&W / EAD, ZOO), else INTERACTIVE.
+void rrd_task_estimate(rrd_server *s, rrd_task *t, const char *cls, double passes, size_t B,
+                       bool long_kind);
 // The same for work that is not a pass through a model: the route's own estimate in seconds.
 void rrd_task_cost(rrd_server *s, rrd_task *t, const char *cls, double seconds);
 

@@ -1,7 +1,9 @@
 // POST /v1/models/{name}/attacks, /certify and /robustness (api.md): adversarial batches,
 // linear-region certificates and robustness reports. Options are parsed and range-checked
-// here (422 before any compute starts); librelureg computes.
+// here (422 before any compute starts) from one table of attack options, keyed by
+// librelureg's attack names, that also drives the echo; librelureg computes.
 #include <math.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +12,125 @@
 #include "../pool.h"
 #include "routes.h"
 
-#define ATTACK_NAMES                                                                               \
-    "fgsm, pgd, bim, deepfool, cw_l2, jsma, ead, zoo, apgd_ce, apgd_t, fab_t, square, autoattack"
+// ---- the attacks and their options ----
+
+// How an option of rr_attack_params is read from a request and echoed in the answer.
+typedef enum opt_kind {
+    OPT_NUM,    // double: a finite number (float32 range)
+    OPT_INT,    // int: an integer in [1, --max-steps]
+    OPT_BOOL,   // int: true or false
+    OPT_NORM,   // rr_norm: "linf" or "l2"
+    OPT_SUITE,  // rr_autoattack_suite: "standard" or "fast" (autoattack only)
+    OPT_STAGES, // echoed only: the suite's stages
+} opt_kind;
+
+typedef struct attack_option {
+    const char *name; // the API's name
+    opt_kind kind;
+    size_t off; // of the field in rr_attack_params
+} attack_option;
+
+// Every option, in the order a request's are read (so that of several bad options the same one
+// is named first).
+static const attack_option OPTIONS[] = {
+    {"norm", OPT_NORM, offsetof(rr_attack_params, norm)},
+    {"epsilon", OPT_NUM, offsetof(rr_attack_params, epsilon)},
+    {"step_size", OPT_NUM, offsetof(rr_attack_params, step_size)},
+    {"overshoot", OPT_NUM, offsetof(rr_attack_params, overshoot)},
+    {"learning_rate", OPT_NUM, offsetof(rr_attack_params, learning_rate)},
+    {"c", OPT_NUM, offsetof(rr_attack_params, c)},
+    {"confidence", OPT_NUM, offsetof(rr_attack_params, confidence)},
+    {"theta", OPT_NUM, offsetof(rr_attack_params, theta)},
+    {"gamma", OPT_NUM, offsetof(rr_attack_params, gamma)},
+    {"beta", OPT_NUM, offsetof(rr_attack_params, beta)},
+    {"h", OPT_NUM, offsetof(rr_attack_params, h)},
+    {"p_init", OPT_NUM, offsetof(rr_attack_params, p_init)},
+    {"steps", OPT_INT, offsetof(rr_attack_params, steps)},
+    {"restarts", OPT_INT, offsetof(rr_attack_params, restarts)},
+    {"max_iter", OPT_INT, offsetof(rr_attack_params, max_iter)},
+    {"binary_search_steps", OPT_INT, offsetof(rr_attack_params, binary_search_steps)},
+    {"queries", OPT_INT, offsetof(rr_attack_params, queries)},
+    {"random_start", OPT_BOOL, offsetof(rr_attack_params, random_start)},
+    {"suite", OPT_SUITE, offsetof(rr_attack_params, suite)},
+    {"stages", OPT_STAGES, offsetof(rr_attack_params, suite)},
+};
+
+// Who picks an attack's targets.
+typedef enum targets { TARGETS_GIVEN, TARGETS_NONE, TARGETS_OWN } targets;
+
+// An attack (named by librelureg, rr_attack_name_string) as the routes serve it: the options
+// its answer echoes, resolved, in order ("name?": only when set, a finite number or a count
+// > 0; epsilon is left out of a report's echo), whether it always runs in the batch lane, and
+// its targets (api.md).
+typedef struct attack_kind {
+    rr_attack_name id;
+    const char *echo;
+    bool long_kind;
+    targets targets;
+} attack_kind;
+
+#define LP_NORM_EPS "norm epsilon "
+#define CW_FAMILY   "binary_search_steps max_iter learning_rate c confidence"
+
+// In api.md's order, which the lists in error messages follow. The names, defaults and ranges
+// stay librelureg's (rr_attack_name_string, rr_attack_resolve); what is here is how the API
+// reads and echoes them. (A librelureg-side table would change attack.h, which the rr_control
+// work is rewriting: it can move there once that lands.)
+static const attack_kind ATTACKS[] = {
+    {RR_ATTACK_FGSM, "norm epsilon", false, TARGETS_GIVEN},
+    {RR_ATTACK_PGD, LP_NORM_EPS "step_size steps random_start restarts", false, TARGETS_GIVEN},
+    {RR_ATTACK_BIM, LP_NORM_EPS "step_size steps random_start restarts", false, TARGETS_GIVEN},
+    {RR_ATTACK_DEEPFOOL, "norm overshoot max_iter", false, TARGETS_NONE},
+    {RR_ATTACK_CW_L2, CW_FAMILY, true, TARGETS_GIVEN},
+    {RR_ATTACK_JSMA, "theta gamma", false, TARGETS_GIVEN},
+    {RR_ATTACK_EAD, CW_FAMILY " beta", true, TARGETS_GIVEN},
+    {RR_ATTACK_ZOO, CW_FAMILY " h", true, TARGETS_GIVEN},
+    {RR_ATTACK_APGD_CE, LP_NORM_EPS "steps restarts", false, TARGETS_NONE},
+    {RR_ATTACK_APGD_T, LP_NORM_EPS "steps restarts", false, TARGETS_OWN},
+    {RR_ATTACK_FAB_T, "norm epsilon? steps restarts", false, TARGETS_OWN},
+    {RR_ATTACK_SQUARE, LP_NORM_EPS "queries p_init restarts", false, TARGETS_GIVEN},
+    {RR_ATTACK_AUTOATTACK, LP_NORM_EPS "suite stages steps? restarts? queries?", true,
+     TARGETS_GIVEN},
+};
+
+#define N_ATTACKS (sizeof ATTACKS / sizeof ATTACKS[0])
+
+// The members of a request: every option a client may set (not stages).
+#define OPTION_MEMBERS                                                                             \
+    "overshoot max_iter binary_search_steps learning_rate c confidence theta gamma beta h "        \
+    "queries p_init suite"
+#define ATTACKS_MEMBERS                                                                            \
+    "inputs labels version async timeout_ms attack norm epsilon step_size steps random_start "     \
+    "restarts targeted target_labels seed " OPTION_MEMBERS
+#define REPORT_ATTACK_MEMBERS                                                                      \
+    "attack norm step_size steps random_start restarts seed " OPTION_MEMBERS
+
+static const attack_kind *kind_of(rr_attack_name id)
+{
+    for (size_t i = 0; i < N_ATTACKS; i++)
+        if (ATTACKS[i].id == id)
+            return &ATTACKS[i];
+    return NULL;
+}
+
+static const attack_option *option_named(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof OPTIONS / sizeof OPTIONS[0]; i++)
+        if (strlen(OPTIONS[i].name) == len && strncmp(OPTIONS[i].name, name, len) == 0)
+            return &OPTIONS[i];
+    return NULL;
+}
+
+// "fgsm, pgd, ..., autoattack" into buf.
+static const char *attack_names(char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < N_ATTACKS && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "",
+                                 rr_attack_name_string(ATTACKS[i].id));
+    return buf;
+}
 
 // broken_by as JSON: stage names, null for none.
 static json_t *stage_array(const int *bb, size_t n)
@@ -25,11 +144,12 @@ static json_t *stage_array(const int *bb, size_t n)
 }
 
 typedef struct opts {
-    rr_attack_params ap; // resolved
-    int64_t *targets;    // owned
-    json_t *echo;        // the options as answered (resolved defaults, seed)
-    rr_norm norm;        // certify / robustness
-    double *eps;         // robustness
+    rr_attack_params ap;       // resolved
+    const attack_kind *attack; // the row of ap.name
+    int64_t *targets;          // owned
+    json_t *echo;              // the options as answered (resolved defaults, seed)
+    rr_norm norm;              // certify / robustness
+    double *eps;               // robustness
     size_t neps;
 } opts;
 
@@ -44,238 +164,226 @@ static void free_opts(void *p)
     free(o);
 }
 
-#define BAD(field, ...)                                                                            \
-    do {                                                                                           \
-        rrd_problem_out(out, RRD_P_INVALID, field, __VA_ARGS__);                                   \
-        return false;                                                                              \
-    } while (0)
+static const char *norm_name(rr_norm n)
+{
+    return n == RR_NORM_L2 ? "l2" : "linf";
+}
 
 static bool parse_norm(json_t *v, rr_norm *n, rr_norm dflt, rrd_out *out)
 {
-    if (!v) {
-        *n = dflt;
-        return true;
-    }
     const char *s = json_string_value(v);
-    if (s && !strcmp(s, "linf"))
+    if (!v)
+        *n = dflt;
+    else if (s && !strcmp(s, "linf"))
         *n = RR_NORM_LINF;
     else if (s && !strcmp(s, "l2"))
         *n = RR_NORM_L2;
     else
-        BAD("norm", "norm must be \"linf\" or \"l2\"");
+        return rrd_invalid(out, "norm", "norm must be \"linf\" or \"l2\"");
     return true;
 }
 
-// The attack options of `obj` (the /attacks body, or /robustness' "attack" object). With
-// in_report, epsilon, targeted and target_labels are not accepted and seed is read here.
+// ---- parsing ----
+
+// The attack that "attack" names.
+static const attack_kind *parse_name(json_t *obj, rrd_out *out)
+{
+    char names[200];
+    const char *name = json_string_value(json_object_get(obj, "attack"));
+    rr_attack_name id;
+    if (!name) {
+        rrd_invalid(out, "attack", "attack must be one of %s", attack_names(names, sizeof names));
+    } else if (!rr_attack_name_parse(name, &id) || kind_of(id) == NULL) {
+        size_t m = 0;
+        const char *near = rrd_suggest(name, attack_names(names, sizeof names), &m);
+        if (near)
+            rrd_invalid(out, "attack", "unknown attack '%.64s': did you mean '%.*s'? (%s)", name,
+                        (int)m, near, names);
+        else
+            rrd_invalid(out, "attack", "unknown attack '%.64s' (%s)", name, names);
+    } else {
+        return kind_of(id);
+    }
+    return NULL;
+}
+
+// One option into its field of p (v present).
+static bool parse_option(const attack_option *op, json_t *v, int max_steps, rr_attack_params *p,
+                         rrd_out *out)
+{
+    void *field = (char *)p + op->off;
+    const char *sv = json_string_value(v);
+    switch (op->kind) {
+        case OPT_NORM:
+            return parse_norm(v, field, RR_NORM_LINF, out);
+        case OPT_NUM:
+            if (rrd_json_f32_overflow(v, op->name, out))
+                return false;
+            if (!json_is_number(v) || !isfinite(json_number_value(v)))
+                return rrd_invalid(out, op->name, "%s must be a number", op->name);
+            *(double *)field = json_number_value(v);
+            return true;
+        case OPT_INT:
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > max_steps)
+                return rrd_invalid(out, op->name, "%s must be an integer in [1, %d]", op->name,
+                                   max_steps);
+            *(int *)field = (int)json_integer_value(v);
+            return true;
+        case OPT_BOOL:
+            if (!json_is_boolean(v))
+                return rrd_invalid(out, op->name, "%s must be true or false", op->name);
+            *(int *)field = json_is_true(v);
+            return true;
+        case OPT_SUITE:
+            if (p->name != RR_ATTACK_AUTOATTACK)
+                return rrd_invalid(out, "suite", "suite is an option of autoattack only");
+            if (sv && !strcmp(sv, "standard"))
+                *(rr_autoattack_suite *)field = RR_SUITE_STANDARD;
+            else if (sv && !strcmp(sv, "fast"))
+                *(rr_autoattack_suite *)field = RR_SUITE_FAST;
+            else
+                return rrd_invalid(out, "suite", "suite must be \"standard\" or \"fast\"");
+            return true;
+        case OPT_STAGES:
+            return true; // not a member: rrd_only_members refused it
+    }
+    return true;
+}
+
+// "targeted" and "target_labels" (B classes in [0, K)) into p; the labels go to o->targets.
+static bool parse_targets(json_t *obj, const attack_kind *a, size_t B, int K, rr_attack_params *p,
+                          opts *o, rrd_out *out)
+{
+    const char *name = rr_attack_name_string(a->id);
+    json_t *tg = json_object_get(obj, "targeted"), *tl = json_object_get(obj, "target_labels");
+    if (tg && !json_is_boolean(tg))
+        return rrd_invalid(out, "targeted", "targeted must be true or false");
+    if (!json_is_true(tg) && tl && a->id == RR_ATTACK_FAB_T)
+        return rrd_invalid(out, "target_labels",
+                           "fab_t chooses its own targets (the classes ranked 2nd to (n+1)th "
+                           "by the clean logits, n = min(9, K - 1))");
+    if (!json_is_true(tg) && tl)
+        return rrd_invalid(out, "target_labels", "target_labels needs \"targeted\": true");
+    if (!json_is_true(tg))
+        return true;
+    if (a->targets == TARGETS_NONE)
+        return rrd_invalid(out, "targeted", "%s is untargeted", name);
+    if (a->targets == TARGETS_OWN)
+        return rrd_invalid(out, "targeted",
+                           "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
+                           "by the clean logits, n = min(9, K - 1))",
+                           name);
+    if (!json_is_array(tl) || json_array_size(tl) != B)
+        return rrd_invalid(out, "target_labels", "targeted requires target_labels, %zu integers",
+                           B);
+    o->targets = malloc(B * sizeof(int64_t));
+    if (!o->targets) {
+        rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
+        return false;
+    }
+    for (size_t b = 0; b < B; b++) {
+        json_t *v = json_array_get(tl, b);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= K)
+            return rrd_invalid(out, "target_labels",
+                               "target_labels[%zu] must be an integer in [0, %d)", b, K);
+        o->targets[b] = json_integer_value(v);
+    }
+    p->targeted = true;
+    p->target_labels = o->targets;
+    return true;
+}
+
+// ---- echo ----
+
+// An option's resolved value as answered; NULL when `if_set` and it is not set.
+static json_t *option_json(const attack_option *op, const rr_attack_params *a, bool if_set)
+{
+    const void *field = (const char *)a + op->off;
+    switch (op->kind) {
+        case OPT_NORM:
+            return json_string(norm_name(*(const rr_norm *)field));
+        case OPT_NUM: {
+            const double v = *(const double *)field;
+            return if_set && !isfinite(v) ? NULL : json_real(v);
+        }
+        case OPT_INT: {
+            const int v = *(const int *)field;
+            return if_set && v <= 0 ? NULL : json_integer(v);
+        }
+        case OPT_BOOL:
+            return json_boolean(*(const int *)field);
+        case OPT_SUITE:
+            return json_string(a->suite == RR_SUITE_FAST ? "fast" : "standard");
+        case OPT_STAGES: {
+            const rr_attack_name *st;
+            const size_t ns = rr_autoattack_stages(a->suite, &st);
+            json_t *sa = json_array();
+            for (size_t k = 0; k < ns; k++)
+                json_array_append_new(sa, json_string(rr_attack_name_string(st[k])));
+            return sa;
+        }
+    }
+    return NULL;
+}
+
+// The attack's own options, resolved, in the order of its row; then targeted (not in a
+// report) and seed.
+static json_t *echo(const attack_kind *k, const rr_attack_params *a, bool in_report)
+{
+    json_t *e = json_pack("{s:s}", "attack", rr_attack_name_string(k->id));
+    for (const char *p = k->echo; *p;) {
+        const size_t n = strcspn(p, " ?");
+        const bool if_set = p[n] == '?';
+        const attack_option *op = option_named(p, n);
+        json_t *v = op && !(in_report && op->off == offsetof(rr_attack_params, epsilon))
+                        ? option_json(op, a, if_set)
+                        : NULL;
+        if (v)
+            json_object_set_new(e, op->name, v);
+        p += n + (if_set ? 1 : 0);
+        p += strspn(p, " ");
+    }
+    if (!in_report)
+        json_object_set_new(e, "targeted", json_boolean(a->targeted));
+    json_object_set_new(e, "seed", json_integer((json_int_t)a->seed));
+    return e;
+}
+
+// The attack options of `obj` (the /attacks body, or /robustness' "attack" object) into
+// o->ap, resolved, and o->echo. With in_report, epsilon, targeted and target_labels are not
+// accepted and seed is read here.
 static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t B, int K,
                          int max_steps, opts *o, rrd_out *out)
 {
-    static const char *NUMS[] = {"epsilon", "step_size",  "overshoot", "learning_rate",
-                                 "c",       "confidence", "theta",     "gamma",
-                                 "beta",    "h",          "p_init"};
-    static const char *INTS[] = {"steps", "restarts", "max_iter", "binary_search_steps", "queries"};
-    const char *allowed =
-        in_report ? "attack norm step_size steps random_start restarts seed overshoot "
-                    "max_iter binary_search_steps learning_rate c confidence theta "
-                    "gamma beta h queries p_init suite"
-                  : "inputs labels version async timeout_ms attack norm epsilon step_size steps "
-                    "random_start restarts targeted target_labels seed overshoot "
-                    "max_iter binary_search_steps learning_rate c confidence theta "
-                    "gamma beta h queries p_init suite";
-    if (!rrd_only_members(obj, allowed, in_report ? "the attack object" : "an attacks request",
-                          out))
+    if (in_report && !rrd_only_members(obj, REPORT_ATTACK_MEMBERS, "the attack object", out))
         return false;
-    const char *name = json_string_value(json_object_get(obj, "attack"));
-    if (!name)
-        BAD("attack", "attack must be one of " ATTACK_NAMES);
-    rr_attack_name id;
-    if (!rr_attack_name_parse(name, &id)) {
-        size_t m = 0;
-        const char *near = rrd_suggest(name, ATTACK_NAMES, &m);
-        if (near)
-            BAD("attack", "unknown attack '%.64s': did you mean '%.*s'? (" ATTACK_NAMES ")", name,
-                (int)m, near);
-        BAD("attack", "unknown attack '%.64s' (" ATTACK_NAMES ")", name);
-    }
+    const attack_kind *a = parse_name(obj, out);
+    if (a == NULL)
+        return false;
     rr_attack_params p;
-    rr_attack_params_init(&p, id);
-    if (!parse_norm(json_object_get(obj, "norm"), &p.norm, RR_NORM_LINF, out))
-        return false;
-    double *dst[] = {&p.epsilon, &p.step_size,  &p.overshoot, &p.learning_rate,
-                     &p.c,       &p.confidence, &p.theta,     &p.gamma,
-                     &p.beta,    &p.h,          &p.p_init};
-    for (size_t k = 0; k < sizeof NUMS / sizeof NUMS[0]; k++) {
-        json_t *v = json_object_get(obj, NUMS[k]);
-        if (!v)
-            continue;
-        if (rrd_json_f32_overflow(v, NUMS[k], out))
+    rr_attack_params_init(&p, a->id);
+    for (size_t k = 0; k < sizeof OPTIONS / sizeof OPTIONS[0]; k++) {
+        json_t *v = json_object_get(obj, OPTIONS[k].name);
+        if (v && !parse_option(&OPTIONS[k], v, max_steps, &p, out))
             return false;
-        if (!json_is_number(v) || !isfinite(json_number_value(v)))
-            BAD(NUMS[k], "%s must be a number", NUMS[k]);
-        *dst[k] = json_number_value(v);
-    }
-    int *idst[] = {&p.steps, &p.restarts, &p.max_iter, &p.binary_search_steps, &p.queries};
-    for (size_t k = 0; k < sizeof INTS / sizeof INTS[0]; k++) {
-        json_t *v = json_object_get(obj, INTS[k]);
-        if (!v)
-            continue;
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max_steps)
-            BAD(INTS[k], "%s must be an integer in [1, %d]", INTS[k], max_steps);
-        *idst[k] = (int)json_integer_value(v);
-    }
-    json_t *rs = json_object_get(obj, "random_start");
-    if (rs) {
-        if (!json_is_boolean(rs))
-            BAD("random_start", "random_start must be true or false");
-        p.random_start = json_is_true(rs);
-    }
-    json_t *su = json_object_get(obj, "suite");
-    if (su) {
-        const char *sn = json_string_value(su);
-        if (p.name != RR_ATTACK_AUTOATTACK)
-            BAD("suite", "suite is an option of autoattack only");
-        if (sn && !strcmp(sn, "standard"))
-            p.suite = RR_SUITE_STANDARD;
-        else if (sn && !strcmp(sn, "fast"))
-            p.suite = RR_SUITE_FAST;
-        else
-            BAD("suite", "suite must be \"standard\" or \"fast\"");
     }
     p.seed = top_seed;
     json_t *sd = json_object_get(obj, "seed");
-    if (in_report && sd) {
-        if (!json_is_integer(sd) || json_integer_value(sd) < 0)
-            BAD("seed", "seed must be an integer >= 0");
+    if (in_report && sd && (!json_is_integer(sd) || json_integer_value(sd) < 0))
+        return rrd_invalid(out, "seed", "seed must be an integer >= 0");
+    if (in_report && sd)
         p.seed = (uint64_t)json_integer_value(sd);
-    }
-    json_t *tg = json_object_get(obj, "targeted"), *tl = json_object_get(obj, "target_labels");
-    if (tg && !json_is_boolean(tg))
-        BAD("targeted", "targeted must be true or false");
-    if (json_is_true(tg)) {
-        if (p.name == RR_ATTACK_DEEPFOOL || p.name == RR_ATTACK_APGD_CE)
-            BAD("targeted", "%s is untargeted", name);
-        if (p.name == RR_ATTACK_APGD_T || p.name == RR_ATTACK_FAB_T)
-            BAD("targeted",
-                "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
-                "by the clean logits, n = min(9, K - 1))",
-                name);
-        if (!json_is_array(tl) || json_array_size(tl) != B)
-            BAD("target_labels", "targeted requires target_labels, %zu integers", B);
-        o->targets = malloc(B * sizeof(int64_t));
-        if (!o->targets) {
-            rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-            return false;
-        }
-        for (size_t b = 0; b < B; b++) {
-            json_t *v = json_array_get(tl, b);
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= K)
-                BAD("target_labels", "target_labels[%zu] must be an integer in [0, %d)", b, K);
-            o->targets[b] = json_integer_value(v);
-        }
-        p.targeted = true;
-        p.target_labels = o->targets;
-    } else if (tl && p.name == RR_ATTACK_FAB_T) {
-        BAD("target_labels", "fab_t chooses its own targets (the classes ranked 2nd to (n+1)th "
-                             "by the clean logits, n = min(9, K - 1))");
-    } else if (tl) {
-        BAD("target_labels", "target_labels needs \"targeted\": true");
-    }
+    if (!parse_targets(obj, a, B, K, &p, o, out))
+        return false;
     p.max_steps = max_steps;
     rr_error err = {0};
     if (rr_attack_resolve(&p, K, &o->ap, &err) != RR_OK) {
         rrd_problem_from(out, err.code, &err);
         return false;
     }
-    // The echo: the attack's own options, resolved.
-    const rr_attack_params *a = &o->ap;
-    json_t *e = json_pack("{s:s}", "attack", name);
-    switch (a->name) {
-        case RR_ATTACK_FGSM:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report)
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            break;
-        case RR_ATTACK_PGD:
-        case RR_ATTACK_BIM:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report)
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            json_object_set_new(e, "step_size", json_real(a->step_size));
-            json_object_set_new(e, "steps", json_integer(a->steps));
-            json_object_set_new(e, "random_start", json_boolean(a->random_start));
-            json_object_set_new(e, "restarts", json_integer(a->restarts));
-            break;
-        case RR_ATTACK_APGD_CE:
-        case RR_ATTACK_APGD_T:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report)
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            json_object_set_new(e, "steps", json_integer(a->steps));
-            json_object_set_new(e, "restarts", json_integer(a->restarts));
-            break;
-        case RR_ATTACK_DEEPFOOL:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            json_object_set_new(e, "overshoot", json_real(a->overshoot));
-            json_object_set_new(e, "max_iter", json_integer(a->max_iter));
-            break;
-        case RR_ATTACK_CW_L2:
-        case RR_ATTACK_EAD:
-        case RR_ATTACK_ZOO:
-            json_object_set_new(e, "binary_search_steps", json_integer(a->binary_search_steps));
-            json_object_set_new(e, "max_iter", json_integer(a->max_iter));
-            json_object_set_new(e, "learning_rate", json_real(a->learning_rate));
-            json_object_set_new(e, "c", json_real(a->c));
-            json_object_set_new(e, "confidence", json_real(a->confidence));
-            if (a->name == RR_ATTACK_EAD)
-                json_object_set_new(e, "beta", json_real(a->beta));
-            if (a->name == RR_ATTACK_ZOO)
-                json_object_set_new(e, "h", json_real(a->h));
-            break;
-        case RR_ATTACK_JSMA:
-            json_object_set_new(e, "theta", json_real(a->theta));
-            json_object_set_new(e, "gamma", json_real(a->gamma));
-            break;
-        case RR_ATTACK_FAB_T:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report && isfinite(a->epsilon))
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            json_object_set_new(e, "steps", json_integer(a->steps));
-            json_object_set_new(e, "restarts", json_integer(a->restarts));
-            break;
-        case RR_ATTACK_AUTOATTACK: {
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report)
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            json_object_set_new(e, "suite",
-                                json_string(a->suite == RR_SUITE_FAST ? "fast" : "standard"));
-            const rr_attack_name *st;
-            const size_t ns = rr_autoattack_stages(a->suite, &st);
-            json_t *sa = json_array();
-            for (size_t k = 0; k < ns; k++)
-                json_array_append_new(sa, json_string(rr_attack_name_string(st[k])));
-            json_object_set_new(e, "stages", sa);
-            if (a->steps > 0)
-                json_object_set_new(e, "steps", json_integer(a->steps));
-            if (a->restarts > 0)
-                json_object_set_new(e, "restarts", json_integer(a->restarts));
-            if (a->queries > 0)
-                json_object_set_new(e, "queries", json_integer(a->queries));
-            break;
-        }
-        case RR_ATTACK_SQUARE:
-            json_object_set_new(e, "norm", json_string(a->norm == RR_NORM_L2 ? "l2" : "linf"));
-            if (!in_report)
-                json_object_set_new(e, "epsilon", json_real(a->epsilon));
-            json_object_set_new(e, "queries", json_integer(a->queries));
-            json_object_set_new(e, "p_init", json_real(a->p_init));
-            json_object_set_new(e, "restarts", json_integer(a->restarts));
-            break;
-    }
-    if (!in_report)
-        json_object_set_new(e, "targeted", json_boolean(a->targeted));
-    json_object_set_new(e, "seed", json_integer((json_int_t)a->seed));
-    o->echo = e;
+    o->attack = a;
+    o->echo = echo(a, &o->ap, in_report);
     return true;
 }
 
@@ -357,22 +465,6 @@ static void run_attack(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(bb);
 }
 
-static opts *new_opts(rrd_request *r, rrd_compute *c)
-{
-    opts *o = calloc(1, sizeof *o);
-    c->extra = o;
-    c->free_extra = free_opts;
-    if (!o)
-        rrd_problem_out(&r->out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-    return o;
-}
-
-static void fail(rrd_request *r, rrd_compute *c)
-{
-    r->responded = true;
-    rrd_compute_free(&c->base);
-}
-
 // An epsilon larger than the model's input box is a mistake (a value in other units, as 8
 // for 8/255): the ball then covers every valid input and the answer means nothing. The box
 // [lo, hi]^D has linf diameter hi - lo and l2 diameter (hi - lo) sqrt(D). Models without an
@@ -398,25 +490,38 @@ static bool eps_within_range(const rrd_compute *c, rr_norm norm, double eps, con
     return false;
 }
 
-void rrd_route_attacks(rrd_request *r)
+static bool parse_attacks(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, true, run_attack);
-    if (c == NULL)
-        return;
-    opts *o = new_opts(r, c);
+    opts *o = c->extra;
     const int K = rr_model_num_classes(c->entry->model);
-    if (!o ||
-        !parse_attack(c->doc.root, false, c->seed, c->B, K, r->srv->cfg.max_steps, o, &r->out))
-        return fail(r, c);
+    if (!parse_attack(c->doc.root, false, c->seed, c->B, K, cfg->max_steps, o, out))
+        return false;
     json_t *ev = json_object_get(c->doc.root, "epsilon");
-    if (ev && !eps_within_range(c, o->ap.norm, json_number_value(ev), "epsilon", &r->out))
-        return fail(r, c);
-    char cls[40];
-    rrd_cost_class_attack(cls, sizeof cls, "attacks", &o->ap);
-    c->base.out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
-    rrd_task_estimate(r->srv, &c->base, cls, rrd_cost_passes_attack(&o->ap, K), c->B);
-    rrd_compute_dispatch(r, c);
+    return !ev || eps_within_range(c, o->ap.norm, json_number_value(ev), "epsilon", out);
 }
+
+// "attacks/NAME": the attack's forward-pass equivalents; C&W, EAD, ZOO and AutoAttack always
+// run in the batch lane.
+static void cost_attacks(const rrd_compute *c, rrd_route_cost *q)
+{
+    const opts *o = c->extra;
+    rrd_cost_class_attack(q->cls, sizeof q->cls, "attacks", &o->ap);
+    q->out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
+    q->passes = rrd_cost_passes_attack(&o->ap, rr_model_num_classes(c->entry->model));
+    q->long_kind = o->attack->long_kind;
+}
+
+const rrd_compute_route rrd_route_attacks = {
+    .name = "attacks",
+    .what = "an attacks request",
+    .members = ATTACKS_MEMBERS,
+    .labels_required = true,
+    .opts_size = sizeof(opts),
+    .opts_free = free_opts,
+    .parse = parse_attacks,
+    .cost = cost_attacks,
+    .run = run_attack,
+};
 
 // ---- /certify ----
 
@@ -466,22 +571,29 @@ static void run_certify(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(exact);
 }
 
-void rrd_route_certify(rrd_request *r)
+static bool parse_certify(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, false, run_certify);
-    if (c == NULL)
-        return;
-    opts *o = new_opts(r, c);
-    if (!o ||
-        !rrd_only_members(c->doc.root, "inputs labels norm version seed async timeout_ms",
-                          "a certify request", &r->out) ||
-        !parse_norm(json_object_get(c->doc.root, "norm"), &o->norm, RR_NORM_L2, &r->out))
-        return fail(r, c);
-    c->base.out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
-    rrd_task_estimate(r->srv, &c->base, "certify",
-                      rrd_cost_passes_certify(rr_model_num_classes(c->entry->model)), c->B);
-    rrd_compute_dispatch(r, c);
+    (void)cfg;
+    opts *o = c->extra;
+    return parse_norm(json_object_get(c->doc.root, "norm"), &o->norm, RR_NORM_L2, out);
 }
+
+static void cost_certify(const rrd_compute *c, rrd_route_cost *q)
+{
+    q->out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
+    q->passes = rrd_cost_passes_certify(rr_model_num_classes(c->entry->model));
+}
+
+const rrd_compute_route rrd_route_certify = {
+    .name = "certify",
+    .what = "a certify request",
+    .members = "inputs labels norm version seed async timeout_ms",
+    .opts_size = sizeof(opts),
+    .opts_free = free_opts,
+    .parse = parse_certify,
+    .cost = cost_certify,
+    .run = run_certify,
+};
 
 // ---- /robustness ----
 
@@ -542,77 +654,85 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(bb);
 }
 
-void rrd_route_robustness(rrd_request *r)
+// "epsilons": 1 to 64 numbers >= 0, each within the model's input range.
+static bool parse_epsilons(rrd_compute *c, json_t *eps, opts *o, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, true, run_robustness);
-    if (c == NULL)
-        return;
-    opts *o = new_opts(r, c);
-    rrd_out *out = &r->out;
-    if (!o)
-        return fail(r, c);
-    json_t *root = c->doc.root, *eps = json_object_get(root, "epsilons");
-    json_t *atk = json_object_get(root, "attack");
-    if (!rrd_only_members(root, "inputs labels norm epsilons attack version seed async timeout_ms",
-                          "a robustness request", out) ||
-        !parse_norm(json_object_get(root, "norm"), &o->norm, RR_NORM_LINF, out))
-        return fail(r, c);
-    if (!json_is_array(eps) || json_array_size(eps) < 1 || json_array_size(eps) > 64) {
-        rrd_problem_out(out, RRD_P_INVALID, "epsilons",
-                        "epsilons must be an array of 1 to 64 numbers");
-        return fail(r, c);
-    }
+    if (!json_is_array(eps) || json_array_size(eps) < 1 || json_array_size(eps) > 64)
+        return rrd_invalid(out, "epsilons", "epsilons must be an array of 1 to 64 numbers");
     o->neps = json_array_size(eps);
     o->eps = malloc(o->neps * sizeof(double));
     if (!o->eps) {
         rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-        return fail(r, c);
+        return false;
     }
     for (size_t i = 0; i < o->neps; i++) {
         json_t *v = json_array_get(eps, i);
         if (rrd_json_f32_overflow(v, "epsilons", out))
-            return fail(r, c);
-        if (!json_is_number(v) || !(json_number_value(v) >= 0) || !isfinite(json_number_value(v))) {
-            rrd_problem_out(out, RRD_P_INVALID, "epsilons", "epsilons[%zu] must be a number >= 0",
-                            i);
-            return fail(r, c);
-        }
+            return false;
+        if (!json_is_number(v) || !(json_number_value(v) >= 0) || !isfinite(json_number_value(v)))
+            return rrd_invalid(out, "epsilons", "epsilons[%zu] must be a number >= 0", i);
         o->eps[i] = json_number_value(v);
         char field[32];
         snprintf(field, sizeof field, "epsilons[%zu]", i);
         if (!eps_within_range(c, o->norm, o->eps[i], field, out))
-            return fail(r, c);
+            return false;
     }
-    json_t *dflt = NULL;
-    if (!atk)
-        atk = dflt = json_pack("{s:s}", "attack", "pgd");
-    if (!json_is_object(atk)) {
-        rrd_problem_out(out, RRD_P_INVALID, "attack", "attack must be an object");
-        return fail(r, c);
-    }
-    json_t *an = json_object_get(atk, "norm");
-    rr_norm anorm;
-    if (an && (!parse_norm(an, &anorm, o->norm, out) || anorm != o->norm)) {
-        if (!r->out.status)
-            rrd_problem_out(out, RRD_P_INVALID, "attack.norm",
-                            "attack.norm must equal the report's norm");
-        json_decref(dflt);
-        return fail(r, c);
-    }
-    json_t *copy = json_deep_copy(atk);
-    json_object_set_new(copy, "norm", json_string(o->norm == RR_NORM_L2 ? "l2" : "linf"));
-    const int K = rr_model_num_classes(c->entry->model);
-    const bool ok = parse_attack(copy, true, c->seed, c->B, K, r->srv->cfg.max_steps, o, out);
-    json_decref(copy);
-    json_decref(dflt);
-    if (!ok)
-        return fail(r, c);
-    char cls[40];
-    rrd_cost_class_attack(cls, sizeof cls, "robustness", &o->ap);
-    rr_attack_params df = {.name = RR_ATTACK_DEEPFOOL};
-    rrd_task_estimate(r->srv, &c->base, cls,
-                      1 + (double)o->neps * rrd_cost_passes_attack(&o->ap, K) +
-                          rrd_cost_passes_certify(K) + rrd_cost_passes_attack(&df, K),
-                      c->B);
-    rrd_compute_dispatch(r, c);
+    return true;
 }
+
+// "attack": an object (default {"attack": "pgd"}) of /attacks' options but inputs, labels and
+// epsilon, whose norm, when given, is the report's.
+static bool parse_report_attack(rrd_compute *c, json_t *atk, int max_steps, opts *o, rrd_out *out)
+{
+    if (!json_is_object(atk))
+        return rrd_invalid(out, "attack", "attack must be an object");
+    json_t *an = json_object_get(atk, "norm");
+    rr_norm anorm = o->norm;
+    if (an && !parse_norm(an, &anorm, o->norm, out))
+        return false;
+    if (an && anorm != o->norm)
+        return rrd_invalid(out, "attack.norm", "attack.norm must equal the report's norm");
+    json_t *copy = json_deep_copy(atk);
+    json_object_set_new(copy, "norm", json_string(norm_name(o->norm)));
+    const int K = rr_model_num_classes(c->entry->model);
+    const bool ok = parse_attack(copy, true, c->seed, c->B, K, max_steps, o, out);
+    json_decref(copy);
+    return ok;
+}
+
+static bool parse_robustness(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
+{
+    opts *o = c->extra;
+    json_t *root = c->doc.root, *atk = json_object_get(root, "attack");
+    if (!parse_norm(json_object_get(root, "norm"), &o->norm, RR_NORM_LINF, out) ||
+        !parse_epsilons(c, json_object_get(root, "epsilons"), o, out))
+        return false;
+    json_t *dflt = atk ? NULL : json_pack("{s:s}", "attack", "pgd");
+    const bool ok = parse_report_attack(c, atk ? atk : dflt, cfg->max_steps, o, out);
+    json_decref(dflt);
+    return ok;
+}
+
+// "robustness/NAME": the clean pass, the attack at every epsilon, the certificate and DeepFool.
+static void cost_robustness(const rrd_compute *c, rrd_route_cost *q)
+{
+    const opts *o = c->extra;
+    const int K = rr_model_num_classes(c->entry->model);
+    rrd_cost_class_attack(q->cls, sizeof q->cls, "robustness", &o->ap);
+    rr_attack_params df = {.name = RR_ATTACK_DEEPFOOL};
+    q->passes = 1 + (double)o->neps * rrd_cost_passes_attack(&o->ap, K) +
+                rrd_cost_passes_certify(K) + rrd_cost_passes_attack(&df, K);
+}
+
+const rrd_compute_route rrd_route_robustness = {
+    .name = "robustness",
+    .what = "a robustness request",
+    .members = "inputs labels norm epsilons attack version seed async timeout_ms",
+    .labels_required = true,
+    .long_kind = true,
+    .opts_size = sizeof(opts),
+    .opts_free = free_opts,
+    .parse = parse_robustness,
+    .cost = cost_robustness,
+    .run = run_robustness,
+};

@@ -1,6 +1,8 @@
-// What the compute routes share (see routes.h): model look-up, the parse of inputs, labels,
-// version pin and seed, and the hand-off to a worker or a job.
+// What the routes share (see routes.h): model look-up, and the compute routes' skeleton: the
+// parse of inputs, labels, version pin and seed, the one exit for refusals, the cost estimate
+// from the route's descriptor and the hand-off to a worker or a job.
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,136 +114,154 @@ void rrd_compute_free(rrd_task *t)
     free(c);
 }
 
-static void shape_str(const rr_shape *s, char *buf, size_t cap)
+rrd_batch_fault rrd_compute_batch(const rr_shape *s, const rr_shape *in, bool allow_single,
+                                  size_t max_batch, size_t *B, bool *single)
 {
-    rr_shape_format(s, buf, cap);
+    // [B, ...input_shape], or input_shape alone for one sample.
+    bool batch = s->ndim == in->ndim + 1, one = allow_single && s->ndim == in->ndim;
+    for (int i = 0; i < in->ndim && (batch || one); i++) {
+        batch = batch && s->dim[i + 1] == in->dim[i];
+        one = one && s->dim[i] == in->dim[i];
+    }
+    *single = !batch;
+    *B = batch ? (size_t)s->dim[0] : 1;
+    if (!batch && !one)
+        return RRD_BATCH_SHAPE;
+    if (*B == 0)
+        return RRD_BATCH_EMPTY;
+    return *B > max_batch ? RRD_BATCH_OVER : RRD_BATCH_OK;
 }
 
-rrd_compute *rrd_compute_parse(rrd_request *r, bool labels_required,
-                               void (*run)(rrd_task *, rrd_worker *, rrd_out *))
+// "version" (409 when it is not the entry's), "seed", "async" and "timeout_ms" (which may
+// bring the request's deadline forward).
+static bool read_controls(rrd_compute *c, rrd_request *r, rrd_out *o)
+{
+    json_t *root = c->doc.root;
+    json_t *ver = json_object_get(root, "version");
+    if (ver && !json_is_integer(ver))
+        return rrd_invalid(o, "version", "version must be an integer");
+    if (ver && json_integer_value(ver) != c->entry->version) {
+        rrd_problem_out(o, RRD_P_VERSION, "version",
+                        "model '%s' is at version %d, the request pins version %lld",
+                        c->entry->name, c->entry->version, (long long)json_integer_value(ver));
+        return false;
+    }
+    json_t *seed = json_object_get(root, "seed");
+    if (seed && (!json_is_integer(seed) || json_integer_value(seed) < 0))
+        return rrd_invalid(o, "seed", "seed must be an integer >= 0");
+    if (seed)
+        c->seed = (uint64_t)json_integer_value(seed);
+    json_t *as = json_object_get(root, "async");
+    if (as && !json_is_boolean(as))
+        return rrd_invalid(o, "async", "async must be true or false");
+    json_t *tm = json_object_get(root, "timeout_ms");
+    if (tm) {
+        const double ms = json_number_value(tm);
+        if (!json_is_number(tm) || !(ms > 0) || !isfinite(ms))
+            return rrd_invalid(o, "timeout_ms", "timeout_ms must be a number of milliseconds > 0");
+        if (r->t0 + ms * 1e-3 < r->deadline)
+            r->deadline = r->t0 + ms * 1e-3;
+    }
+    return true;
+}
+
+// "inputs": a batch, or one sample, of the model's input shape.
+static bool read_inputs(rrd_compute *c, size_t max_batch, rrd_out *o)
+{
+    const rr_shape *in = rr_model_input_shape(c->entry->model);
+    rr_shape s;
+    if (!rrd_doc_tensor(&c->doc, "inputs", true, &s, &c->x, o))
+        return false;
+    switch (rrd_compute_batch(&s, in, true, max_batch, &c->B, &c->single)) {
+        case RRD_BATCH_OK:
+            return true;
+        case RRD_BATCH_SHAPE: {
+            char have[96], want[96];
+            rr_shape_format(&s, have, sizeof have);
+            rr_shape_format(in, want, sizeof want);
+            rrd_problem_out(o, RRD_P_SHAPE, "inputs",
+                            "inputs has shape %s, model '%s' expects [B, %s (or %s for one sample)",
+                            have, c->entry->name, want + 1, want);
+            return false;
+        }
+        case RRD_BATCH_EMPTY:
+            rrd_problem_out(o, RRD_P_SHAPE, "inputs", "inputs holds no samples");
+            return false;
+        case RRD_BATCH_OVER:
+            rrd_problem_out(o, RRD_P_BATCH_SIZE, "inputs",
+                            "batch of %zu samples is over --max-batch (%zu)", c->B, max_batch);
+            return false;
+    }
+    return false;
+}
+
+// "labels": B class indices in [0, K).
+static bool read_labels(rrd_compute *c, bool required, rrd_out *o)
+{
+    const size_t K = (size_t)rr_model_num_classes(c->entry->model);
+    size_t ny = 0;
+    if (!rrd_doc_labels(&c->doc, "labels", required, &ny, &c->y, o))
+        return false;
+    if (c->y && ny != c->B) {
+        rrd_problem_out(o, RRD_P_SHAPE, "labels", "labels has %zu entries for %zu samples", ny,
+                        c->B);
+        return false;
+    }
+    for (size_t i = 0; c->y && i < ny; i++)
+        if (c->y[i] < 0 || c->y[i] >= (int64_t)K)
+            return rrd_invalid(o, "labels", "labels[%zu] = %lld is out of range [0, %zu)", i,
+                               (long long)c->y[i], K);
+    return true;
+}
+
+bool rrd_compute_read(rrd_compute *c, rrd_request *r, bool labels_required, rrd_out *out)
+{
+    c->base.binary = rrd_wants_binary(r);
+    return rrd_doc_parse(&c->doc, r, out) && read_controls(c, r, out) &&
+           read_inputs(c, r->srv->cfg.max_batch, out) && read_labels(c, labels_required, out);
+}
+
+// A task for the route's model with zeroed options; NULL after answering the request.
+static rrd_compute *compute_new(rrd_request *r, const rrd_compute_route *d)
 {
     rrd_loaded *entry = rrd_route_entry(r);
     if (entry == NULL)
         return NULL;
     rrd_compute *c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    void *extra = d->opts_size ? calloc(1, d->opts_size) : NULL;
+    if (c == NULL || (d->opts_size && extra == NULL)) {
+        free(c);
+        free(extra);
         rrd_loaded_release(entry);
         rrd_problem(r, RRD_P_UNAVAILABLE, NULL, "out of memory");
         return NULL;
     }
     c->entry = entry;
-    c->base.run = run;
+    c->base.run = d->run;
     c->base.free = rrd_compute_free;
     c->base.model = entry->model;
     c->base.version = entry->version;
-    c->base.binary = rrd_wants_binary(r);
     snprintf(c->base.model_name, sizeof c->base.model_name, "%s", entry->name);
-    rrd_out *o = &r->out;
-    const rr_model *m = entry->model;
-    const rr_shape *in = rr_model_input_shape(m);
-    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    rr_shape s;
-    char have[96], want[96];
-
-    if (!rrd_doc_parse(&c->doc, r, o))
-        goto fail;
-    json_t *root = c->doc.root;
-    json_t *ver = json_object_get(root, "version");
-    if (ver) {
-        if (!json_is_integer(ver)) {
-            rrd_problem_out(o, RRD_P_INVALID, "version", "version must be an integer");
-            goto fail;
-        }
-        if (json_integer_value(ver) != entry->version) {
-            rrd_problem_out(o, RRD_P_VERSION, "version",
-                            "model '%s' is at version %d, the request pins version %lld",
-                            entry->name, entry->version, (long long)json_integer_value(ver));
-            goto fail;
-        }
-    }
-    json_t *seed = json_object_get(root, "seed");
-    if (seed) {
-        if (!json_is_integer(seed) || json_integer_value(seed) < 0) {
-            rrd_problem_out(o, RRD_P_INVALID, "seed", "seed must be an integer >= 0");
-            goto fail;
-        }
-        c->seed = (uint64_t)json_integer_value(seed);
-    }
-    json_t *as = json_object_get(root, "async");
-    if (as && !json_is_boolean(as)) {
-        rrd_problem_out(o, RRD_P_INVALID, "async", "async must be true or false");
-        goto fail;
-    }
-    json_t *tm = json_object_get(root, "timeout_ms");
-    if (tm) {
-        const double ms = json_number_value(tm);
-        if (!json_is_number(tm) || !(ms > 0) || !isfinite(ms)) {
-            rrd_problem_out(o, RRD_P_INVALID, "timeout_ms",
-                            "timeout_ms must be a number of milliseconds > 0");
-            goto fail;
-        }
-        if (r->t0 + ms * 1e-3 < r->deadline)
-            r->deadline = r->t0 + ms * 1e-3;
-    }
-    if (!rrd_doc_tensor(&c->doc, "inputs", true, &s, &c->x, o))
-        goto fail;
-    // [B, ...input_shape], or input_shape alone for one sample.
-    bool batch = s.ndim == in->ndim + 1, one = s.ndim == in->ndim;
-    for (int i = 0; i < in->ndim && (batch || one); i++) {
-        batch = batch && s.dim[i + 1] == in->dim[i];
-        one = one && s.dim[i] == in->dim[i];
-    }
-    if (!batch && !one) {
-        shape_str(&s, have, sizeof have);
-        shape_str(in, want, sizeof want);
-        rrd_problem_out(o, RRD_P_SHAPE, "inputs",
-                        "inputs has shape %s, model '%s' expects [B, %s (or %s for one sample)",
-                        have, entry->name, want + 1, want);
-        goto fail;
-    }
-    c->single = !batch;
-    c->B = batch ? (size_t)s.dim[0] : 1;
-    if (c->B == 0) {
-        rrd_problem_out(o, RRD_P_SHAPE, "inputs", "inputs holds no samples");
-        goto fail;
-    }
-    if (c->B > r->srv->cfg.max_batch) {
-        rrd_problem_out(o, RRD_P_BATCH_SIZE, "inputs",
-                        "batch of %zu samples is over --max-batch "
-                        "(%zu)",
-                        c->B, r->srv->cfg.max_batch);
-        goto fail;
-    }
-    size_t ny = 0;
-    if (!rrd_doc_labels(&c->doc, "labels", labels_required, &ny, &c->y, o))
-        goto fail;
-    if (c->y) {
-        if (ny != c->B) {
-            rrd_problem_out(o, RRD_P_SHAPE, "labels", "labels has %zu entries for %zu samples", ny,
-                            c->B);
-            goto fail;
-        }
-        for (size_t i = 0; i < ny; i++)
-            if (c->y[i] < 0 || c->y[i] >= (int64_t)K) {
-                rrd_problem_out(o, RRD_P_INVALID, "labels",
-                                "labels[%zu] = %lld is out of range [0, %zu)", i,
-                                (long long)c->y[i], K);
-                goto fail;
-            }
-    }
-    (void)D;
+    c->extra = extra;
+    c->free_extra = d->opts_free;
     return c;
-
-fail:
-    r->responded = true;
-    rrd_compute_free(&c->base);
-    return NULL;
 }
 
-void rrd_compute_dispatch(rrd_request *r, rrd_compute *c)
+// The route's cost hook on top of the presets, into the task's estimate and lane.
+static void estimate(rrd_request *r, rrd_compute *c, const rrd_compute_route *d)
 {
-    if (c->base.cost.cls[0] == '\0')
-        rrd_task_estimate(r->srv, &c->base, r->route ? r->route->name : "other", 1, c->B);
+    rrd_route_cost q = {.passes = 1, .long_kind = d->long_kind};
+    snprintf(q.cls, sizeof q.cls, "%s", d->name);
+    if (d->cost)
+        d->cost(c, &q);
+    c->base.out_values = q.out_values;
+    rrd_task_estimate(r->srv, &c->base, q.cls, q.passes, c->B, q.long_kind);
+}
+
+// Hands the parsed request to a worker: a job when "async" is true (202 {"job"}), else
+// synchronously.
+static void dispatch(rrd_request *r, rrd_compute *c)
+{
     if (json_is_true(json_object_get(c->doc.root, "async"))) {
         rrd_jobs_refusal why;
         rrd_job *job = rrd_jobs_submit(r->srv->jobs, r->srv->pool, &c->base, r->client, &why);
@@ -269,6 +289,26 @@ void rrd_compute_dispatch(rrd_request *r, rrd_compute *c)
     rrd_submit(r, &c->base);
 }
 
+void rrd_route_compute(rrd_request *r)
+{
+    const rrd_compute_route *d = r->route->compute;
+    rrd_compute *c = compute_new(r, d);
+    if (c == NULL)
+        return;
+    rrd_out *out = &r->out;
+    const bool ok =
+        (d->read ? d->read(c, r, out) : rrd_compute_read(c, r, d->labels_required, out)) &&
+        (d->members == NULL || rrd_only_members(c->doc.root, d->members, d->what, out)) &&
+        (d->parse == NULL || d->parse(c, &r->srv->cfg, out));
+    if (!ok) { // the one exit of a refused request: out holds the problem
+        r->responded = true;
+        rrd_compute_free(&c->base);
+        return;
+    }
+    estimate(r, c, d);
+    dispatch(r, c);
+}
+
 void rrd_compute_stamp(const rrd_compute *c, json_t *root)
 {
     json_object_set_new(root, "model", json_string(c->entry->name));
@@ -286,4 +326,29 @@ rr_shape rrd_compute_shape(const rrd_compute *c, size_t lead)
     for (int i = 0; i < in->ndim; i++)
         s.dim[s.ndim++] = in->dim[i];
     return s;
+}
+
+bool rrd_invalid(rrd_out *out, const char *field, const char *fmt, ...)
+{
+    char detail[512]; // as problem.c's
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    rrd_problem_out(out, RRD_P_INVALID, field, "%s", detail);
+    return false;
+}
+
+void rrd_softmax(float *p, const float *z, size_t B, size_t K)
+{
+    for (size_t b = 0; b < B; b++) {
+        const float *zb = z + b * K;
+        double mx = zb[0], sum = 0;
+        for (size_t k = 1; k < K; k++)
+            mx = zb[k] > mx ? zb[k] : mx;
+        for (size_t k = 0; k < K; k++)
+            sum += exp(zb[k] - mx);
+        for (size_t k = 0; k < K; k++)
+            p[b * K + k] = (float)(exp(zb[k] - mx) / sum);
+    }
 }

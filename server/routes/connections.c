@@ -59,29 +59,33 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(left);
 }
 
-void rrd_route_connections(rrd_request *r)
+// "h": the finite-difference step (math.md's default when absent).
+static bool parse(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, true, run);
-    if (c == NULL)
-        return;
-    opts *o = calloc(1, sizeof *o);
-    c->extra = o;
-    c->free_extra = free;
+    (void)cfg;
+    opts *o = c->extra;
     json_t *h = json_object_get(c->doc.root, "h");
-    if (o == NULL) {
-        rrd_problem_out(&r->out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-    } else if (!rrd_only_members(c->doc.root, "inputs labels h version seed async timeout_ms",
-                                 "a connections request", &r->out)) {
-    } else if (rrd_json_f32_overflow(h, "h", &r->out)) {
-    } else if (h && !(json_is_number(h) && json_number_value(h) > 0)) {
-        rrd_problem_out(&r->out, RRD_P_INVALID, "h", "h must be a number > 0");
-    } else {
-        o->h = h ? json_number_value(h) : RR_REG_DEFAULT_H;
-        rrd_task_estimate(r->srv, &c->base, "connections",
-                          4 + 4.0 * rr_model_num_classes(c->entry->model), c->B);
-        rrd_compute_dispatch(r, c);
-        return;
-    }
-    r->responded = true;
-    rrd_compute_free(&c->base);
+    if (rrd_json_f32_overflow(h, "h", out))
+        return false;
+    if (h && !(json_is_number(h) && json_number_value(h) > 0))
+        return rrd_invalid(out, "h", "h must be a number > 0");
+    o->h = h ? json_number_value(h) : RR_REG_DEFAULT_H;
+    return true;
 }
+
+static void cost(const rrd_compute *c, rrd_route_cost *q)
+{
+    q->passes = 4 + 4.0 * rr_model_num_classes(c->entry->model);
+}
+
+const rrd_compute_route rrd_route_connections = {
+    .name = "connections",
+    .what = "a connections request",
+    .members = "inputs labels h version seed async timeout_ms",
+    .labels_required = true,
+    .opts_size = sizeof(opts),
+    .opts_free = free,
+    .parse = parse,
+    .cost = cost,
+    .run = run,
+};

@@ -39,37 +39,35 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     rrd_resp_finish(&resp, 200, out);
 }
 
-void rrd_route_jacobian(rrd_request *r)
+// "of": "logits" (the default) or "log_probabilities".
+static bool parse(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, false, run);
-    if (c == NULL)
-        return;
-    opts *o = calloc(1, sizeof *o);
-    c->extra = o;
-    c->free_extra = free;
+    (void)cfg;
+    opts *o = c->extra;
     json_t *of = json_object_get(c->doc.root, "of");
-    rrd_out *out = &r->out;
-    if (o == NULL) {
-        rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-    } else if (!rrd_only_members(c->doc.root, "inputs labels of version seed async timeout_ms",
-                                 "a jacobian request", out)) {
-    } else if (of &&
-               !(json_is_string(of) && (strcmp(json_string_value(of), "logits") == 0 ||
-                                        strcmp(json_string_value(of), "log_probabilities") == 0))) {
-        rrd_problem_out(out, RRD_P_INVALID, "of",
-                        "of must be \"logits\" or "
-                        "\"log_probabilities\"");
-    } else {
-        o->of = of && strcmp(json_string_value(of), "log_probabilities") == 0
-                    ? RR_JACOBIAN_LOG_PROBABILITIES
-                    : RR_JACOBIAN_LOGITS;
-        c->base.out_values = (double)c->B * rr_model_num_classes(c->entry->model) *
-                             (double)rr_model_input_size(c->entry->model);
-        rrd_task_estimate(r->srv, &c->base, "jacobian", 1 + rr_model_num_classes(c->entry->model),
-                          c->B);
-        rrd_compute_dispatch(r, c);
-        return;
-    }
-    r->responded = true;
-    rrd_compute_free(&c->base);
+    const char *s = json_string_value(of);
+    if (of && !(s && (strcmp(s, "logits") == 0 || strcmp(s, "log_probabilities") == 0)))
+        return rrd_invalid(out, "of", "of must be \"logits\" or \"log_probabilities\"");
+    o->of = s && strcmp(s, "log_probabilities") == 0 ? RR_JACOBIAN_LOG_PROBABILITIES
+                                                     : RR_JACOBIAN_LOGITS;
+    return true;
 }
+
+// One forward pass and K backward rows.
+static void cost(const rrd_compute *c, rrd_route_cost *q)
+{
+    const int K = rr_model_num_classes(c->entry->model);
+    q->out_values = (double)c->B * K * (double)rr_model_input_size(c->entry->model);
+    q->passes = 1 + K;
+}
+
+const rrd_compute_route rrd_route_jacobian = {
+    .name = "jacobian",
+    .what = "a jacobian request",
+    .members = "inputs labels of version seed async timeout_ms",
+    .opts_size = sizeof(opts),
+    .opts_free = free,
+    .parse = parse,
+    .cost = cost,
+    .run = run,
+};

@@ -1,6 +1,5 @@
 // POST /v1/models/{name}/predict: logits, probabilities, predictions and, per sample, the
 // activation pattern hash (equal hashes <=> the same linear region Q(x)).
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,18 +30,12 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     rrd_resp resp;
     rrd_resp_init(&resp, t->binary);
     json_t *preds = json_array(), *hashes = json_array();
+    rrd_softmax(p, z, B, K);
     for (size_t b = 0; b < B; b++) {
         const float *zb = z + b * K;
         size_t best = 0;
-        double mx = zb[0], sum = 0;
-        for (size_t k = 1; k < K; k++) {
+        for (size_t k = 1; k < K; k++)
             best = zb[k] > zb[best] ? k : best;
-            mx = zb[k] > mx ? zb[k] : mx;
-        }
-        for (size_t k = 0; k < K; k++)
-            sum += exp(zb[k] - mx);
-        for (size_t k = 0; k < K; k++)
-            p[b * K + k] = (float)(exp(zb[k] - mx) / sum);
         json_array_append_new(preds, json_integer((json_int_t)best));
         char hex[20];
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h[b]);
@@ -58,18 +51,15 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     free(h);
 }
 
-void rrd_route_predict(rrd_request *r)
+static void cost(const rrd_compute *c, rrd_route_cost *q)
 {
-    rrd_compute *c = rrd_compute_parse(r, false, run);
-    if (c == NULL)
-        return;
-    if (!rrd_only_members(c->doc.root, "inputs labels version seed async timeout_ms",
-                          "a predict request", &r->out)) {
-        r->responded = true;
-        rrd_compute_free(&c->base);
-        return;
-    }
-    c->base.out_values = 2.0 * (double)c->B * rr_model_num_classes(c->entry->model);
-    rrd_task_estimate(r->srv, &c->base, "predict", 1, c->B);
-    rrd_compute_dispatch(r, c);
+    q->out_values = 2.0 * (double)c->B * rr_model_num_classes(c->entry->model);
 }
+
+const rrd_compute_route rrd_route_predict = {
+    .name = "predict",
+    .what = "a predict request",
+    .members = "inputs labels version seed async timeout_ms",
+    .cost = cost,
+    .run = run,
+};

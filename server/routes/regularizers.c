@@ -42,6 +42,60 @@ static void pointer_escape(char *out, size_t cap, const char *s)
     out[k] = '\0';
 }
 
+// The answer: the loss, then per regularizer its request entry with value, per-sample values
+// and the gradients asked for (res[i].grad_inputs is taken).
+static void render(const rrd_compute *c, const opts *o, rr_reg_result *res, const rr_reg_loss *loss,
+                   rrd_out *out)
+{
+    const rr_model *m = c->entry->model;
+    const size_t B = c->B;
+    rrd_resp resp;
+    rrd_resp_init(&resp, c->base.binary);
+    json_t *ps = json_array();
+    for (size_t b = 0; b < B; b++)
+        json_array_append_new(ps, rrd_json_number(loss->per_sample[b]));
+    json_object_set_new(
+        resp.root, "loss",
+        json_pack("{s:o, s:o}", "value", rrd_json_number(loss->value), "per_sample", ps));
+    json_t *list = json_array();
+    json_object_set_new(resp.root, "regularizers", list);
+    const rr_shape sx = rrd_compute_shape(c, 0);
+    for (size_t i = 0; i < o->n; i++) {
+        json_t *e = json_deep_copy(o->echo[i]);
+        json_array_append_new(list, e);
+        json_object_set_new(e, "value", rrd_json_number(res[i].value));
+        if (o->specs[i].name == RR_REG_WEIGHT_DECAY) {
+            json_object_set_new(e, "per_sample", json_null());
+        } else {
+            json_t *a = json_array();
+            for (size_t b = 0; b < B; b++)
+                json_array_append_new(a, rrd_json_number(res[i].per_sample[b]));
+            json_object_set_new(e, "per_sample", a);
+        }
+        char ptr[320];
+        if (res[i].grad_inputs) {
+            snprintf(ptr, sizeof ptr, "/regularizers/%zu/grad_inputs", i);
+            rrd_resp_tensor(&resp, e, "grad_inputs", ptr, &sx, res[i].grad_inputs, true);
+            res[i].grad_inputs = NULL;
+        }
+        if (res[i].grad_parameters) {
+            json_t *gp = json_object();
+            json_object_set_new(e, "grad_parameters", gp);
+            for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
+                const rr_param *pr = rr_model_param(m, k);
+                char esc[256];
+                pointer_escape(esc, sizeof esc, pr->name);
+                snprintf(ptr, sizeof ptr, "/regularizers/%zu/grad_parameters/%s", i, esc);
+                rrd_resp_tensor(&resp, gp, pr->name, ptr, &pr->shape,
+                                res[i].grad_parameters + pr->offset, false);
+            }
+        }
+    }
+    json_object_set_new(resp.root, "reduction", json_string(o->sum ? "sum" : "mean"));
+    rrd_compute_stamp(c, resp.root);
+    rrd_resp_finish(&resp, 200, out);
+}
+
 static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
 {
     rrd_compute *c = (rrd_compute *)t;
@@ -82,51 +136,7 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     if (st != RR_OK) {
         rrd_problem_from(out, st, &err);
     } else {
-        rrd_resp resp;
-        rrd_resp_init(&resp, t->binary);
-        json_t *ps = json_array();
-        for (size_t b = 0; b < B; b++)
-            json_array_append_new(ps, rrd_json_number(loss_ps[b]));
-        json_object_set_new(
-            resp.root, "loss",
-            json_pack("{s:o, s:o}", "value", rrd_json_number(loss.value), "per_sample", ps));
-        json_t *list = json_array();
-        json_object_set_new(resp.root, "regularizers", list);
-        const rr_shape sx = rrd_compute_shape(c, 0);
-        for (size_t i = 0; i < o->n; i++) {
-            json_t *e = json_deep_copy(o->echo[i]);
-            json_array_append_new(list, e);
-            json_object_set_new(e, "value", rrd_json_number(res[i].value));
-            if (o->specs[i].name == RR_REG_WEIGHT_DECAY) {
-                json_object_set_new(e, "per_sample", json_null());
-            } else {
-                json_t *a = json_array();
-                for (size_t b = 0; b < B; b++)
-                    json_array_append_new(a, rrd_json_number(res[i].per_sample[b]));
-                json_object_set_new(e, "per_sample", a);
-            }
-            char ptr[320];
-            if (res[i].grad_inputs) {
-                snprintf(ptr, sizeof ptr, "/regularizers/%zu/grad_inputs", i);
-                rrd_resp_tensor(&resp, e, "grad_inputs", ptr, &sx, res[i].grad_inputs, true);
-                res[i].grad_inputs = NULL;
-            }
-            if (res[i].grad_parameters) {
-                json_t *gp = json_object();
-                json_object_set_new(e, "grad_parameters", gp);
-                for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
-                    const rr_param *pr = rr_model_param(m, k);
-                    char esc[256];
-                    pointer_escape(esc, sizeof esc, pr->name);
-                    snprintf(ptr, sizeof ptr, "/regularizers/%zu/grad_parameters/%s", i, esc);
-                    rrd_resp_tensor(&resp, gp, pr->name, ptr, &pr->shape,
-                                    res[i].grad_parameters + pr->offset, false);
-                }
-            }
-        }
-        json_object_set_new(resp.root, "reduction", json_string(o->sum ? "sum" : "mean"));
-        rrd_compute_stamp(c, resp.root);
-        rrd_resp_finish(&resp, 200, out);
+        render(c, o, res, &loss, out);
     }
     for (size_t i = 0; res && i < o->n; i++) {
         free(res[i].per_sample);
@@ -142,59 +152,49 @@ static bool str_is(json_t *v, const char *s)
     return json_is_string(v) && strcmp(json_string_value(v), s) == 0;
 }
 
-// One entry of "regularizers" into a spec; the echo is the entry (plus the seed it uses).
+// The regularizers (api.md) and the members of each one's entry.
 #define REG_NAMES "cross_entropy input_gradient jacobian cross_lipschitz curvature weight_decay"
+static const struct reg_kind {
+    const char *name;
+    rr_reg_name id;
+    const char *members;
+} KINDS[] = {
+    {"cross_entropy", RR_REG_CROSS_ENTROPY, "name"},
+    {"input_gradient", RR_REG_INPUT_GRADIENT, "name norm"},
+    {"jacobian", RR_REG_JACOBIAN, "name estimator projections directions seed"},
+    {"cross_lipschitz", RR_REG_CROSS_LIPSCHITZ, "name"},
+    {"curvature", RR_REG_CURVATURE, "name method h squared"},
+    {"weight_decay", RR_REG_WEIGHT_DECAY, "name"},
+};
 
-static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, int K, rr_reg_spec *s,
-                       json_t **echo, rrd_out *out)
+// The entry's kind from its "name"; NULL after writing the problem into out.
+static const struct reg_kind *spec_kind(json_t *e, const char *where, rrd_out *out)
 {
-    char where[32], field[128];
-    snprintf(where, sizeof where, "regularizers[%zu]", i);
-    if (!json_is_object(e)) {
-        rrd_problem_out(out, RRD_P_INVALID, where,
-                        "%s must be a regularizer's name (\"jacobian\") or an object "
-                        "({\"name\": \"jacobian\", ...})",
-                        where);
-        return false;
-    }
-    json_t *name = json_object_get(e, "name");
-    const char *n = json_string_value(name);
+    char field[128];
     snprintf(field, sizeof field, "%s.name", where);
-    memset(s, 0, sizeof *s);
-    const char *allowed;
+    const char *n = json_string_value(json_object_get(e, "name"));
     if (n == NULL) {
-        rrd_problem_out(out, RRD_P_INVALID, field, "%s needs a \"name\"", where);
-        return false;
-    } else if (strcmp(n, "cross_entropy") == 0) {
-        s->name = RR_REG_CROSS_ENTROPY;
-        allowed = "name";
-    } else if (strcmp(n, "input_gradient") == 0) {
-        s->name = RR_REG_INPUT_GRADIENT;
-        allowed = "name norm";
-    } else if (strcmp(n, "jacobian") == 0) {
-        s->name = RR_REG_JACOBIAN;
-        allowed = "name estimator projections directions seed";
-    } else if (strcmp(n, "cross_lipschitz") == 0) {
-        s->name = RR_REG_CROSS_LIPSCHITZ;
-        allowed = "name";
-    } else if (strcmp(n, "curvature") == 0) {
-        s->name = RR_REG_CURVATURE;
-        allowed = "name method h squared";
-    } else if (strcmp(n, "weight_decay") == 0) {
-        s->name = RR_REG_WEIGHT_DECAY;
-        allowed = "name";
-    } else {
-        size_t m = 0;
-        const char *near = rrd_suggest(n, REG_NAMES, &m);
-        rrd_problem_out(out, RRD_P_INVALID, field,
-                        "unknown regularizer '%.40s'%s%.*s%s (cross_entropy, input_gradient, "
-                        "jacobian, cross_lipschitz, curvature, weight_decay)",
-                        n, near ? ": did you mean '" : "", near ? (int)m : 0, near ? near : "",
-                        near ? "'?" : "");
-        return false;
+        rrd_invalid(out, field, "%s needs a \"name\"", where);
+        return NULL;
     }
-    if (!rrd_only_members(e, allowed, where, out))
-        return false;
+    for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++)
+        if (strcmp(n, KINDS[k].name) == 0)
+            return &KINDS[k];
+    size_t m = 0;
+    const char *near = rrd_suggest(n, REG_NAMES, &m);
+    rrd_invalid(out, field,
+                "unknown regularizer '%.40s'%s%.*s%s (cross_entropy, input_gradient, "
+                "jacobian, cross_lipschitz, curvature, weight_decay)",
+                n, near ? ": did you mean '" : "", near ? (int)m : 0, near ? near : "",
+                near ? "'?" : "");
+    return NULL;
+}
+
+// The options of an entry (those its kind allows: rrd_only_members ran first).
+static bool spec_options(json_t *e, const char *where, uint64_t top_seed, int max_steps,
+                         rr_reg_spec *s, rrd_out *out)
+{
+    char field[128];
     json_t *v;
 #define BAD(member, ...)                                                                           \
     do {                                                                                           \
@@ -253,6 +253,29 @@ static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, in
         s->unsquared = json_is_false(v);
     }
 #undef BAD
+    return true;
+}
+
+// One entry of "regularizers" into a spec; the echo is the entry (plus the seed it uses).
+static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, int K, rr_reg_spec *s,
+                       json_t **echo, rrd_out *out)
+{
+    char where[32], field[128];
+    snprintf(where, sizeof where, "regularizers[%zu]", i);
+    if (!json_is_object(e))
+        return rrd_invalid(out, where,
+                           "%s must be a regularizer's name (\"jacobian\") or an object "
+                           "({\"name\": \"jacobian\", ...})",
+                           where);
+    memset(s, 0, sizeof *s);
+    const struct reg_kind *kind = spec_kind(e, where, out);
+    if (kind == NULL)
+        return false;
+    s->name = kind->id;
+    if (!rrd_only_members(e, kind->members, where, out))
+        return false;
+    if (!spec_options(e, where, top_seed, max_steps, s, out))
+        return false;
     rr_error err = {0};
     if (rr_reg_spec_check(s, K, max_steps, &err) != RR_OK) {
         snprintf(field, sizeof field, "%s.%s", where, err.field);
@@ -266,56 +289,57 @@ static bool parse_spec(json_t *e, size_t i, uint64_t top_seed, int max_steps, in
 }
 
 // Cost class "regularizers/NAME+NAME[+params]" and its forward-pass equivalents.
-static void estimate(rrd_request *r, rrd_compute *c, const opts *o)
+static void cost(const rrd_compute *c, rrd_route_cost *q)
 {
     static const char *const short_names[] = {"ce", "ig", "jac", "cl", "curv", "wd"};
-    char cls[40] = "regularizers/";
+    const opts *o = c->extra;
+    snprintf(q->cls, sizeof q->cls, "regularizers/");
     for (size_t i = 0; i < o->n && i < 4; i++) {
-        const size_t u = strlen(cls);
-        snprintf(cls + u, sizeof cls - u, "%s%s", i ? "+" : "", short_names[o->specs[i].name]);
+        const size_t u = strlen(q->cls);
+        snprintf(q->cls + u, sizeof q->cls - u, "%s%s", i ? "+" : "",
+                 short_names[o->specs[i].name]);
     }
     if (o->grad_params) {
-        const size_t u = strlen(cls);
-        snprintf(cls + u, sizeof cls - u, "+params");
+        const size_t u = strlen(q->cls);
+        snprintf(q->cls + u, sizeof q->cls - u, "+params");
     }
     const int K = rr_model_num_classes(c->entry->model);
     const rr_model *m = c->entry->model;
-    c->base.out_values =
-        (double)o->n *
-        ((double)c->B + (o->grad_inputs ? (double)c->B * rr_model_input_size(m) : 0) +
-         (o->grad_params ? (double)rr_model_param_array_size(m) : 0));
-    rrd_task_estimate(r->srv, &c->base, cls,
-                      rrd_cost_passes_regs(o->specs, o->n, o->grad_inputs, o->grad_params, K),
-                      c->B);
+    q->out_values = (double)o->n *
+                    ((double)c->B + (o->grad_inputs ? (double)c->B * rr_model_input_size(m) : 0) +
+                     (o->grad_params ? (double)rr_model_param_array_size(m) : 0));
+    q->passes = rrd_cost_passes_regs(o->specs, o->n, o->grad_inputs, o->grad_params, K);
 }
 
-void rrd_route_regularizers(rrd_request *r)
+// "gradients": a list of "inputs" and / or "parameters".
+static bool parse_gradients(json_t *grads, opts *o, rrd_out *out)
 {
-    rrd_compute *c = rrd_compute_parse(r, true, run);
-    if (c == NULL)
-        return;
-    rrd_out *out = &r->out;
-    opts *o = calloc(1, sizeof *o);
-    c->extra = o;
-    c->free_extra = free_opts;
+    if (!json_is_array(grads))
+        return rrd_invalid(out, "gradients",
+                           "gradients must be a list of \"inputs\" and/or \"parameters\"");
+    for (size_t i = 0; i < json_array_size(grads); i++) {
+        json_t *g = json_array_get(grads, i);
+        if (str_is(g, "inputs"))
+            o->grad_inputs = true;
+        else if (str_is(g, "parameters"))
+            o->grad_params = true;
+        else
+            return rrd_invalid(out, "gradients",
+                               "gradients may list \"inputs\" and \"parameters\" only");
+    }
+    return true;
+}
+
+static bool parse(rrd_compute *c, const rrd_config *cfg, rrd_out *out)
+{
+    opts *o = c->extra;
     json_t *root = c->doc.root, *regs = json_object_get(root, "regularizers");
     json_t *grads = json_object_get(root, "gradients"), *red = json_object_get(root, "reduction");
     const int K = rr_model_num_classes(c->entry->model);
-    if (o == NULL) {
-        rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-        goto fail;
-    }
-    if (!rrd_only_members(root,
-                          "inputs labels regularizers gradients reduction version seed "
-                          "async timeout_ms",
-                          "a regularizers request", out))
-        goto fail;
-    if (!json_is_array(regs) || json_array_size(regs) == 0 || json_array_size(regs) > 64) {
-        rrd_problem_out(out, RRD_P_INVALID, "regularizers",
-                        "regularizers must be a list of 1 to 64 regularizers, each a name "
-                        "(\"jacobian\") or an object ({\"name\": \"jacobian\", ...})");
-        goto fail;
-    }
+    if (!json_is_array(regs) || json_array_size(regs) == 0 || json_array_size(regs) > 64)
+        return rrd_invalid(out, "regularizers",
+                           "regularizers must be a list of 1 to 64 regularizers, each a name "
+                           "(\"jacobian\") or an object ({\"name\": \"jacobian\", ...})");
     // A bare name is short for {"name": name} (an extension of api.md's object form; the
     // answer echoes the object form).
     for (size_t i = 0; i < json_array_size(regs); i++) {
@@ -323,48 +347,36 @@ void rrd_route_regularizers(rrd_request *r)
         if (json_is_string(e) &&
             json_array_set_new(regs, i, json_pack("{s:s}", "name", json_string_value(e))) != 0) {
             rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-            goto fail;
+            return false;
         }
     }
-    if (red && !(str_is(red, "mean") || str_is(red, "sum"))) {
-        rrd_problem_out(out, RRD_P_INVALID, "reduction", "reduction must be \"mean\" or \"sum\"");
-        goto fail;
-    }
+    if (red && !(str_is(red, "mean") || str_is(red, "sum")))
+        return rrd_invalid(out, "reduction", "reduction must be \"mean\" or \"sum\"");
     o->sum = str_is(red, "sum");
-    if (grads) {
-        if (!json_is_array(grads)) {
-            rrd_problem_out(out, RRD_P_INVALID, "gradients",
-                            "gradients must be a list of \"inputs\" and/or \"parameters\"");
-            goto fail;
-        }
-        for (size_t i = 0; i < json_array_size(grads); i++) {
-            json_t *g = json_array_get(grads, i);
-            if (str_is(g, "inputs"))
-                o->grad_inputs = true;
-            else if (str_is(g, "parameters"))
-                o->grad_params = true;
-            else {
-                rrd_problem_out(out, RRD_P_INVALID, "gradients",
-                                "gradients may list \"inputs\" and \"parameters\" only");
-                goto fail;
-            }
-        }
-    }
+    if (grads && !parse_gradients(grads, o, out))
+        return false;
     o->n = json_array_size(regs);
     o->specs = calloc(o->n, sizeof *o->specs);
     o->echo = calloc(o->n, sizeof *o->echo);
     if (!o->specs || !o->echo) {
         rrd_problem_out(out, RRD_P_UNAVAILABLE, NULL, "out of memory");
-        goto fail;
+        return false;
     }
     for (size_t i = 0; i < o->n; i++)
-        if (!parse_spec(json_array_get(regs, i), i, c->seed, r->srv->cfg.max_steps, K, &o->specs[i],
+        if (!parse_spec(json_array_get(regs, i), i, c->seed, cfg->max_steps, K, &o->specs[i],
                         &o->echo[i], out))
-            goto fail;
-    estimate(r, c, o);
-    rrd_compute_dispatch(r, c);
-    return;
-fail:
-    r->responded = true;
-    rrd_compute_free(&c->base);
+            return false;
+    return true;
 }
+
+const rrd_compute_route rrd_route_regularizers = {
+    .name = "regularizers",
+    .what = "a regularizers request",
+    .members = "inputs labels regularizers gradients reduction version seed async timeout_ms",
+    .labels_required = true,
+    .opts_size = sizeof(opts),
+    .opts_free = free_opts,
+    .parse = parse,
+    .cost = cost,
+    .run = run,
+};

@@ -1,6 +1,7 @@
-// Route handlers (one file per resource) and what they share: model look-up, the common
-// parse of compute requests (inputs, labels, version pin, async), and the task that carries
-// a parsed compute request to a worker.
+// Route handlers (one file per resource) and what they share: model look-up, and for the
+// compute routes one descriptor each (members, labels, option parser, cost, run) that one
+// skeleton, rrd_route_compute, drives: the common parse (inputs, labels, version pin, seed,
+// async, timeout), the route's options, the cost estimate and the hand-off to a worker.
 #ifndef RRD_ROUTES_H
 #define RRD_ROUTES_H
 
@@ -18,13 +19,6 @@ void rrd_route_model_put(rrd_request *r);
 void rrd_route_model_get(rrd_request *r);
 void rrd_route_model_delete(rrd_request *r);
 void rrd_route_model_weights(rrd_request *r);
-void rrd_route_predict(rrd_request *r);
-void rrd_route_jacobian(rrd_request *r);
-void rrd_route_regularizers(rrd_request *r);
-void rrd_route_connections(rrd_request *r);
-void rrd_route_attacks(rrd_request *r);
-void rrd_route_certify(rrd_request *r);
-void rrd_route_robustness(rrd_request *r);
 void rrd_route_job_get(rrd_request *r);
 void rrd_route_job_delete(rrd_request *r);
 void rrd_route_dataset(rrd_request *r);
@@ -33,7 +27,6 @@ void rrd_route_v2_live(rrd_request *r);
 void rrd_route_v2_ready(rrd_request *r);
 void rrd_route_v2_model(rrd_request *r);
 void rrd_route_v2_model_ready(rrd_request *r);
-void rrd_route_v2_infer(rrd_request *r);
 void rrd_route_static(rrd_request *r);
 
 // ---- shared ----
@@ -59,20 +52,84 @@ typedef struct rrd_compute {
     void (*free_extra)(void *);
 } rrd_compute;
 
-// Parses the body, inputs (shape [B, ...input_shape] or input_shape), labels (when
-// labels_required, or when present: length B, values in [0, K)), "version" (409 on
-// mismatch), "seed" and --max-batch. On failure answers the request and returns NULL.
-rrd_compute *rrd_compute_parse(rrd_request *r, bool labels_required,
-                               void (*run)(rrd_task *, rrd_worker *, rrd_out *));
-// Hands the parsed request to a worker: a job when "async" is true (202 {"job"}), else
-// synchronously.
-void rrd_compute_dispatch(rrd_request *r, rrd_compute *c);
+// What a request of a compute route costs (cost.h), filled by the route's cost hook: the cost
+// class, forward-pass equivalents per sample, the values the answer holds, and whether it is of
+// a long kind that always runs in the batch lane whatever its estimate.
+typedef struct rrd_route_cost {
+    char cls[40];      // preset to the route's name
+    double passes;     // preset to 1
+    double out_values; // preset to 0
+    bool long_kind;    // preset to the route's long_kind
+} rrd_route_cost;
+
+// ---- compute routes: one descriptor each (the route table's `compute`) ----
+//
+// A compute route is its descriptor, like a command in redis' command table: rrd_route_compute
+// looks the model up, reads the common members (inputs, labels, version, seed, async,
+// timeout_ms; see rrd_compute_read), checks the document holds only `members`, runs the route's
+// option parser, estimates the cost and hands the task to a worker or a job. Every refusal
+// before the hand-off goes through one exit that answers the problem and frees the task.
+typedef struct rrd_compute_route {
+    const char *name;              // the cost class, or its prefix ("attacks" -> "attacks/pgd")
+    const char *what;              // how errors name the document: "a predict request"
+    const char *members;           // the members a document may have (space separated); NULL: any
+    bool labels_required;          // 422 without "labels"
+    bool long_kind;                // always the batch lane (robustness reports)
+    size_t opts_size;              // bytes of the route's options (c->extra, zeroed); 0: none
+    void (*opts_free)(void *opts); // frees the options and what they own
+    // Replaces rrd_compute_read for a route with its own body format (KServe v2). false after
+    // writing the problem into out.
+    bool (*read)(rrd_compute *c, rrd_request *r, rrd_out *out);
+    // Reads and range-checks the route's own members into c->extra; false after writing the
+    // problem into out (rrd_invalid). NULL: the route has none.
+    bool (*parse)(rrd_compute *c, const rrd_config *cfg, rrd_out *out);
+    // The cost of the parsed request; NULL keeps the presets (one pass, the route's name).
+    void (*cost)(const rrd_compute *c, rrd_route_cost *q);
+    // Computes on a worker and writes the answer (or the problem) into out.
+    void (*run)(rrd_task *t, rrd_worker *w, rrd_out *out);
+} rrd_compute_route;
+
+extern const rrd_compute_route rrd_route_predict, rrd_route_jacobian, rrd_route_regularizers,
+    rrd_route_connections, rrd_route_attacks, rrd_route_certify, rrd_route_robustness,
+    rrd_route_v2_infer;
+
+// The handler of every compute route: runs r->route->compute as described above.
+void rrd_route_compute(rrd_request *r);
+
+// The common members: the body, "version" (409 on mismatch), "seed", "async", "timeout_ms",
+// inputs (shape [B, ...input_shape] or input_shape; rrd_compute_batch) and labels (when
+// labels_required, or when present: length B, values in [0, K)). false after writing the
+// problem into out.
+bool rrd_compute_read(rrd_compute *c, rrd_request *r, bool labels_required, rrd_out *out);
+
+// How a tensor of shape s fails to be a batch for a model of input shape `in`.
+typedef enum rrd_batch_fault {
+    RRD_BATCH_OK,
+    RRD_BATCH_SHAPE, // neither [B, in...] nor (when allow_single) in alone
+    RRD_BATCH_EMPTY, // B = 0
+    RRD_BATCH_OVER,  // B over --max-batch
+} rrd_batch_fault;
+// Sets *B, and *single when s is `in` alone (one sample, allowed with allow_single). Callers
+// word the refusal: the v1 routes and KServe v2 answer in their own terms.
+rrd_batch_fault rrd_compute_batch(const rr_shape *s, const rr_shape *in, bool allow_single,
+                                  size_t max_batch, size_t *B, bool *single);
+
 void rrd_compute_free(rrd_task *t);
 
 // The JSON answer's common members: "model", "version", and "elapsed_ms" since submission.
 void rrd_compute_stamp(const rrd_compute *c, json_t *root);
 // [B, lead, input_shape...] (lead 0: [B, input_shape...]); a single sample is a batch of one.
 rr_shape rrd_compute_shape(const rrd_compute *c, size_t lead);
+
+// Writes a 422 invalid-request problem naming `field` into out and returns false: how option
+// parsers fail (`return rrd_invalid(out, "h", "h must be a number > 0");`).
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+bool rrd_invalid(rrd_out *out, const char *field, const char *fmt, ...);
+
+// p [B, K] = softmax of the logits z [B, K] per row, in double (max subtracted first).
+void rrd_softmax(float *p, const float *z, size_t B, size_t K);
 
 // 404 for a model name that is not loaded, listing the models that are (and the closest one
 // when the name looks like a typo).
