@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,52 +230,25 @@ static json_t *flags_json(const rr_robustness_flags *f)
                      "certified_broken", f->certified_broken);
 }
 
-// Robustness of a model on the first n test images: PGD-40 linf robust accuracy at 0.05, 0.1
-// and 0.2 (step 0.01, random start, seed 0), l2 DeepFool rho, C&W L2 (defaults) mean norm over
-// the correctly classified samples it broke (first min(n, 250) images), mean certified l2
-// radius (about the labels; misclassified samples count 0), and AutoAttack (suite standard,
-// defaults) at the same epsilons with its gradient-masking flags and who broke what.
-static int robustness(const char *path, size_t n, const char *data)
+// AutoAttack (suite standard, math.md defaults, seed 0) at the epsilons of rp: its robust
+// accuracy, flags, who broke what and its wall time, as JSON; NULL after a message.
+static json_t *autoattack_json(const rr_model *m, rr_workspace *ws, const rr_dataset *test,
+                               const rr_robustness_params *rp, double *mine)
 {
-    rr_error err = {0};
-    rr_model *m = NULL;
-    rr_dataset test = {0};
-    if (rr_model_load_file(path, &m, &err) ||
-        rr_fashion_mnist_load(data, false, 0, n ? n : 1000, &test, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    n = test.n;
-    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const double eps[3] = {0.05, 0.1, 0.2};
-    double ra[3], *mine = malloc(n * sizeof(double));
-    rr_workspace *ws = NULL;
-    rr_workspace_params wp = {.max_batch = 256, .rows_per_sample = K > 128 ? K : 128};
-    rr_robustness_params rp = {.norm = RR_NORM_LINF, .epsilons = eps, .n_eps = 3};
-    rr_attack_params_init(&rp.attack, RR_ATTACK_PGD);
-    rp.attack.step_size = 0.01;
-    rp.attack.steps = 40;
-    rr_robustness_result rr = {.robust_accuracy = ra, .per_sample_min_epsilon = mine};
-    struct timespec a0, a1;
-    clock_gettime(CLOCK_MONOTONIC, &a0);
-    if (rr_workspace_new(m, &wp, &ws, &err) ||
-        rr_robustness(m, ws, test.images, test.labels, n, &rp, &rr, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    const rr_robustness_flags pgd_flags = rr.flags;
-    // AutoAttack (suite standard, math.md defaults, seed 0) at the same epsilons.
+    const size_t n = test->n;
     struct timespec b0, b1;
     clock_gettime(CLOCK_MONOTONIC, &b0);
-    double aa_ra[3];
+    double ra[3];
     int *bb = malloc(n * sizeof(int));
-    rr_robustness_params ap = rp;
+    rr_robustness_params ap = *rp;
     rr_attack_params_init(&ap.attack, RR_ATTACK_AUTOATTACK);
     rr_robustness_result aa = {
-        .robust_accuracy = aa_ra, .per_sample_min_epsilon = mine, .broken_by = bb};
-    if (rr_robustness(m, ws, test.images, test.labels, n, &ap, &aa, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
+        .robust_accuracy = ra, .per_sample_min_epsilon = mine, .broken_by = bb};
+    rr_error err = {0};
+    if (bb == NULL || rr_robustness(m, ws, test->images, test->labels, n, &ap, &aa, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", bb ? err.msg : "out of memory");
+        free(bb);
+        return NULL;
     }
     clock_gettime(CLOCK_MONOTONIC, &b1);
     const rr_attack_name *stages;
@@ -286,335 +260,438 @@ static int robustness(const char *path, size_t n, const char *data)
             c += bb[i] == (int)stages[k];
         json_object_set_new(by, rr_attack_name_string(stages[k]), json_integer(c));
     }
-    json_t *aaj = json_pack("{s:[f, f, f], s:o, s:o, s:f}", "robust_accuracy", aa_ra[0], aa_ra[1],
-                            aa_ra[2], "flags", flags_json(&aa.flags), "broken_by", by, "seconds",
-                            (b1.tv_sec - b0.tv_sec) + (b1.tv_nsec - b0.tv_nsec) * 1e-9);
     free(bb);
-    // Certified l2 radius.
+    return json_pack("{s:[f, f, f], s:o, s:o, s:f}", "robust_accuracy", ra[0], ra[1], ra[2],
+                     "flags", flags_json(&aa.flags), "broken_by", by, "seconds",
+                     (b1.tv_sec - b0.tv_sec) + (b1.tv_nsec - b0.tv_nsec) * 1e-9);
+}
+
+// The mean certified l2 radius about the labels and the fraction of exact certificates.
+static int certified_l2(const rr_model *m, rr_workspace *ws, const rr_dataset *test,
+                        double *mean_radius, double *exact_fraction)
+{
+    const size_t n = test->n, D = rr_model_input_size(m);
     double *d = malloc(3 * n * sizeof(double));
-    float *adv = malloc(n * D * sizeof(float)), *l2 = malloc(n * 4), *linf = malloc(n * 4);
-    int64_t *pred = malloc(n * 8);
-    bool *ex = malloc(n), *succ = malloc(n);
-    int *it = malloc(n * sizeof(int));
-    rr_certify_params cp = {.norm = RR_NORM_L2, .labels = test.labels};
+    float *adv = malloc(n * D * sizeof(float));
+    int64_t *pred = malloc(n * sizeof(int64_t));
+    bool *ex = malloc(n);
+    rr_certify_params cp = {.norm = RR_NORM_L2, .labels = test->labels};
     rr_certify_result cr = {pred, d, d + n, d + 2 * n, ex, adv, NULL, NULL, NULL, NULL};
-    if (rr_certify(m, ws, test.images, n, &cp, &cr, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
+    rr_error err = {0};
+    int rc = 0;
+    if (!d || !adv || !pred || !ex || rr_certify(m, ws, test->images, n, &cp, &cr, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", d && adv && pred && ex ? err.msg : "out of memory");
+        rc = 1;
+    } else {
+        double rsum = 0, nexact = 0;
+        for (size_t i = 0; i < n; i++) {
+            rsum += d[2 * n + i];
+            nexact += ex[i];
+        }
+        *mean_radius = rsum / (double)n;
+        *exact_fraction = nexact / (double)n;
     }
-    double rsum = 0, nexact = 0;
-    for (size_t i = 0; i < n; i++) {
-        rsum += d[2 * n + i];
-        nexact += ex[i];
-    }
-    // C&W L2 on the correctly classified among the first 250.
-    const size_t nc = n < 250 ? n : 250;
+    free(d);
+    free(adv);
+    free(pred);
+    free(ex);
+    return rc;
+}
+
+// C&W L2 (defaults) on the first nc images: among those classified correctly, how many it
+// broke and the mean l2 norm of their perturbations.
+typedef struct cw_summary {
+    size_t correct, broken;
+    double l2_sum;
+} cw_summary;
+
+static int cw_l2(const rr_model *m, rr_workspace *ws, const rr_dataset *test, size_t nc,
+                 cw_summary *out)
+{
+    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
+    float *adv = malloc(nc * D * sizeof(float)), *l2 = malloc(nc * sizeof(float));
+    float *linf = malloc(nc * sizeof(float)), *z = malloc(nc * K * sizeof(float));
+    int64_t *pred = malloc(nc * sizeof(int64_t));
+    bool *succ = malloc(nc);
+    int *it = malloc(nc * sizeof(int));
     rr_attack_params cw;
     rr_attack_params_init(&cw, RR_ATTACK_CW_L2);
     rr_attack_result ar = {adv, succ, l2, linf, pred, it, 0, 0, NULL};
-    if (rr_attack(m, ws, test.images, test.labels, nc, &cw, &ar, &err)) {
+    rr_error err = {0};
+    int rc = 0;
+    *out = (cw_summary){0};
+    if (!adv || !l2 || !linf || !z || !pred || !succ || !it) {
+        fputs("relureg-train: out of memory\n", stderr);
+        rc = 1;
+    } else if (rr_attack(m, ws, test->images, test->labels, nc, &cw, &ar, &err) ||
+               rr_forward(m, ws, test->images, nc, z, NULL, NULL, &err)) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    // Which of them were correct: a forward pass on the clean images.
-    float *z = malloc(nc * K * sizeof(float));
-    if (rr_forward(m, ws, test.images, nc, z, NULL, NULL, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    double cwsum = 0;
-    size_t cwn = 0, correct = 0;
-    for (size_t i = 0; i < nc; i++) {
-        size_t best = 0;
-        for (size_t k = 1; k < K; k++)
-            best = z[i * K + k] > z[i * K + best] ? k : best;
-        if ((int64_t)best != test.labels[i])
-            continue;
-        correct++;
-        if (succ[i]) {
-            cwsum += l2[i];
-            cwn++;
+        rc = 1;
+    } else {
+        for (size_t i = 0; i < nc; i++) {
+            size_t best = 0;
+            for (size_t k = 1; k < K; k++)
+                best = z[i * K + k] > z[i * K + best] ? k : best;
+            if ((int64_t)best != test->labels[i])
+                continue;
+            out->correct++;
+            if (succ[i]) {
+                out->l2_sum += l2[i];
+                out->broken++;
+            }
         }
     }
-    clock_gettime(CLOCK_MONOTONIC, &a1);
-    json_t *out = json_pack(
-        "{s:s, s:I, s:f, s:[f, f, f], s:[f, f, f], s:o, s:o, s:o, s:f, s:f, s:I, s:o, s:I, s:I, "
-        "s:f}",
-        "model", path, "samples", (json_int_t)n, "clean_accuracy", rr.clean_accuracy, "epsilons",
-        eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2], "pgd40_flags",
-        flags_json(&pgd_flags), "autoattack", aaj, "deepfool_rho",
-        isnan(rr.deepfool_rho) ? json_null() : json_real(rr.deepfool_rho), "mean_certified_l2",
-        rsum / (double)n, "exact_fraction", nexact / (double)n, "cw_samples", (json_int_t)nc,
-        "cw_mean_l2", cwn ? json_real(cwsum / (double)cwn) : json_null(), "cw_broken",
-        (json_int_t)cwn, "cw_correct", (json_int_t)correct, "seconds",
-        (a1.tv_sec - a0.tv_sec) + (a1.tv_nsec - a0.tv_nsec) * 1e-9);
-    char *s = json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    puts(s);
-    free(s);
-    json_decref(out);
-    free(mine);
-    free(d);
     free(adv);
     free(l2);
     free(linf);
+    free(z);
     free(pred);
-    free(ex);
     free(succ);
     free(it);
-    free(z);
+    return rc;
+}
+
+// Robustness of a model on the first n test images: PGD-40 linf robust accuracy at 0.05, 0.1
+// and 0.2 (step 0.01, random start, seed 0), l2 DeepFool rho, C&W L2 (defaults) mean norm over
+// the correctly classified samples it broke (first min(n, 250) images), mean certified l2
+// radius (about the labels; misclassified samples count 0), and AutoAttack (suite standard,
+// defaults) at the same epsilons with its gradient-masking flags and who broke what.
+static int robustness(const char *path, size_t n, const char *data)
+{
+    rr_error err = {0};
+    rr_model *m = NULL;
+    rr_dataset test = {0};
+    rr_workspace *ws = NULL;
+    double *mine = NULL;
+    json_t *aaj = NULL;
+    int rc = 1;
+    if (rr_model_load_file(path, &m, &err) ||
+        rr_fashion_mnist_load(data, false, 0, n ? n : 1000, &test, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", err.msg);
+        goto out;
+    }
+    n = test.n;
+    const size_t K = (size_t)rr_model_num_classes(m);
+    const double eps[3] = {0.05, 0.1, 0.2};
+    double ra[3];
+    mine = malloc(n * sizeof(double));
+    rr_workspace_params wp = {.max_batch = 256, .rows_per_sample = K > 128 ? K : 128};
+    rr_robustness_params rp = {.norm = RR_NORM_LINF, .epsilons = eps, .n_eps = 3};
+    rr_attack_params_init(&rp.attack, RR_ATTACK_PGD);
+    rp.attack.step_size = 0.01;
+    rp.attack.steps = 40;
+    rr_robustness_result rr = {.robust_accuracy = ra, .per_sample_min_epsilon = mine};
+    struct timespec a0, a1;
+    clock_gettime(CLOCK_MONOTONIC, &a0);
+    if (mine == NULL || rr_workspace_new(m, &wp, &ws, &err) ||
+        rr_robustness(m, ws, test.images, test.labels, n, &rp, &rr, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", mine ? err.msg : "out of memory");
+        goto out;
+    }
+    double radius = 0, exact = 0;
+    cw_summary cw;
+    const size_t nc = n < 250 ? n : 250;
+    if ((aaj = autoattack_json(m, ws, &test, &rp, mine)) == NULL ||
+        certified_l2(m, ws, &test, &radius, &exact) || cw_l2(m, ws, &test, nc, &cw))
+        goto out;
+    clock_gettime(CLOCK_MONOTONIC, &a1);
+    json_t *o = json_pack(
+        "{s:s, s:I, s:f, s:[f, f, f], s:[f, f, f], s:o, s:O, s:o, s:f, s:f, s:I, s:o, s:I, s:I, "
+        "s:f}",
+        "model", path, "samples", (json_int_t)n, "clean_accuracy", rr.clean_accuracy, "epsilons",
+        eps[0], eps[1], eps[2], "pgd40_robust_accuracy", ra[0], ra[1], ra[2], "pgd40_flags",
+        flags_json(&rr.flags), "autoattack", aaj, "deepfool_rho",
+        isnan(rr.deepfool_rho) ? json_null() : json_real(rr.deepfool_rho), "mean_certified_l2",
+        radius, "exact_fraction", exact, "cw_samples", (json_int_t)nc, "cw_mean_l2",
+        cw.broken ? json_real(cw.l2_sum / (double)cw.broken) : json_null(), "cw_broken",
+        (json_int_t)cw.broken, "cw_correct", (json_int_t)cw.correct, "seconds",
+        (a1.tv_sec - a0.tv_sec) + (a1.tv_nsec - a0.tv_nsec) * 1e-9);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    puts(s);
+    free(s);
+    json_decref(o);
+    rc = 0;
+out:
+    json_decref(aaj);
+    free(mine);
     rr_workspace_free(ws);
     rr_dataset_clear(&test);
     rr_model_release(m);
+    return rc;
+}
+
+// ---- command line ----
+typedef struct train_args {
+    const char *arch_name, *arch_file, *out, *reg_name, *data, *eval_path, *robust_path;
+    rr_reg_spec spec;
+    double lambda, lr, momentum;
+    int epochs, threads;
+    long batch, train_limit, test_limit;
+    unsigned long long seed;
+    bool quiet, sgd;
+} train_args;
+
+// Options that store their argument as is: one row each (the rest are special-cased in
+// set_option).
+typedef enum { A_STR, A_DBL, A_INT, A_LONG, A_U64, A_FLAG, A_SPECIAL } arg_kind;
+#define ARG(name, kind, field)                                                                     \
+    {                                                                                              \
+        name, kind, offsetof(train_args, field)                                                    \
+    }
+static const struct {
+    const char *name;
+    arg_kind kind;
+    size_t offset;
+} args_table[] = {
+    ARG("arch", A_STR, arch_name),
+    ARG("arch-file", A_STR, arch_file),
+    ARG("regularizer", A_STR, reg_name),
+    ARG("lambda", A_DBL, lambda),
+    ARG("h", A_DBL, spec.h),
+    ARG("unsquared", A_FLAG, spec.unsquared),
+    ARG("epochs", A_INT, epochs),
+    ARG("batch", A_LONG, batch),
+    ARG("lr", A_DBL, lr),
+    ARG("momentum", A_DBL, momentum),
+    ARG("seed", A_U64, seed),
+    ARG("train-limit", A_LONG, train_limit),
+    ARG("test-limit", A_LONG, test_limit),
+    ARG("data", A_STR, data),
+    ARG("threads", A_INT, threads),
+    ARG("quiet", A_FLAG, quiet),
+    ARG("out", A_STR, out),
+    ARG("evaluate", A_STR, eval_path),
+    ARG("robustness", A_STR, robust_path),
+    {"method", A_SPECIAL, 0},
+    {"norm", A_SPECIAL, 0},
+    {"projections", A_SPECIAL, 0},
+    {"optimizer", A_SPECIAL, 0},
+};
+#undef ARG
+#define N_ARGS   (sizeof args_table / sizeof args_table[0])
+#define OPT_BASE 256 // getopt_long values of the table's rows: OPT_BASE + row
+
+static void set_option(train_args *a, size_t i, const char *v)
+{
+    char *field = (char *)a + args_table[i].offset;
+    const char *name = args_table[i].name;
+    switch (args_table[i].kind) {
+        case A_STR:
+            *(const char **)field = v;
+            break;
+        case A_DBL:
+            *(double *)field = atof(v);
+            break;
+        case A_INT:
+            *(int *)field = atoi(v);
+            break;
+        case A_LONG:
+            *(long *)field = atol(v);
+            break;
+        case A_U64:
+            *(unsigned long long *)field = strtoull(v, NULL, 10);
+            break;
+        case A_FLAG:
+            *(bool *)field = true;
+            break;
+        case A_SPECIAL:
+            if (strcmp(name, "method") == 0)
+                a->spec.method = strcmp(v, "hessian") == 0 ? RR_REG_HESSIAN
+                                 : strcmp(v, "trace") == 0 ? RR_REG_TRACE
+                                                           : RR_REG_FINITE_DIFFERENCE;
+            else if (strcmp(name, "norm") == 0)
+                a->spec.norm = strcmp(v, "l1") == 0 ? RR_REG_NORM_L1 : RR_REG_NORM_L2;
+            else if (strcmp(name, "projections") == 0) {
+                a->spec.estimator = RR_REG_PROJECTION;
+                a->spec.projections = atoi(v);
+            } else if (strcmp(name, "optimizer") == 0)
+                a->sgd = strcmp(v, "sgd") == 0;
+            break;
+    }
+}
+
+// Fills *a from argv; returns -1 to go on, else the exit status (usage printed).
+static int parse_args(int argc, char **argv, train_args *a)
+{
+    *a = (train_args){.arch_name = "mlp",
+                      .reg_name = "none",
+                      .data = DEFAULT_DATA,
+                      .lr = 1e-3,
+                      .momentum = 0.9,
+                      .epochs = 5,
+                      .batch = 128};
+    struct option opts[N_ARGS + 2];
+    for (size_t i = 0; i < N_ARGS; i++)
+        opts[i] = (struct option){args_table[i].name, args_table[i].kind != A_FLAG, NULL,
+                                  OPT_BASE + (int)i};
+    opts[N_ARGS] = (struct option){"help", 0, NULL, OPT_BASE + (int)N_ARGS};
+    opts[N_ARGS + 1] = (struct option){0, 0, 0, 0};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c < OPT_BASE || c >= OPT_BASE + (int)N_ARGS) {
+            fputs(usage, stderr);
+            return c == OPT_BASE + (int)N_ARGS ? 0 : 2;
+        }
+        set_option(a, (size_t)(c - OPT_BASE), optarg);
+    }
+    return -1;
+}
+
+// *arch = the architecture JSON of --arch-file or the --arch preset, with class names. Returns
+// 0, else the exit status after a message on stderr.
+static int load_arch(const train_args *a, char **arch)
+{
+    char *text = NULL;
+    if (a->arch_file) {
+        if ((text = read_text(a->arch_file)) == NULL) {
+            fprintf(stderr, "relureg-train: cannot read %s: %s\n", a->arch_file, strerror(errno));
+            return 1;
+        }
+    } else {
+        for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+            if (strcmp(presets[i].name, a->arch_name) == 0)
+                text = strdup(presets[i].arch);
+        if (text == NULL) {
+            fprintf(stderr, "relureg-train: unknown architecture preset '%s'\n", a->arch_name);
+            return 2;
+        }
+    }
+    *arch = with_class_names(text);
+    free(text);
+    if (*arch == NULL) {
+        fputs("relureg-train: invalid architecture JSON\n", stderr);
+        return 1;
+    }
     return 0;
+}
+
+// Writes m with the training record to path through a temporary name, then rename: an
+// interrupted run leaves no half model.
+static int save_model(const rr_model *m, const char *record, const char *path, rr_error *err)
+{
+    const char *meta[] = {"relureg.training", record};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rr_model_save(m, meta, 1, &buf, &len, err) != RR_OK) {
+        fprintf(stderr, "relureg-train: %s\n", err->msg);
+        return 1;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    const bool ok = f && fwrite(buf, 1, len, f) == len;
+    if (f && fclose(f) != 0)
+        f = NULL;
+    free(buf);
+    if (!ok || !f || rename(tmp, path) != 0) {
+        fprintf(stderr, "relureg-train: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+// The training record of relureg.training (model-format.md).
+static char *training_record(const train_args *a, bool has_reg, double acc, size_t n_train,
+                             time_t seconds)
+{
+    json_t *rec =
+        json_pack("{s:s, s:s, s:o, s:f, s:i, s:I, s:f, s:I, s:I}", "dataset", "fashion-mnist",
+                  "architecture", a->arch_file ? a->arch_file : a->arch_name, "regularizer",
+                  has_reg ? reg_json(a->reg_name, &a->spec) : json_null(), "lambda",
+                  has_reg ? a->lambda : 0.0, "epochs", a->epochs, "seed", (json_int_t)a->seed,
+                  "test_accuracy", acc, "train_samples", (json_int_t)n_train, "train_seconds",
+                  (json_int_t)seconds);
+    char *s = json_dumps(rec, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(rec);
+    return s;
+}
+
+// Trains the --arch model on the training set and writes it to --out.
+static int train(const train_args *a, const char *arch, bool has_reg)
+{
+    rr_error err = {0};
+    rr_model *m = NULL;
+    rr_dataset tr = {0}, test = {0};
+    int rc = 1;
+    if (rr_model_create(arch, &m, &err) || rr_model_init(m, a->seed, &err) ||
+        rr_fashion_mnist_load(a->data, true, 0, (size_t)a->train_limit, &tr, &err) ||
+        rr_fashion_mnist_load(a->data, false, 0, (size_t)a->test_limit, &test, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", err.msg);
+        goto out;
+    }
+    if (!a->quiet) {
+        char lam[40] = "";
+        if (has_reg)
+            snprintf(lam, sizeof lam, ", lambda %g", a->lambda);
+        fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s\n",
+                a->arch_file ? a->arch_file : a->arch_name, rr_model_num_param_elements(m), tr.n,
+                has_reg ? a->reg_name : "cross-entropy only", lam);
+    }
+    progress_ctx pc = {.quiet = a->quiet};
+    rr_train_params tp = {.batch = (size_t)a->batch,
+                          .epochs = a->epochs,
+                          .seed = a->seed,
+                          .reg = has_reg ? &a->spec : NULL,
+                          .lambda = a->lambda,
+                          .optim = {.kind = a->sgd ? RR_OPTIM_SGD : RR_OPTIM_ADAM,
+                                    .lr = a->lr,
+                                    .momentum = a->momentum},
+                          .report = show,
+                          .report_ctx = &pc};
+    const time_t t0 = time(NULL);
+    double acc = 0, loss = 0;
+    if (rr_train(m, &tr, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
+        fprintf(stderr, "relureg-train: %s\n", err.msg);
+        goto out;
+    }
+    char *rec = training_record(a, has_reg, acc, tr.n, time(NULL) - t0);
+    rc = rec ? save_model(m, rec, a->out, &err) : 1;
+    free(rec);
+    if (rc == 0 && !a->quiet)
+        fprintf(stderr, "relureg-train: test accuracy %.2f%% (loss %.4f), wrote %s\n", 100 * acc,
+                loss, a->out);
+out:
+    rr_dataset_clear(&tr);
+    rr_dataset_clear(&test);
+    rr_model_release(m);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
-    const char *arch_name = "mlp", *arch_file = NULL, *out = NULL, *reg_name = "none";
-    const char *data = DEFAULT_DATA, *eval_path = NULL, *robust_path = NULL;
-    rr_reg_spec spec = {0};
-    double lambda = 0, lr = 1e-3, momentum = 0.9;
-    int epochs = 5, threads = 0;
-    long batch = 128, train_limit = 0, test_limit = 0;
-    unsigned long long seed = 0;
-    bool quiet = false, sgd = false;
-    enum {
-        O_ARCH = 256,
-        O_ARCH_FILE,
-        O_REG,
-        O_LAMBDA,
-        O_METHOD,
-        O_H,
-        O_NORM,
-        O_UNSQ,
-        O_PROJ,
-        O_EPOCHS,
-        O_BATCH,
-        O_LR,
-        O_OPT,
-        O_MOM,
-        O_SEED,
-        O_TRAIN_LIMIT,
-        O_TEST_LIMIT,
-        O_DATA,
-        O_THREADS,
-        O_QUIET,
-        O_OUT,
-        O_EVAL,
-        O_ROBUST,
-        O_HELP
-    };
-    static const struct option opts[] = {{"arch", 1, 0, O_ARCH},
-                                         {"arch-file", 1, 0, O_ARCH_FILE},
-                                         {"regularizer", 1, 0, O_REG},
-                                         {"lambda", 1, 0, O_LAMBDA},
-                                         {"method", 1, 0, O_METHOD},
-                                         {"h", 1, 0, O_H},
-                                         {"norm", 1, 0, O_NORM},
-                                         {"unsquared", 0, 0, O_UNSQ},
-                                         {"projections", 1, 0, O_PROJ},
-                                         {"epochs", 1, 0, O_EPOCHS},
-                                         {"batch", 1, 0, O_BATCH},
-                                         {"lr", 1, 0, O_LR},
-                                         {"optimizer", 1, 0, O_OPT},
-                                         {"momentum", 1, 0, O_MOM},
-                                         {"seed", 1, 0, O_SEED},
-                                         {"train-limit", 1, 0, O_TRAIN_LIMIT},
-                                         {"test-limit", 1, 0, O_TEST_LIMIT},
-                                         {"data", 1, 0, O_DATA},
-                                         {"threads", 1, 0, O_THREADS},
-                                         {"quiet", 0, 0, O_QUIET},
-                                         {"out", 1, 0, O_OUT},
-                                         {"evaluate", 1, 0, O_EVAL},
-                                         {"robustness", 1, 0, O_ROBUST},
-                                         {"help", 0, 0, O_HELP},
-                                         {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-            case O_ARCH:
-                arch_name = optarg;
-                break;
-            case O_ARCH_FILE:
-                arch_file = optarg;
-                break;
-            case O_REG:
-                reg_name = optarg;
-                break;
-            case O_LAMBDA:
-                lambda = atof(optarg);
-                break;
-            case O_METHOD:
-                spec.method = strcmp(optarg, "hessian") == 0 ? RR_REG_HESSIAN
-                              : strcmp(optarg, "trace") == 0 ? RR_REG_TRACE
-                                                             : RR_REG_FINITE_DIFFERENCE;
-                break;
-            case O_H:
-                spec.h = atof(optarg);
-                break;
-            case O_NORM:
-                spec.norm = strcmp(optarg, "l1") == 0 ? RR_REG_NORM_L1 : RR_REG_NORM_L2;
-                break;
-            case O_UNSQ:
-                spec.unsquared = true;
-                break;
-            case O_PROJ:
-                spec.estimator = RR_REG_PROJECTION;
-                spec.projections = atoi(optarg);
-                break;
-            case O_EPOCHS:
-                epochs = atoi(optarg);
-                break;
-            case O_BATCH:
-                batch = atol(optarg);
-                break;
-            case O_LR:
-                lr = atof(optarg);
-                break;
-            case O_OPT:
-                sgd = strcmp(optarg, "sgd") == 0;
-                break;
-            case O_MOM:
-                momentum = atof(optarg);
-                break;
-            case O_SEED:
-                seed = strtoull(optarg, NULL, 10);
-                break;
-            case O_TRAIN_LIMIT:
-                train_limit = atol(optarg);
-                break;
-            case O_TEST_LIMIT:
-                test_limit = atol(optarg);
-                break;
-            case O_DATA:
-                data = optarg;
-                break;
-            case O_THREADS:
-                threads = atoi(optarg);
-                break;
-            case O_QUIET:
-                quiet = true;
-                break;
-            case O_OUT:
-                out = optarg;
-                break;
-            case O_EVAL:
-                eval_path = optarg;
-                break;
-            case O_ROBUST:
-                robust_path = optarg;
-                break;
-            default:
-                fputs(usage, stderr);
-                return c == O_HELP ? 0 : 2;
-        }
-    }
-    if (threads > 0)
-        rr_set_num_threads(threads);
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (a.threads > 0)
+        rr_set_num_threads(a.threads);
     rr_error err = {0};
     if (rr_blas_check(&err) != RR_OK) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 1;
     }
-    if (eval_path)
-        return evaluate(eval_path, (size_t)test_limit, data);
-    if (robust_path)
-        return robustness(robust_path, (size_t)test_limit, data);
-    if (out == NULL || batch < 1 || epochs < 1) {
+    if (a.eval_path)
+        return evaluate(a.eval_path, (size_t)a.test_limit, a.data);
+    if (a.robust_path)
+        return robustness(a.robust_path, (size_t)a.test_limit, a.data);
+    if (a.out == NULL || a.batch < 1 || a.epochs < 1) {
         fputs(usage, stderr);
         return 2;
     }
-    const bool has_reg = strcmp(reg_name, "none") != 0;
-    if (has_reg && parse_reg(reg_name, &spec) != 0) {
-        fprintf(stderr, "relureg-train: unknown regularizer '%s'\n", reg_name);
+    const bool has_reg = strcmp(a.reg_name, "none") != 0;
+    if (has_reg && parse_reg(a.reg_name, &a.spec) != 0) {
+        fprintf(stderr, "relureg-train: unknown regularizer '%s'\n", a.reg_name);
         return 2;
     }
-    if (has_reg && rr_reg_spec_check(&spec, 10, 0, &err) != RR_OK) {
+    if (has_reg && rr_reg_spec_check(&a.spec, 10, 0, &err) != RR_OK) {
         fprintf(stderr, "relureg-train: %s\n", err.msg);
         return 2;
     }
-    char *arch_text = NULL;
-    if (arch_file) {
-        if ((arch_text = read_text(arch_file)) == NULL) {
-            fprintf(stderr, "relureg-train: cannot read %s: %s\n", arch_file, strerror(errno));
-            return 1;
-        }
-    } else {
-        for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-            if (strcmp(presets[i].name, arch_name) == 0)
-                arch_text = strdup(presets[i].arch);
-        if (arch_text == NULL) {
-            fprintf(stderr, "relureg-train: unknown architecture preset '%s'\n", arch_name);
-            return 2;
-        }
-    }
-    char *arch = with_class_names(arch_text);
-    free(arch_text);
-    rr_model *m = NULL;
-    rr_dataset train = {0}, test = {0};
-    if (arch == NULL || rr_model_create(arch, &m, &err) || rr_model_init(m, seed, &err) ||
-        rr_fashion_mnist_load(data, true, 0, (size_t)train_limit, &train, &err) ||
-        rr_fashion_mnist_load(data, false, 0, (size_t)test_limit, &test, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", arch ? err.msg : "invalid architecture JSON");
-        return 1;
-    }
-    if (!quiet) {
-        char lam[40] = "";
-        if (has_reg)
-            snprintf(lam, sizeof lam, ", lambda %g", lambda);
-        fprintf(stderr, "relureg-train: %s, %zu parameters, %zu training images, %s%s\n",
-                arch_file ? arch_file : arch_name, rr_model_num_param_elements(m), train.n,
-                has_reg ? reg_name : "cross-entropy only", lam);
-    }
-    progress_ctx pc = {.quiet = quiet};
-    rr_train_params tp = {
-        .batch = (size_t)batch,
-        .epochs = epochs,
-        .seed = seed,
-        .reg = has_reg ? &spec : NULL,
-        .lambda = lambda,
-        .optim = {.kind = sgd ? RR_OPTIM_SGD : RR_OPTIM_ADAM, .lr = lr, .momentum = momentum},
-        .report = show,
-        .report_ctx = &pc};
-    const time_t t0 = time(NULL);
-    double acc = 0, loss = 0;
-    if (rr_train(m, &train, &tp, &err) || rr_evaluate(m, &test, 0, &acc, &loss, &err)) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    json_t *rec = json_pack("{s:s, s:s, s:o, s:f, s:i, s:I, s:f, s:I, s:I}", "dataset",
-                            "fashion-mnist", "architecture", arch_file ? arch_file : arch_name,
-                            "regularizer", has_reg ? reg_json(reg_name, &spec) : json_null(),
-                            "lambda", has_reg ? lambda : 0.0, "epochs", epochs, "seed",
-                            (json_int_t)seed, "test_accuracy", acc, "train_samples",
-                            (json_int_t)train.n, "train_seconds", (json_int_t)(time(NULL) - t0));
-    char *rec_s = json_dumps(rec, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    const char *meta[] = {"relureg.training", rec_s};
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    FILE *f = NULL;
-    if (rr_model_save(m, meta, 1, &buf, &len, &err) != RR_OK) {
-        fprintf(stderr, "relureg-train: %s\n", err.msg);
-        return 1;
-    }
-    // Write to a temporary name, then rename: an interrupted run leaves no half model.
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    if ((f = fopen(tmp, "wb")) == NULL || fwrite(buf, 1, len, f) != len || fclose(f) != 0 ||
-        rename(tmp, out) != 0) {
-        fprintf(stderr, "relureg-train: cannot write %s: %s\n", out, strerror(errno));
-        return 1;
-    }
-    if (!quiet)
-        fprintf(stderr, "relureg-train: test accuracy %.2f%% (loss %.4f), wrote %s\n", 100 * acc,
-                loss, out);
-    free(buf);
-    free(rec_s);
-    json_decref(rec);
+    char *arch = NULL;
+    if ((rc = load_arch(&a, &arch)) != 0)
+        return rc;
+    rc = train(&a, arch, has_reg);
     free(arch);
-    rr_dataset_clear(&train);
-    rr_dataset_clear(&test);
-    rr_model_release(m);
-    return 0;
+    return rc;
 }
