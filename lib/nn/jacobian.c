@@ -29,16 +29,13 @@ rr_status rr_jacobian(const rr_model *m, rr_workspace *ws, const float *x, size_
         // d log p_k / dx = J_k - sum_j p_j J_j.
         for (size_t s = 0; s < nb; s++) {
             const float *zs = z + s * K;
-            double mx = zs[0], sum = 0.0;
-            for (size_t k = 1; k < K; k++)
-                mx = zs[k] > mx ? zs[k] : mx;
-            for (size_t k = 0; k < K; k++)
-                sum += exp(zs[k] - mx);
-            for (size_t k = 0; k < K; k++)
-                for (size_t j = 0; j < K; j++) {
-                    double p = of == RR_JACOBIAN_LOG_PROBABILITIES ? exp(zs[j] - mx) / sum : 0.0;
+            const bool logp = of == RR_JACOBIAN_LOG_PROBABILITIES;
+            const double lse = logp ? rr__logsumexp(zs, K) : 0.0;
+            for (size_t j = 0; j < K; j++) {
+                const double p = logp ? exp(zs[j] - lse) : 0.0;
+                for (size_t k = 0; k < K; k++)
                     ws->seed[(s * K + k) * K + j] = (float)((j == k) - p);
-                }
+            }
         }
         rr__backward_chunk(m, ws, nb, K, ws->seed, J + b0 * K * D, NULL, NULL);
     }

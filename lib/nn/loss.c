@@ -6,6 +6,25 @@
 
 #include "nn/passes.h"
 
+double rr__logsumexp(const float *z, size_t K)
+{
+    double mx = z[0], sum = 0.0;
+    for (size_t k = 1; k < K; k++)
+        mx = z[k] > mx ? z[k] : mx;
+    for (size_t k = 0; k < K; k++)
+        sum += exp(z[k] - mx);
+    return mx + log(sum);
+}
+
+void rr_softmax(const float *logits, size_t B, size_t K, float *probs)
+{
+    for (size_t b = 0; b < B; b++) {
+        const double lse = rr__logsumexp(logits + b * K, K);
+        for (size_t k = 0; k < K; k++)
+            probs[b * K + k] = (float)exp(logits[b * K + k] - lse);
+    }
+}
+
 rr_status rr_cross_entropy(const float *logits, const int64_t *labels, size_t B, int K, float *loss,
                            float *probs, float *g_logits, double *loss_mean, rr_error *err)
 {
@@ -17,17 +36,11 @@ rr_status rr_cross_entropy(const float *logits, const int64_t *labels, size_t B,
     double total = 0.0;
     for (size_t b = 0; b < B; b++) {
         const float *z = logits + b * (size_t)K;
-        double mx = z[0];
-        for (int k = 0; k < K; k++) {
+        for (int k = 0; k < K; k++)
             if (!isfinite(z[k]))
                 return rr_error_set(err, RR_ENONFINITE, "logits",
                                     "logits of sample %zu are not finite", b);
-            mx = z[k] > mx ? z[k] : mx;
-        }
-        double sum = 0.0;
-        for (int k = 0; k < K; k++)
-            sum += exp(z[k] - mx);
-        const double lse = mx + log(sum);
+        const double lse = rr__logsumexp(z, (size_t)K);
         const double l = lse - z[labels[b]];
         total += l;
         if (loss)

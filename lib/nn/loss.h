@@ -22,6 +22,10 @@ extern "C" {
 rr_status rr_cross_entropy(const float *logits, const int64_t *labels, size_t B, int K, float *loss,
                            float *probs, float *g_logits, double *loss_mean, rr_error *err);
 
+// probs [B, K] = softmax of each row of logits [B, K] (finite, as rr_forward writes them), in
+// double: p_k = exp(z_k - logsumexp(z)). probs may alias logits. Never fails.
+void rr_softmax(const float *logits, size_t B, size_t K, float *probs);
+
 // One pass of training's core step: forward, the MEAN cross-entropy over the batch, and its
 // gradient with respect to the inputs g_x [B, D] and the parameters g_params
 // [rr_model_param_array_size(m)] (each may be NULL; g_params is OVERWRITTEN). loss_mean and

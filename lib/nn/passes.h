@@ -6,6 +6,10 @@
 
 #include "nn/workspace_impl.h"
 
+// logsumexp(z) of one row of K >= 1 logits, as max + log(sum exp(z - max)) in double: the one
+// softmax normaliser of the library (loss.c, jacobian.c, reg.c).
+double rr__logsumexp(const float *z, size_t K);
+
 // Primal forward of nb <= ws->nb samples x [nb, D] (borrowed until the chunk's passes are
 // done). Returns the logits [nb, K], which live in the workspace.
 const float *rr__forward_chunk(const rr_model *m, rr_workspace *ws, const float *x, size_t nb);

@@ -21,12 +21,7 @@ void rr__softmax_jvp(float *out, const double *p, const float *v, size_t K)
 
 double rr__softmax(double *p, const float *z, size_t K, int64_t y)
 {
-    double mx = z[0], sum = 0.0;
-    for (size_t k = 1; k < K; k++)
-        mx = z[k] > mx ? z[k] : mx;
-    for (size_t k = 0; k < K; k++)
-        sum += exp(z[k] - mx);
-    const double lse = mx + log(sum);
+    const double lse = rr__logsumexp(z, K);
     for (size_t k = 0; k < K; k++)
         p[k] = exp(z[k] - lse);
     return lse - z[y];

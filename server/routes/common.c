@@ -338,17 +338,3 @@ bool rrd_invalid(rrd_out *out, const char *field, const char *fmt, ...)
     rrd_problem_out(out, RRD_P_INVALID, field, "%s", detail);
     return false;
 }
-
-void rrd_softmax(float *p, const float *z, size_t B, size_t K)
-{
-    for (size_t b = 0; b < B; b++) {
-        const float *zb = z + b * K;
-        double mx = zb[0], sum = 0;
-        for (size_t k = 1; k < K; k++)
-            mx = zb[k] > mx ? zb[k] : mx;
-        for (size_t k = 0; k < K; k++)
-            sum += exp(zb[k] - mx);
-        for (size_t k = 0; k < K; k++)
-            p[b * K + k] = (float)(exp(zb[k] - mx) / sum);
-    }
-}

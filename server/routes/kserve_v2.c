@@ -156,7 +156,7 @@ static void infer_run(rrd_task *t, rrd_worker *w, rrd_out *out)
         free(res[1]);
         return;
     }
-    rrd_softmax(res[1], res[0], B, K);
+    rr_softmax(res[0], B, K, res[1]);
     char v[16];
     snprintf(v, sizeof v, "%d", it->entry->version);
     json_t *doc = json_pack("{s:s, s:s}", "model_name", it->entry->name, "model_version", v);

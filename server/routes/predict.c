@@ -30,7 +30,7 @@ static void run(rrd_task *t, rrd_worker *w, rrd_out *out)
     rrd_resp resp;
     rrd_resp_init(&resp, t->binary);
     json_t *preds = json_array(), *hashes = json_array();
-    rrd_softmax(p, z, B, K);
+    rr_softmax(z, B, K, p);
     for (size_t b = 0; b < B; b++) {
         const float *zb = z + b * K;
         size_t best = 0;

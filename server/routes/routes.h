@@ -128,9 +128,6 @@ __attribute__((format(printf, 3, 4)))
 #endif
 bool rrd_invalid(rrd_out *out, const char *field, const char *fmt, ...);
 
-// p [B, K] = softmax of the logits z [B, K] per row, in double (max subtracted first).
-void rrd_softmax(float *p, const float *z, size_t B, size_t K);
-
 // 404 for a model name that is not loaded, listing the models that are (and the closest one
 // when the name looks like a typo).
 void rrd_problem_no_model(rrd_request *r, const char *name);

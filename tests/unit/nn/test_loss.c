@@ -2,6 +2,7 @@
 // central differences, and label / finiteness checks.
 #include <criterion/criterion.h>
 #include <math.h>
+#include <string.h>
 
 #include "relureg.h"
 
@@ -60,4 +61,36 @@ Test(loss, rejects_non_finite_logits)
     const float z[3] = {0, INFINITY, 2};
     const int64_t y[1] = {0};
     cr_expect_eq(rr_cross_entropy(z, y, 1, 3, NULL, NULL, NULL, NULL, NULL), RR_ENONFINITE);
+}
+
+// rr_softmax: rows against a float64 evaluation with the max subtracted, large logits that
+// would overflow exp without it, and probabilities equal to rr_cross_entropy's (one formula).
+Test(loss, softmax_rows)
+{
+    const size_t B = 3, K = 4;
+    const float z[3][4] = {
+        {1.0f, -2.0f, 0.5f, 3.0f}, {1000.0f, 999.0f, -50.0f, 0.0f}, {-7.0f, -7.0f, -7.0f, -7.0f}};
+    float p[12], pce[12];
+    const int64_t y[3] = {0, 1, 2};
+    rr_softmax(&z[0][0], B, K, p);
+    cr_assert_eq(rr_cross_entropy(&z[0][0], y, B, (int)K, NULL, pce, NULL, NULL, NULL), RR_OK);
+    for (size_t b = 0; b < B; b++) {
+        double mx = z[b][0], s = 0;
+        for (size_t k = 0; k < K; k++)
+            mx = fmax(mx, z[b][k]);
+        for (size_t k = 0; k < K; k++)
+            s += exp(z[b][k] - mx);
+        for (size_t k = 0; k < K; k++) {
+            const double want = exp(z[b][k] - mx) / s;
+            cr_expect(isfinite(p[b * K + k]), "p[%zu][%zu] not finite", b, k);
+            cr_expect(fabs(p[b * K + k] - want) <= 1e-7 * fmax(1, want), "p[%zu][%zu] %g vs %g", b,
+                      k, p[b * K + k], want);
+            cr_expect_eq(p[b * K + k], pce[b * K + k], "softmax and cross-entropy disagree");
+        }
+    }
+    // In place.
+    float q[12];
+    memcpy(q, z, sizeof q);
+    rr_softmax(q, B, K, q);
+    cr_expect_arr_eq(q, p, sizeof q);
 }
