@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <string.h>
 
 static bool allclose(const char *name, const float *gf, const double *gd, const double *want,
                      size_t n, double rtol, double atol)
@@ -83,4 +85,50 @@ const char *rr_test_ref_dir(void)
 {
     const char *d = getenv("RR_REF_DIR");
     return d && *d ? d : "build/ref";
+}
+
+int rr_test_list_cases(const char *prefix, rr_ref_case *out, int cap)
+{
+    DIR *d = opendir(rr_test_ref_dir());
+    int n = 0;
+    if (d == NULL)
+        return 0;
+    const char *suffix = ".model.safetensors";
+    const size_t pl = strlen(prefix), sl = strlen(suffix);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, pl) == 0 && len > sl && len - sl < sizeof out->name &&
+            strcmp(e->d_name + len - sl, suffix) == 0) {
+            if (out && n < cap) {
+                memcpy(out[n].name, e->d_name, len - sl);
+                out[n].name[len - sl] = '\0';
+            }
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+const rr_st_tensor *rr_test_need(const rr_safetensors *st, const char *name)
+{
+    const rr_st_tensor *t = rr_safetensors_find(st, name);
+    cr_assert_not_null(t, "case file lacks tensor %s", name);
+    return t;
+}
+
+void rr_test_compare_ref(const char *what, const float *got, const rr_st_tensor *want_t, size_t n,
+                         double rtol, double atol_rel)
+{
+    cr_assert_eq(want_t->numel, n, "%s: %zu reference values, %zu computed", what, want_t->numel,
+                 n);
+    cr_assert_eq(want_t->dtype, RR_DTYPE_F64, "%s: %s is not F64", what, want_t->name);
+    double *want = malloc((n ? n : 1) * sizeof(double)), mx = 0;
+    cr_assert_not_null(want);
+    memcpy(want, want_t->data, n * sizeof(double));
+    for (size_t i = 0; i < n; i++)
+        mx = fabs(want[i]) > mx ? fabs(want[i]) : mx;
+    rr_expect_allclose(what, got, want, n, rtol, atol_rel * (mx > 0 ? mx : 1));
+    free(want);
 }

@@ -5,7 +5,6 @@
 // parameter.
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,71 +21,25 @@
 #define REF_ATOL_REL 1e-5
 #define MIN_CASES    20
 
-typedef struct ref_case {
-    char name[32];
-} ref_case;
-
-static int count_cases(ref_case *out, int cap)
-{
-    DIR *d = opendir(rr_test_ref_dir());
-    int n = 0;
-    if (d == NULL)
-        return 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *suffix = ".model.safetensors";
-        size_t len = strlen(e->d_name), sl = strlen(suffix);
-        if (strncmp(e->d_name, "core_", 5) == 0 && len > sl && len - sl < 32 &&
-            strcmp(e->d_name + len - sl, suffix) == 0) {
-            if (out && n < cap) {
-                memcpy(out[n].name, e->d_name, len - sl);
-                out[n].name[len - sl] = '\0';
-            }
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
+typedef rr_ref_case ref_case;
 
 ParameterizedTestParameters(reference, core)
 {
     static ref_case cases[256];
-    int n = count_cases(cases, 256);
+    int n = rr_test_list_cases("core_", cases, 256);
     return cr_make_param_array(ref_case, cases, (size_t)(n < 256 ? n : 256));
 }
 
 Test(reference, enough_cases_were_generated)
 {
-    int n = count_cases(NULL, 0);
+    int n = rr_test_list_cases("core_", NULL, 0);
     cr_expect(n >= MIN_CASES, "%d reference cases in %s, expected at least %d", n,
               rr_test_ref_dir(), MIN_CASES);
 }
 
-static const rr_st_tensor *need(const rr_safetensors *st, const char *name)
+static void compare(const char *what, const float *got, const rr_st_tensor *want, size_t n)
 {
-    const rr_st_tensor *t = rr_safetensors_find(st, name);
-    cr_assert_not_null(t, "case file lacks tensor %s", name);
-    return t;
-}
-
-static double *as_f64(const rr_st_tensor *t)
-{
-    cr_assert_eq(t->dtype, RR_DTYPE_F64, "%s is not F64", t->name);
-    double *d = malloc((t->numel ? t->numel : 1) * sizeof(double));
-    memcpy(d, t->data, t->numel * sizeof(double));
-    return d;
-}
-
-static void compare(const char *what, const float *got, const rr_st_tensor *want_t, size_t n)
-{
-    cr_assert_eq(want_t->numel, n, "%s: %zu reference values, %zu computed", what, want_t->numel,
-                 n);
-    double *want = as_f64(want_t), mx = 0;
-    for (size_t i = 0; i < n; i++)
-        mx = fabs(want[i]) > mx ? fabs(want[i]) : mx;
-    rr_expect_allclose(what, got, want, n, REF_RTOL, REF_ATOL_REL * (mx > 0 ? mx : 1));
-    free(want);
+    rr_test_compare_ref(what, got, want, n, REF_RTOL, REF_ATOL_REL);
 }
 
 ParameterizedTest(ref_case *c, reference, core)
@@ -104,13 +57,13 @@ ParameterizedTest(ref_case *c, reference, core)
     cr_assert_eq(rr_safetensors_parse(buf, len, 0, &st, &err), RR_OK, "%s", err.msg);
 
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const rr_st_tensor *tx = need(st, "inputs");
+    const rr_st_tensor *tx = rr_test_need(st, "inputs");
     const size_t B = tx->numel / D;
     cr_assert_eq(B * D, tx->numel);
     float *x = malloc(B * D * sizeof(float));
     cr_assert_eq(rr_st_tensor_to_f32(tx, x, &err), RR_OK);
     int64_t *y = malloc(B * sizeof(int64_t));
-    cr_assert_eq(rr_st_tensor_to_i64(need(st, "labels"), y, &err), RR_OK);
+    cr_assert_eq(rr_st_tensor_to_i64(rr_test_need(st, "labels"), y, &err), RR_OK);
 
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
@@ -126,7 +79,7 @@ ParameterizedTest(ref_case *c, reference, core)
         rr_model_pattern_layer(m, j, &pl);
         char name[32];
         snprintf(name, sizeof name, "pattern/%03d", j);
-        const rr_st_tensor *t = need(st, name);
+        const rr_st_tensor *t = rr_test_need(st, name);
         cr_assert_eq(t->numel, B * pl.units, "%s: %s has %zu units, C has %zu per sample", c->name,
                      name, t->numel, pl.units);
         size_t mismatches = 0, first = 0;
@@ -157,39 +110,39 @@ ParameterizedTest(ref_case *c, reference, core)
 
     char what[320];
 #define WHAT(s) (snprintf(what, sizeof what, "%s %s", c->name, s), what)
-    compare(WHAT("logits"), z, need(st, "logits"), B * K);
+    compare(WHAT("logits"), z, rr_test_need(st, "logits"), B * K);
 
     float *J = malloc(B * K * D * sizeof(float));
     cr_assert_eq(rr_jacobian(m, ws, x, B, RR_JACOBIAN_LOGITS, J, NULL, &err), RR_OK);
-    compare(WHAT("jacobian"), J, need(st, "jacobian"), B * K * D);
+    compare(WHAT("jacobian"), J, rr_test_need(st, "jacobian"), B * K * D);
 
-    const rr_st_tensor *tv = need(st, "jvp_tangents");
+    const rr_st_tensor *tv = rr_test_need(st, "jvp_tangents");
     const size_t T = tv->numel / (B * D);
     float *v = malloc(tv->numel * sizeof(float)), *jv = malloc(B * T * K * sizeof(float));
     cr_assert_eq(rr_st_tensor_to_f32(tv, v, &err), RR_OK);
     cr_assert_eq(rr_jvp(m, ws, x, B, v, T, jv, NULL, &err), RR_OK, "%s", err.msg);
-    compare(WHAT("jvp"), jv, need(st, "jvp"), B * T * K);
+    compare(WHAT("jvp"), jv, rr_test_need(st, "jvp"), B * T * K);
 
     // Mean cross-entropy: d/dz of the mean is (p - e_y) / B.
     float *loss = malloc(B * sizeof(float)), *g = malloc(B * K * sizeof(float));
     double mean;
     cr_assert_eq(rr_cross_entropy(z, y, B, (int)K, loss, NULL, g, &mean, &err), RR_OK);
-    compare(WHAT("loss_per_sample"), loss, need(st, "loss_per_sample"), B);
+    compare(WHAT("loss_per_sample"), loss, rr_test_need(st, "loss_per_sample"), B);
     float meanf = (float)mean;
-    compare(WHAT("loss"), &meanf, need(st, "loss"), 1);
+    compare(WHAT("loss"), &meanf, rr_test_need(st, "loss"), 1);
     for (size_t i = 0; i < B * K; i++)
         g[i] /= (float)B;
     float *gx = malloc(B * D * sizeof(float));
     float *gp = malloc((rr_model_param_array_size(m) + 1) * sizeof(float));
     cr_assert_eq(rr_vjp(m, ws, x, B, g, gx, gp, &err), RR_OK, "%s", err.msg);
-    compare(WHAT("grad_inputs"), gx, need(st, "grad_inputs"), B * D);
+    compare(WHAT("grad_inputs"), gx, rr_test_need(st, "grad_inputs"), B * D);
     size_t ngrad = 0;
     for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         char name[300];
         snprintf(name, sizeof name, "grad/%s", p->name);
         snprintf(what, sizeof what, "%s grad/%s", c->name, p->name);
-        compare(what, gp + p->offset, need(st, name), p->numel);
+        compare(what, gp + p->offset, rr_test_need(st, name), p->numel);
         ngrad++;
     }
     // The fused forward + loss + backward gives the same gradients.
@@ -199,14 +152,14 @@ ParameterizedTest(ref_case *c, reference, core)
     cr_assert_eq(rr_cross_entropy_backward(m, ws, x, y, B, &mean2, NULL, gx2, gp2, &err), RR_OK,
                  "%s", err.msg);
     float mean2f = (float)mean2;
-    compare(WHAT("fused loss"), &mean2f, need(st, "loss"), 1);
-    compare(WHAT("fused grad_inputs"), gx2, need(st, "grad_inputs"), B * D);
+    compare(WHAT("fused loss"), &mean2f, rr_test_need(st, "loss"), 1);
+    compare(WHAT("fused grad_inputs"), gx2, rr_test_need(st, "grad_inputs"), B * D);
     for (size_t i = 0; i < rr_model_num_param_tensors(m); i++) {
         const rr_param *p = rr_model_param(m, i);
         char name[300];
         snprintf(name, sizeof name, "grad/%s", p->name);
         snprintf(what, sizeof what, "%s fused grad/%s", c->name, p->name);
-        compare(what, gp2 + p->offset, need(st, name), p->numel);
+        compare(what, gp2 + p->offset, rr_test_need(st, name), p->numel);
     }
     free(gx2);
     free(gp2);

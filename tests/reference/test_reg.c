@@ -6,7 +6,6 @@
 // pass and the Jacobian as in production.
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,64 +23,25 @@
 #define REF_ATOL_REL 1e-5
 #define MIN_CASES    20
 
-typedef struct ref_case {
-    char name[32];
-} ref_case;
-
-static int list_cases(ref_case *out, int cap)
-{
-    DIR *d = opendir(rr_test_ref_dir());
-    int n = 0;
-    if (d == NULL)
-        return 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *suffix = ".model.safetensors";
-        size_t len = strlen(e->d_name), sl = strlen(suffix);
-        if (strncmp(e->d_name, "reg_", 4) == 0 && len > sl && len - sl < 32 &&
-            strcmp(e->d_name + len - sl, suffix) == 0) {
-            if (out && n < cap) {
-                memcpy(out[n].name, e->d_name, len - sl);
-                out[n].name[len - sl] = '\0';
-            }
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
+typedef rr_ref_case ref_case;
 
 ParameterizedTestParameters(reference, regularizers)
 {
     static ref_case cases[256];
-    int n = list_cases(cases, 256);
+    int n = rr_test_list_cases("reg_", cases, 256);
     return cr_make_param_array(ref_case, cases, (size_t)(n < 256 ? n : 256));
 }
 
 Test(reference, enough_regularizer_cases)
 {
-    int n = list_cases(NULL, 0);
+    int n = rr_test_list_cases("reg_", NULL, 0);
     cr_expect(n >= MIN_CASES, "%d regularizer cases in %s, expected at least %d", n,
               rr_test_ref_dir(), MIN_CASES);
 }
 
-static const rr_st_tensor *need(const rr_safetensors *st, const char *name)
+static void compare(const char *what, const float *got, const rr_st_tensor *want, size_t n)
 {
-    const rr_st_tensor *t = rr_safetensors_find(st, name);
-    cr_assert_not_null(t, "case file lacks tensor %s", name);
-    return t;
-}
-
-static void compare(const char *what, const float *got, const rr_st_tensor *t, size_t n)
-{
-    cr_assert_eq(t->numel, n, "%s: %zu reference values, %zu computed", what, t->numel, n);
-    cr_assert_eq(t->dtype, RR_DTYPE_F64);
-    double *want = malloc((n ? n : 1) * sizeof(double)), mx = 0;
-    memcpy(want, t->data, n * sizeof(double));
-    for (size_t i = 0; i < n; i++)
-        mx = fabs(want[i]) > mx ? fabs(want[i]) : mx;
-    rr_expect_allclose(what, got, want, n, REF_RTOL, REF_ATOL_REL * (mx > 0 ? mx : 1));
-    free(want);
+    rr_test_compare_ref(what, got, want, n, REF_RTOL, REF_ATOL_REL);
 }
 
 // The spec of the case metadata, in the API's terms.
@@ -136,7 +96,7 @@ static void check_pattern(const char *what, rr_model *m, rr_workspace *ws, const
         rr_model_pattern_layer(m, j, &pl);
         char name[96];
         snprintf(name, sizeof name, "%s/%03d", prefix, j);
-        const rr_st_tensor *t = need(st, name);
+        const rr_st_tensor *t = rr_test_need(st, name);
         cr_assert_eq(t->numel, B * pl.units);
         size_t bad = 0;
         for (size_t b = 0; b < B; b++)
@@ -179,12 +139,12 @@ ParameterizedTest(ref_case *c, reference, regularizers)
 
     const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
     const size_t NP = rr_model_param_array_size(m);
-    const rr_st_tensor *tx = need(st, "inputs");
+    const rr_st_tensor *tx = rr_test_need(st, "inputs");
     const size_t B = tx->numel / D;
     float *x = malloc(B * D * sizeof(float));
     int64_t *y = malloc(B * sizeof(int64_t));
     cr_assert_eq(rr_st_tensor_to_f32(tx, x, &err), RR_OK);
-    cr_assert_eq(rr_st_tensor_to_i64(need(st, "labels"), y, &err), RR_OK);
+    cr_assert_eq(rr_st_tensor_to_i64(rr_test_need(st, "labels"), y, &err), RR_OK);
     rr_workspace *ws = NULL;
     rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
     cr_assert_eq(rr_workspace_new(m, &wp, &ws, &err), RR_OK);
@@ -234,20 +194,20 @@ ParameterizedTest(ref_case *c, reference, regularizers)
         snprintf(what, sizeof what, "%s %s (%s) value", c->name, key, rn);
         float v = (float)res[i].value;
         snprintf(name, sizeof name, "%s/value", key);
-        compare(what, &v, need(st, name), 1);
+        compare(what, &v, rr_test_need(st, name), 1);
         if (spec[i].name != RR_REG_WEIGHT_DECAY) {
             snprintf(what, sizeof what, "%s %s (%s) per_sample", c->name, key, rn);
             snprintf(name, sizeof name, "%s/per_sample", key);
-            compare(what, res[i].per_sample, need(st, name), B);
+            compare(what, res[i].per_sample, rr_test_need(st, name), B);
         }
         snprintf(what, sizeof what, "%s %s (%s) grad_inputs", c->name, key, rn);
         snprintf(name, sizeof name, "%s/grad_inputs", key);
-        compare(what, res[i].grad_inputs, need(st, name), B * D);
+        compare(what, res[i].grad_inputs, rr_test_need(st, name), B * D);
         for (size_t k = 0; k < rr_model_num_param_tensors(m); k++) {
             const rr_param *pr = rr_model_param(m, k);
             snprintf(what, sizeof what, "%s %s (%s) grad/%s", c->name, key, rn, pr->name);
             snprintf(name, sizeof name, "%s/grad/%s", key, pr->name);
-            compare(what, res[i].grad_parameters + pr->offset, need(st, name), pr->numel);
+            compare(what, res[i].grad_parameters + pr->offset, rr_test_need(st, name), pr->numel);
         }
         snprintf(name, sizeof name, "%s/directions", key);
         const rr_st_tensor *td = rr_safetensors_find(st, name);
