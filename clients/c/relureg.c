@@ -303,52 +303,40 @@ static int split_commas(const char *s, const char *what, int (*item)(const char 
     return rc;
 }
 
-static int label_item(const char *s, void *ctx)
+// One item of a typed list (--labels, --epsilons, --gradients): parsed as a JSON value, checked
+// by is(), appended to arr.
+typedef struct typed_list {
+    json_t *arr;
+    const char *flag, *expected; // "--labels", "an integer"
+    int (*is)(const json_t *);
+} typed_list;
+
+static int json_kind_integer(const json_t *v)
 {
-    json_t *v;
-    int rc = value_parse(s, false, "--labels", &v);
-    if (rc != OK)
-        return rc;
-    if (!json_is_integer(v)) {
-        json_decref(v);
-        return usage_error("--labels: '%s' is not an integer", s);
-    }
-    if (json_array_append_new(ctx, v) != 0) {
-        oom();
-        return FAIL;
-    }
-    return OK;
+    return json_is_integer(v);
+}
+static int json_kind_number(const json_t *v)
+{
+    return json_is_number(v);
+}
+// "--gradients 1" is a mistake the server would also reject; say so here.
+static int json_kind_string(const json_t *v)
+{
+    return json_is_string(v);
 }
 
-static int number_item(const char *s, void *ctx)
+static int typed_item(const char *s, void *ctx)
 {
+    const typed_list *l = ctx;
     json_t *v;
-    int rc = value_parse(s, false, "--epsilons", &v);
+    int rc = value_parse(s, false, l->flag, &v);
     if (rc != OK)
         return rc;
-    if (!json_is_number(v)) {
+    if (!l->is(v)) {
         json_decref(v);
-        return usage_error("--epsilons: '%s' is not a number", s);
+        return usage_error("%s: '%s' is not %s", l->flag, s, l->expected);
     }
-    if (json_array_append_new(ctx, v) != 0) {
-        oom();
-        return FAIL;
-    }
-    return OK;
-}
-
-static int string_item(const char *s, void *ctx)
-{
-    json_t *v;
-    int rc = value_parse(s, false, "--gradients", &v);
-    if (rc != OK)
-        return rc;
-    if (!json_is_string(v)) {
-        // "--gradients 1" is a mistake the server would also reject; say so here.
-        json_decref(v);
-        return usage_error("--gradients: '%s' is not a name", s);
-    }
-    if (json_array_append_new(ctx, v) != 0) {
+    if (json_array_append_new(l->arr, v) != 0) {
         oom();
         return FAIL;
     }
@@ -1211,7 +1199,8 @@ static int opt_apply(opts *o, enum opt id, const char *val)
             member = "epsilons";
             if (!(v = json_array()))
                 goto oom;
-            rc = split_commas(val, options[id].name, number_item, v);
+            rc = split_commas(val, options[id].name, typed_item,
+                              &(typed_list){v, "--epsilons", "a number", json_kind_number});
             break;
         case OPT_REG:
             return reg_parse(val, o->regs);
@@ -1220,8 +1209,10 @@ static int opt_apply(opts *o, enum opt id, const char *val)
             member = id == OPT_LABELS ? "labels" : "gradients";
             if (!(v = json_array()))
                 goto oom;
-            rc =
-                split_commas(val, options[id].name, id == OPT_LABELS ? label_item : string_item, v);
+            rc = split_commas(val, options[id].name, typed_item,
+                              id == OPT_LABELS
+                                  ? &(typed_list){v, "--labels", "an integer", json_kind_integer}
+                                  : &(typed_list){v, "--gradients", "a name", json_kind_string});
             break;
         case OPT_ATTACK:
         case OPT_NORM:
