@@ -91,69 +91,115 @@ static long pool_out(long in, int k, int s, int p, bool ceil_mode)
 static rr_status build_layers(builder *b, const rr_layer_spec *layers, int n, int depth,
                               cur_shape *s, int *cur, rr_error *err);
 
-static rr_status build_layer(builder *b, const rr_layer_spec *l, int depth, cur_shape *s, int *cur,
-                             rr_error *err)
+// A residual block: RES_BEGIN, the body's ops, RES_END (which adds the block's input to the
+// body's output into a new activation).
+static rr_status build_residual(builder *b, const rr_layer_spec *l, int depth, cur_shape *s,
+                                int *cur, const char *have, rr_error *err)
 {
     rr_model *m = b->m;
-    char have[64];
-    shape_str(s, have, sizeof have);
     rr_op *op;
     rr_status st;
-
-    if (l->type == RR_LAYER_RESIDUAL) {
-        if ((st = push_op(b, &op, err)))
-            return st;
-        int begin = m->nops - 1;
-        op->kind = RR_OP_RES_BEGIN;
-        op->spec = l;
-        op->in = op->out = *cur;
-        op->c = op->oc = s->c;
-        op->h = op->oh = s->h;
-        op->w = op->ow = s->w;
-        op->n_in = op->n_out = m->act_size[*cur];
-        op->depth = depth;
-        if (depth + 1 > m->res_depth)
-            m->res_depth = depth + 1;
-        cur_shape in_shape = *s;
-        int in_buf = *cur;
-        if ((st = build_layers(b, l->layers, l->nlayers, depth + 1, s, cur, err)))
-            return st;
-        if (s->flat != in_shape.flat || s->c != in_shape.c || s->h != in_shape.h ||
-            s->w != in_shape.w) {
-            char got[64];
-            shape_str(s, got, sizeof got);
-            return rr_error_set(err, RR_ESHAPE, "layers",
-                                "%s: residual body maps %s to %s; the shapes must match", l->path,
-                                have, got);
-        }
-        if ((st = push_op(b, &op, err)))
-            return st;
-        op->kind = RR_OP_RES_END;
-        op->spec = l;
-        op->in = *cur;
-        op->c = op->oc = s->c;
-        op->h = op->oh = s->h;
-        op->w = op->ow = s->w;
-        op->n_in = op->n_out = m->act_size[in_buf];
-        op->partner = begin;
-        op->depth = depth;
-        m->ops[begin].partner = m->nops - 1;
-        if ((st = new_act(b, op->n_out, l->path, &op->out, err)))
-            return st;
-        *cur = op->out;
-        return RR_OK;
-    }
-
     if ((st = push_op(b, &op, err)))
         return st;
+    int begin = m->nops - 1;
+    op->kind = RR_OP_RES_BEGIN;
+    op->spec = l;
+    op->in = op->out = *cur;
+    op->c = op->oc = s->c;
+    op->h = op->oh = s->h;
+    op->w = op->ow = s->w;
+    op->n_in = op->n_out = m->act_size[*cur];
+    op->depth = depth;
+    if (depth + 1 > m->res_depth)
+        m->res_depth = depth + 1;
+    cur_shape in_shape = *s;
+    int in_buf = *cur;
+    if ((st = build_layers(b, l->layers, l->nlayers, depth + 1, s, cur, err)))
+        return st;
+    if (s->flat != in_shape.flat || s->c != in_shape.c || s->h != in_shape.h ||
+        s->w != in_shape.w) {
+        char got[64];
+        shape_str(s, got, sizeof got);
+        return rr_error_set(err, RR_ESHAPE, "layers",
+                            "%s: residual body maps %s to %s; the shapes must match", l->path, have,
+                            got);
+    }
+    if ((st = push_op(b, &op, err)))
+        return st;
+    op->kind = RR_OP_RES_END;
     op->spec = l;
     op->in = *cur;
-    op->c = s->c;
-    op->h = s->h;
-    op->w = s->w;
-    op->n_in = m->act_size[*cur];
-    cur_shape o = *s;
+    op->c = op->oc = s->c;
+    op->h = op->oh = s->h;
+    op->w = op->ow = s->w;
+    op->n_in = op->n_out = m->act_size[in_buf];
+    op->partner = begin;
+    op->depth = depth;
+    m->ops[begin].partner = m->nops - 1;
+    if ((st = new_act(b, op->n_out, l->path, &op->out, err)))
+        return st;
+    *cur = op->out;
+    return RR_OK;
+}
 
+static rr_status conv_shape(rr_op *op, const rr_layer_spec *l, const cur_shape *s, const char *have,
+                            cur_shape *o, rr_error *err)
+{
+    op->kind = RR_OP_CONV2D;
+    if (s->flat)
+        return rr_error_set(err, RR_ESHAPE, "layers",
+                            "%s: conv2d needs a [C, H, W] input but gets %s", l->path, have);
+    if (l->in_channels != s->c)
+        return rr_error_set(err, RR_ESHAPE, "layers",
+                            "%s: conv2d has in_channels %d but its input is %s", l->path,
+                            l->in_channels, have);
+    op->kh = l->kernel[0], op->kw = l->kernel[1];
+    op->sh = l->stride[0], op->sw = l->stride[1];
+    op->ph = l->padding[0], op->pw = l->padding[1];
+    long oh = ((long)s->h + 2L * op->ph - op->kh), ow = ((long)s->w + 2L * op->pw - op->kw);
+    if (oh < 0 || ow < 0)
+        return rr_error_set(err, RR_ESHAPE, "layers",
+                            "%s: conv2d kernel [%d, %d] is larger than its padded input "
+                            "%s",
+                            l->path, op->kh, op->kw, have);
+    o->c = l->out_channels;
+    o->h = (int)(oh / op->sh + 1);
+    o->w = (int)(ow / op->sw + 1);
+    // im2col columns per output position: in_channels * kh * kw.
+    size_t ckk;
+    if (!rr_size_mul((size_t)s->c, (size_t)op->kh * (size_t)op->kw, &ckk) || ckk > MAX_ACT)
+        return rr_error_set(err, RR_EUNSUPPORTED, "layers", "%s: conv2d is too large", l->path);
+    return RR_OK;
+}
+
+static rr_status pool_shape(rr_op *op, const rr_layer_spec *l, const cur_shape *s, const char *have,
+                            cur_shape *o, rr_error *err)
+{
+    op->kind = l->type == RR_LAYER_MAXPOOL2D ? RR_OP_MAXPOOL : RR_OP_AVGPOOL;
+    if (s->flat)
+        return rr_error_set(err, RR_ESHAPE, "layers", "%s: %s needs a [C, H, W] input but gets %s",
+                            l->path, rr_layer_type_name(l->type), have);
+    op->kh = l->kernel[0], op->kw = l->kernel[1];
+    op->sh = l->stride[0], op->sw = l->stride[1];
+    op->ph = l->padding[0], op->pw = l->padding[1];
+    op->ceil_mode = l->ceil_mode;
+    op->count_include_pad = l->count_include_pad;
+    long oh = pool_out(s->h, op->kh, op->sh, op->ph, op->ceil_mode);
+    long ow = pool_out(s->w, op->kw, op->sw, op->pw, op->ceil_mode);
+    if (oh < 1 || ow < 1 || (long)s->h + 2L * op->ph < op->kh || (long)s->w + 2L * op->pw < op->kw)
+        return rr_error_set(err, RR_ESHAPE, "layers",
+                            "%s: %s kernel [%d, %d] does not fit its padded input %s", l->path,
+                            rr_layer_type_name(l->type), op->kh, op->kw, have);
+    o->h = (int)oh;
+    o->w = (int)ow;
+    return RR_OK;
+}
+
+// The op of layer l on input shape s (`have` describes it): its kind and geometry, its
+// output shape *o; RR_ESHAPE when the layer does not fit its input.
+static rr_status op_shape(rr_op *op, const rr_layer_spec *l, const cur_shape *s, const char *have,
+                          cur_shape *o, rr_error *err)
+{
     switch (l->type) {
         case RR_LAYER_LINEAR:
             op->kind = RR_OP_LINEAR;
@@ -166,71 +212,24 @@ static rr_status build_layer(builder *b, const rr_layer_spec *l, int depth, cur_
                 return rr_error_set(err, RR_ESHAPE, "layers",
                                     "%s: linear has in_features %d but its input is %s", l->path,
                                     l->in_features, have);
-            o.c = l->out_features;
+            o->c = l->out_features;
             break;
-        case RR_LAYER_CONV2D: {
-            op->kind = RR_OP_CONV2D;
-            if (s->flat)
-                return rr_error_set(err, RR_ESHAPE, "layers",
-                                    "%s: conv2d needs a [C, H, W] input but gets %s", l->path,
-                                    have);
-            if (l->in_channels != s->c)
-                return rr_error_set(err, RR_ESHAPE, "layers",
-                                    "%s: conv2d has in_channels %d but its input is %s", l->path,
-                                    l->in_channels, have);
-            op->kh = l->kernel[0], op->kw = l->kernel[1];
-            op->sh = l->stride[0], op->sw = l->stride[1];
-            op->ph = l->padding[0], op->pw = l->padding[1];
-            long oh = ((long)s->h + 2L * op->ph - op->kh), ow = ((long)s->w + 2L * op->pw - op->kw);
-            if (oh < 0 || ow < 0)
-                return rr_error_set(err, RR_ESHAPE, "layers",
-                                    "%s: conv2d kernel [%d, %d] is larger than its padded input "
-                                    "%s",
-                                    l->path, op->kh, op->kw, have);
-            o.c = l->out_channels;
-            o.h = (int)(oh / op->sh + 1);
-            o.w = (int)(ow / op->sw + 1);
-            // im2col columns per output position: in_channels * kh * kw.
-            size_t ckk;
-            if (!rr_size_mul((size_t)s->c, (size_t)op->kh * (size_t)op->kw, &ckk) || ckk > MAX_ACT)
-                return rr_error_set(err, RR_EUNSUPPORTED, "layers", "%s: conv2d is too large",
-                                    l->path);
-            break;
-        }
+        case RR_LAYER_CONV2D:
+            return conv_shape(op, l, s, have, o, err);
         case RR_LAYER_RELU:
         case RR_LAYER_LEAKY_RELU:
             op->kind = RR_OP_RELU;
             op->slope = l->type == RR_LAYER_RELU ? 0.0f : (float)l->negative_slope;
             break;
         case RR_LAYER_MAXPOOL2D:
-        case RR_LAYER_AVGPOOL2D: {
-            op->kind = l->type == RR_LAYER_MAXPOOL2D ? RR_OP_MAXPOOL : RR_OP_AVGPOOL;
-            if (s->flat)
-                return rr_error_set(err, RR_ESHAPE, "layers",
-                                    "%s: %s needs a [C, H, W] input but gets %s", l->path,
-                                    rr_layer_type_name(l->type), have);
-            op->kh = l->kernel[0], op->kw = l->kernel[1];
-            op->sh = l->stride[0], op->sw = l->stride[1];
-            op->ph = l->padding[0], op->pw = l->padding[1];
-            op->ceil_mode = l->ceil_mode;
-            op->count_include_pad = l->count_include_pad;
-            long oh = pool_out(s->h, op->kh, op->sh, op->ph, op->ceil_mode);
-            long ow = pool_out(s->w, op->kw, op->sw, op->pw, op->ceil_mode);
-            if (oh < 1 || ow < 1 || (long)s->h + 2L * op->ph < op->kh ||
-                (long)s->w + 2L * op->pw < op->kw)
-                return rr_error_set(err, RR_ESHAPE, "layers",
-                                    "%s: %s kernel [%d, %d] does not fit its padded input %s",
-                                    l->path, rr_layer_type_name(l->type), op->kh, op->kw, have);
-            o.h = (int)oh;
-            o.w = (int)ow;
-            break;
-        }
+        case RR_LAYER_AVGPOOL2D:
+            return pool_shape(op, l, s, have, o, err);
         case RR_LAYER_FLATTEN:
             op->kind = RR_OP_FLATTEN;
             if (!s->flat) {
-                o.flat = true;
-                o.c = (int)op->n_in;
-                o.h = o.w = 1;
+                o->flat = true;
+                o->c = (int)op->n_in;
+                o->h = o->w = 1;
             }
             break;
         case RR_LAYER_BATCHNORM:
@@ -243,18 +242,28 @@ static rr_status build_layer(builder *b, const rr_layer_spec *l, int depth, cur_
                                     s->flat ? "the vector entries" : "the channels");
             break;
         case RR_LAYER_RESIDUAL:
-            break; // handled above
+            break; // build_residual
     }
 
+    return RR_OK;
+}
+
+// Completes op (output shape o of input shape s): sizes, its output activation (a flatten
+// shares its input's bytes) and its slots in the activation pattern and max-pool indices.
+static rr_status op_place(builder *b, rr_op *op, const rr_layer_spec *l, const cur_shape *s,
+                          const cur_shape *o, rr_error *err)
+{
+    rr_model *m = b->m;
+    rr_status st;
     size_t n_out;
-    if (!rr_size_mul((size_t)o.c, (size_t)o.h * (size_t)o.w, &n_out))
+    if (!rr_size_mul((size_t)o->c, (size_t)o->h * (size_t)o->w, &n_out))
         return rr_error_set(err, RR_EUNSUPPORTED, "layers", "%s: output too large", l->path);
-    op->oc = o.c;
-    op->oh = o.h;
-    op->ow = o.w;
+    op->oc = o->c;
+    op->oh = o->h;
+    op->ow = o->w;
     op->n_out = n_out;
     op->flat_in = s->flat;
-    op->flat_out = o.flat;
+    op->flat_out = o->flat;
     if (op->kind == RR_OP_FLATTEN) {
         op->out = op->in; // same bytes, new shape
     } else if ((st = new_act(b, n_out, l->path, &op->out, err))) {
@@ -271,6 +280,29 @@ static rr_status build_layer(builder *b, const rr_layer_spec *l, int depth, cur_
         op->idx_off = b->idx_off;
         b->idx_off += op->n_out;
     }
+    return RR_OK;
+}
+
+static rr_status build_layer(builder *b, const rr_layer_spec *l, int depth, cur_shape *s, int *cur,
+                             rr_error *err)
+{
+    char have[64];
+    shape_str(s, have, sizeof have);
+    if (l->type == RR_LAYER_RESIDUAL)
+        return build_residual(b, l, depth, s, cur, have, err);
+    rr_op *op;
+    rr_status st;
+    if ((st = push_op(b, &op, err)))
+        return st;
+    op->spec = l;
+    op->in = *cur;
+    op->c = s->c;
+    op->h = s->h;
+    op->w = s->w;
+    op->n_in = b->m->act_size[*cur];
+    cur_shape o = *s;
+    if ((st = op_shape(op, l, s, have, &o, err)) || (st = op_place(b, op, l, s, &o, err)))
+        return st;
     *s = o;
     *cur = op->out;
     return RR_OK;

@@ -227,6 +227,104 @@ static bool aborted(const rr_reg_params *p)
     return p->control.abort && p->control.abort(p->control.abort_ctx);
 }
 
+// What the specs need (Jacobian, input gradient, finite-difference twin, stored backward
+// rows) and the backward rows per sample; checks each spec.
+static rr_status make_plan(const rr_reg_params *p, const rr_reg_result *out, size_t K, plan *pl,
+                           bool *any_params, rr_error *err)
+{
+    *pl = (plan){.rows = 1};
+    *any_params = false;
+    for (size_t i = 0; i < p->nregs; i++) {
+        const rr_reg_spec *s = &p->regs[i];
+        rr_status st = rr_reg_spec_check(s, (int)K, p->max_projections, err);
+        if (st != RR_OK)
+            return st;
+        const bool params = out[i].grad_parameters != NULL;
+        *any_params |= params;
+        if (needs_jacobian(s)) {
+            pl->J = true;
+            pl->uJ |= params;
+            pl->rows = pl->rows > K ? pl->rows : K;
+        }
+        if (needs_gradient(s)) {
+            pl->g = true;
+            pl->ur |= params;
+        }
+        if (s->name == RR_REG_CURVATURE && s->method == RR_REG_FINITE_DIFFERENCE) {
+            pl->fd = true;
+            pl->ur2 |= params;
+        }
+        size_t n = projections(s, K);
+        pl->rows = pl->rows > n ? pl->rows : n;
+    }
+    return RR_OK;
+}
+
+// Samples per chunk: what the workspace holds at pl->rows rows per sample, and what the
+// regularizers' scratch allows within the workspace's budget; 0 when not even one sample fits.
+static size_t chunk_size(const rr_model *m, const rr_workspace *ws, const plan *pl, size_t B)
+{
+    size_t chunk = rr__ws_chunk_for(ws, pl->rows);
+    if (chunk == 0)
+        return 0;
+    const size_t per = scratch_floats(m, pl, 1) * sizeof(float);
+    if (chunk > 1 && per * chunk > ws->plan.budget_bytes)
+        chunk = ws->plan.budget_bytes / per > 0 ? ws->plan.budget_bytes / per : 1;
+    if (B < chunk)
+        chunk = B ? B : 1;
+    return chunk;
+}
+
+// The work every regularizer of a chunk reads: forward, softmax, cross-entropy (added to
+// *loss_sum and to *loss), the Jacobian (identity seeds, one backward pass of nb * K rows) and
+// grad_x l = J^T (p - e_y) (one backward row), as the plan asks.
+static void shared_passes(rr__reg_ctx *c, const plan *pl, rr_reg_loss *loss, double *loss_sum)
+{
+    const size_t K = c->K, b0 = c->b0;
+    const float *z = rr__forward_chunk(c->m, c->ws, c->x, c->nb);
+    memcpy(c->z, z, c->nb * K * sizeof(float));
+    if (loss && loss->logits)
+        memcpy(loss->logits + b0 * K, z, c->nb * K * sizeof(float));
+    for (size_t s = 0; s < c->nb; s++) {
+        const double l = rr__softmax(c->prob + s * K, c->z + s * K, K, c->y[s]);
+        c->ce[s] = l;
+        *loss_sum += l;
+        if (loss && loss->per_sample)
+            loss->per_sample[b0 + s] = (float)l;
+        for (size_t k = 0; k < K; k++)
+            c->r[s * K + k] = (float)(c->prob[s * K + k] - (k == (size_t)c->y[s]));
+    }
+    if (pl->J) {
+        memset(c->seed, 0, c->nb * K * K * sizeof(float));
+        for (size_t r = 0; r < c->nb * K; r++)
+            c->seed[r * K + r % K] = 1.0f;
+        rr__reg_vjp(c, c->ws, c->seed, K, c->J, NULL, pl->uJ ? &c->uJ : NULL);
+    }
+    if (pl->g)
+        rr__reg_vjp(c, c->ws, c->r, 1, c->g, NULL, pl->ur ? &c->ur : NULL);
+}
+
+// One regularizer on the current chunk: adds to o's value and gradients.
+static rr_status chunk_reg(rr__reg_ctx *c, const rr_reg_spec *s, rr_reg_result *o, rr_error *err)
+{
+    switch (s->name) {
+        case RR_REG_CROSS_ENTROPY:
+            return rr__reg_cross_entropy(c, s, o);
+        case RR_REG_INPUT_GRADIENT:
+            return rr__reg_input_gradient(c, s, o);
+        case RR_REG_JACOBIAN:
+            return rr__reg_jacobian(c, s, o);
+        case RR_REG_CROSS_LIPSCHITZ:
+            return rr__reg_cross_lipschitz(c, s, o);
+        case RR_REG_CURVATURE:
+            return rr__reg_curvature(c, s, o, err);
+        case RR_REG_WEIGHT_DECAY:
+            rr__reg_zero_inputs(c, o);
+            return RR_OK;
+    }
+    return RR_OK;
+}
+
 rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                          size_t B, const rr_reg_params *p, rr_reg_result *out, rr_reg_loss *loss,
                          rr_error *err)
@@ -240,45 +338,16 @@ rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, co
             return rr_error_set(err, RR_EINVAL, "labels",
                                 "labels[%zu] = %lld is out of range [0, %zu)", b,
                                 (long long)labels[b], K);
-
-    plan pl = {.rows = 1};
-    bool any_params = false;
-    for (size_t i = 0; i < p->nregs; i++) {
-        const rr_reg_spec *s = &p->regs[i];
-        if ((st = rr_reg_spec_check(s, (int)K, p->max_projections, err)) != RR_OK)
-            return st;
-        const bool params = out[i].grad_parameters != NULL;
-        any_params |= params;
-        if (needs_jacobian(s)) {
-            pl.J = true;
-            pl.uJ |= params;
-            pl.rows = pl.rows > K ? pl.rows : K;
-        }
-        if (needs_gradient(s)) {
-            pl.g = true;
-            pl.ur |= params;
-        }
-        if (s->name == RR_REG_CURVATURE && s->method == RR_REG_FINITE_DIFFERENCE) {
-            pl.fd = true;
-            pl.ur2 |= params;
-        }
-        size_t n = projections(s, K);
-        pl.rows = pl.rows > n ? pl.rows : n;
-    }
-
-    // Samples per chunk: what the workspace holds at pl.rows rows per sample, and what the
-    // regularizers' scratch allows within the workspace's budget.
-    size_t chunk = rr__ws_chunk_for(ws, pl.rows);
+    plan pl;
+    bool any_params;
+    if ((st = make_plan(p, out, K, &pl, &any_params, err)) != RR_OK)
+        return st;
+    const size_t chunk = chunk_size(m, ws, &pl, B);
     if (chunk == 0)
         return rr_error_set(err, RR_EINVAL, "workspace",
                             "the workspace cannot hold the %zu rows one sample needs; plan it "
                             "with rows_per_sample >= %zu",
                             pl.rows, pl.rows);
-    const size_t per = scratch_floats(m, &pl, 1) * sizeof(float);
-    if (chunk > 1 && per * chunk > ws->plan.budget_bytes)
-        chunk = ws->plan.budget_bytes / per > 0 ? ws->plan.budget_bytes / per : 1;
-    if (B < chunk)
-        chunk = B ? B : 1;
     const size_t nops = (size_t)m->nops;
     size_t bytes = scratch_floats(m, &pl, chunk) * sizeof(float) + 4 * nops * sizeof(float *);
     char *ext = rr__ws_ext(ws, bytes, err);
@@ -286,8 +355,8 @@ rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, co
         return RR_ENOMEM;
     float **ptrs = (float **)ext;
     float *q = (float *)(ext + ((4 * nops * sizeof(float *) + 63) & ~(size_t)63));
-    rr_workspace *ws2 = NULL;
-    if (pl.fd && (ws2 = rr__ws_twin(ws, err)) == NULL)
+    // The finite-difference twin: a second workspace the curvature's displaced pass uses.
+    if (pl.fd && rr__ws_twin(ws, err) == NULL)
         return err ? err->code : RR_ENOMEM;
 
     for (size_t i = 0; i < p->nregs; i++) {
@@ -305,72 +374,22 @@ rr_status rr_reg_compute(const rr_model *m, rr_workspace *ws, const float *x, co
                      .max_rows = pl.rows,
                      .scale = p->sum ? 1.0 : 1.0 / (double)(B ? B : 1),
                      .params = any_params};
-
     for (size_t b0 = 0; b0 < B; b0 += chunk) {
-        if (aborted(p))
-            return rr_error_set(err, RR_ECANCELLED, "", "cancelled");
         c.b0 = b0;
         c.nb = B - b0 < chunk ? B - b0 : chunk;
         c.x = x + b0 * D;
         c.y = labels + b0;
         carve(&c, &pl, q, ptrs);
-        (void)ws2;
-
-        // Forward, softmax, cross-entropy.
-        const float *z = rr__forward_chunk(m, ws, c.x, c.nb);
-        memcpy(c.z, z, c.nb * K * sizeof(float));
-        if (loss && loss->logits)
-            memcpy(loss->logits + b0 * K, z, c.nb * K * sizeof(float));
-        for (size_t s = 0; s < c.nb; s++) {
-            const double l = rr__softmax(c.prob + s * K, c.z + s * K, K, c.y[s]);
-            c.ce[s] = l;
-            loss_sum += l;
-            if (loss && loss->per_sample)
-                loss->per_sample[b0 + s] = (float)l;
-            for (size_t k = 0; k < K; k++)
-                c.r[s * K + k] = (float)(c.prob[s * K + k] - (k == (size_t)c.y[s]));
-        }
-        // The Jacobian: identity seeds, one backward pass of nb * K rows.
-        if (pl.J) {
-            memset(c.seed, 0, c.nb * K * K * sizeof(float));
-            for (size_t r = 0; r < c.nb * K; r++)
-                c.seed[r * K + r % K] = 1.0f;
-            rr__reg_vjp(&c, ws, c.seed, K, c.J, NULL, pl.uJ ? &c.uJ : NULL);
-        }
-        // grad_x l = J^T (p - e_y): one backward row.
-        if (pl.g)
-            rr__reg_vjp(&c, ws, c.r, 1, c.g, NULL, pl.ur ? &c.ur : NULL);
-
+        if (aborted(p))
+            return rr_error_set(err, RR_ECANCELLED, "", "cancelled");
+        shared_passes(&c, &pl, loss, &loss_sum);
         for (size_t i = 0; i < p->nregs; i++) {
             if (aborted(p))
                 return rr_error_set(err, RR_ECANCELLED, "", "cancelled");
-            const rr_reg_spec *s = &p->regs[i];
-            switch (s->name) {
-                case RR_REG_CROSS_ENTROPY:
-                    st = rr__reg_cross_entropy(&c, s, &out[i]);
-                    break;
-                case RR_REG_INPUT_GRADIENT:
-                    st = rr__reg_input_gradient(&c, s, &out[i]);
-                    break;
-                case RR_REG_JACOBIAN:
-                    st = rr__reg_jacobian(&c, s, &out[i]);
-                    break;
-                case RR_REG_CROSS_LIPSCHITZ:
-                    st = rr__reg_cross_lipschitz(&c, s, &out[i]);
-                    break;
-                case RR_REG_CURVATURE:
-                    st = rr__reg_curvature(&c, s, &out[i], err);
-                    break;
-                case RR_REG_WEIGHT_DECAY:
-                    rr__reg_zero_inputs(&c, &out[i]);
-                    st = RR_OK;
-                    break;
-            }
-            if (st != RR_OK)
+            if ((st = chunk_reg(&c, &p->regs[i], &out[i], err)) != RR_OK)
                 return st;
         }
     }
-
     for (size_t i = 0; i < p->nregs; i++) {
         if (p->regs[i].name == RR_REG_WEIGHT_DECAY)
             rr__reg_weight_decay(m, &out[i], B, D);
