@@ -72,35 +72,9 @@ static void preload(rrd_server *s)
     closedir(d);
 }
 
-int main(int argc, char **argv)
+// Registry, metrics, jobs, the worker pool and the parsers' pool; false when out of memory.
+static bool start_parts(rrd_server *s)
 {
-    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
-    static rrd_server srv;
-    rrd_server *s = &srv;
-    int rc = rrd_config_parse(&s->cfg, argc, argv);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    rr_error err = {0};
-    if (rr_blas_check(&err) != RR_OK) {
-        fprintf(stderr, "reluregd: %s\n", err.msg);
-        return 1;
-    }
-    // jansson hashes with a random seed; set it once before any thread starts.
-    json_object_seed(0);
-
-    // Signals: SIGPIPE ignored; SIGTERM / SIGINT taken by sigwait below, so every thread
-    // (created after this) inherits the mask.
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-
-    // The cost model's rates, measured on this machine before serving (about 50 ms). After
-    // the signal mask: the OpenMP threads it starts must not take SIGTERM.
-    rrd_cost_calibrate(s->cfg.threads);
-
     s->models = rrd_registry_new();
     s->metrics = rrd_metrics_new();
     const rrd_jobs_config jc = {.max = s->cfg.jobs_max,
@@ -110,16 +84,33 @@ int main(int argc, char **argv)
     s->jobs = rrd_jobs_new(&jc);
     s->pool = rrd_pool_new(s->cfg.workers, s->cfg.threads, s->cfg.queue_max);
     s->parsers = rrd_pool_new(2, 2, s->cfg.queue_max);
-    if (!s->models || !s->metrics || !s->jobs || !s->pool || !s->parsers) {
-        fprintf(stderr, "reluregd: out of memory at start-up\n");
-        return 1;
-    }
-    if (s->cfg.models_dir[0])
-        preload(s);
+    return s->models && s->metrics && s->jobs && s->pool && s->parsers;
+}
 
-    struct sockaddr_in addr4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.port)};
-    struct sockaddr_in6 addr6 = {.sin6_family = AF_INET6,
-                                 .sin6_port = htons((uint16_t)s->cfg.port)};
+// Descriptors: as many as the hard limit allows; connections within them (128 kept for the
+// rest). Returns the connection limit to serve with.
+static unsigned raise_nofile(unsigned max_conns)
+{
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        nofile.rlim_cur < (rlim_t)max_conns + 128)
+        max_conns = nofile.rlim_cur > 256 ? (unsigned)nofile.rlim_cur - 128 : 128;
+    return max_conns;
+}
+
+// Starts libmicrohttpd on --host:--port (s->port: the bound port); returns 0, else the exit
+// status after a message.
+static int listen_http(rrd_server *s)
+{
+    static struct sockaddr_in addr4;
+    static struct sockaddr_in6 addr6;
+    addr4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.port)};
+    addr6 =
+        (struct sockaddr_in6){.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)s->cfg.port)};
     const struct sockaddr *sa;
     // poll(2), level-triggered: libmicrohttpd 0.9.75's epoll mode does not notice a client that
     // sent its headers and closed at once (the end of stream came with the data, and its
@@ -135,16 +126,7 @@ int main(int argc, char **argv)
                 s->cfg.host);
         return 2;
     }
-    // Descriptors: as many as the hard limit allows; connections within them.
-    struct rlimit nofile;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-        nofile.rlim_cur = nofile.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &nofile);
-    }
-    unsigned max_conns = (unsigned)s->cfg.max_conns;
-    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        nofile.rlim_cur < (rlim_t)max_conns + 128)
-        max_conns = nofile.rlim_cur > 256 ? (unsigned)nofile.rlim_cur - 128 : 128;
+    const unsigned max_conns = raise_nofile((unsigned)s->cfg.max_conns);
     const rrd_conns_config cc = {.header_timeout_s = s->cfg.header_timeout_s,
                                  .min_rate = s->cfg.min_rate_kbs * 1024,
                                  .max_conns = max_conns};
@@ -169,7 +151,12 @@ int main(int argc, char **argv)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->cfg.port;
-    atomic_store(&s->ready, true);
+    return 0;
+}
+
+// The start-up line: threads, BLAS and the cost model's rates.
+static void announce(const rrd_server *s)
+{
     double g1, gall, bw, ovh;
     rrd_cost_rates(&g1, &gall, &bw, &ovh);
     fprintf(stderr,
@@ -179,10 +166,12 @@ int main(int argc, char **argv)
             ovh * 1e6, s->cfg.instance[0] ? ", instance " : "", s->cfg.instance);
     printf("reluregd listening on http://%s:%d\n", s->cfg.host, s->port);
     fflush(stdout);
+}
 
-    int sig = 0;
-    sigwait(&stop, &sig);
-    // Drain: not ready, stop accepting, let in-flight requests finish (up to the timeout).
+// After SIGTERM / SIGINT: not ready, stop accepting, let in-flight requests finish (up to the
+// timeout), then free everything.
+static void drain_and_stop(rrd_server *s, int sig)
+{
     fprintf(stderr, "reluregd: %s, draining %d requests\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             atomic_load(&s->inflight));
     atomic_store(&s->ready, false);
@@ -215,5 +204,48 @@ int main(int argc, char **argv)
     rrd_registry_free(s->models);
     rrd_metrics_free(s->metrics);
     fprintf(stderr, "reluregd: stopped\n");
+}
+
+int main(int argc, char **argv)
+{
+    rr_blas_use_fitting_kernels(argv); // before anything else: it may restart the program
+    static rrd_server srv;
+    rrd_server *s = &srv;
+    int rc = rrd_config_parse(&s->cfg, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    rr_error err = {0};
+    if (rr_blas_check(&err) != RR_OK) {
+        fprintf(stderr, "reluregd: %s\n", err.msg);
+        return 1;
+    }
+    // jansson hashes with a random seed; set it once before any thread starts.
+    json_object_seed(0);
+
+    // Signals: SIGPIPE ignored; SIGTERM / SIGINT taken by sigwait below, so every thread
+    // (created after this) inherits the mask.
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    // The cost model's rates, measured on this machine before serving (about 50 ms). After
+    // the signal mask: the OpenMP threads it starts must not take SIGTERM.
+    rrd_cost_calibrate(s->cfg.threads);
+    if (!start_parts(s)) {
+        fprintf(stderr, "reluregd: out of memory at start-up\n");
+        return 1;
+    }
+    if (s->cfg.models_dir[0])
+        preload(s);
+    if ((rc = listen_http(s)) != 0)
+        return rc;
+    atomic_store(&s->ready, true);
+    announce(s);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    drain_and_stop(s, sig);
     return 0;
 }
