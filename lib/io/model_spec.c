@@ -185,15 +185,10 @@ static rr_status parse_name(json_t *obj, const char *path, rr_layer_spec *l, rr_
     return RR_OK;
 }
 
-static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budget,
-                             rr_layer_spec *l, rr_error *err)
+// The row of layer_kinds that obj's "type" names, in *kind; every other member must be one of
+// that kind's fields.
+static rr_status layer_kind(json_t *obj, const char *path, int *kind_out, rr_error *err)
 {
-    static const int one[2] = {1, 1}, zero[2] = {0, 0};
-    rr_status st;
-
-    snprintf(l->path, sizeof l->path, "%s", path);
-    if (!json_is_object(obj))
-        return rr_error_set(err, RR_EFORMAT, "layers", "%s must be an object", path);
     json_t *tv = json_object_get(obj, "type");
     if (!json_is_string(tv))
         return rr_error_set(err, RR_EFORMAT, "type", "%s.type must be a string", path);
@@ -207,7 +202,6 @@ static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budg
                             "%s: unknown layer type '%.40s' (expected linear, conv2d, relu, "
                             "leaky_relu, maxpool2d, avgpool2d, flatten, batchnorm or residual)",
                             path, tname);
-    l->type = layer_kinds[kind].type;
 
     const char *key;
     json_t *val;
@@ -217,6 +211,79 @@ static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budg
             return rr_error_set(err, RR_EFORMAT, key, "%s: unknown member '%.40s' for a %s layer",
                                 path, key, tname);
     }
+    *kind_out = kind;
+    return RR_OK;
+}
+
+static rr_status parse_conv(json_t *obj, const char *path, rr_layer_spec *l, rr_error *err)
+{
+    static const int one[2] = {1, 1}, zero[2] = {0, 0};
+    rr_status st;
+    int dil[2], groups;
+    if ((st = parse_name(obj, path, l, err)) ||
+        (st = get_int(obj, "in_channels", path, true, 0, 1, RR_SPEC_MAX_DIM, &l->in_channels,
+                      err)) ||
+        (st = get_int(obj, "out_channels", path, true, 0, 1, RR_SPEC_MAX_DIM, &l->out_channels,
+                      err)) ||
+        (st = get_pair(obj, "kernel_size", path, true, one, 1, RR_SPEC_MAX_DIM, l->kernel, err)) ||
+        (st = get_pair(obj, "stride", path, false, one, 1, RR_SPEC_MAX_DIM, l->stride, err)) ||
+        (st = get_pair(obj, "padding", path, false, zero, 0, RR_SPEC_MAX_DIM, l->padding, err)) ||
+        (st = get_bool(obj, "bias", path, true, &l->bias, err)) ||
+        (st = get_pair(obj, "dilation", path, false, one, 0, RR_SPEC_MAX_DIM, dil, err)) ||
+        (st = get_int(obj, "groups", path, false, 1, 0, RR_SPEC_MAX_DIM, &groups, err)))
+        return st;
+    if (dil[0] != 1 || dil[1] != 1)
+        return rr_error_set(err, RR_EUNSUPPORTED, "dilation", "%s: conv2d dilation must be 1",
+                            path);
+    if (groups != 1)
+        return rr_error_set(err, RR_EUNSUPPORTED, "groups", "%s: conv2d groups must be 1", path);
+    return RR_OK;
+}
+
+static rr_status parse_pool(json_t *obj, const char *path, rr_layer_spec *l, rr_error *err)
+{
+    static const int one[2] = {1, 1}, zero[2] = {0, 0};
+    rr_status st;
+    int dil[2];
+    if ((st = get_pair(obj, "kernel_size", path, true, one, 1, RR_SPEC_MAX_DIM, l->kernel, err)) ||
+        (st =
+             get_pair(obj, "stride", path, false, l->kernel, 1, RR_SPEC_MAX_DIM, l->stride, err)) ||
+        (st = get_pair(obj, "padding", path, false, zero, 0, RR_SPEC_MAX_DIM, l->padding, err)) ||
+        (st = get_bool(obj, "ceil_mode", path, false, &l->ceil_mode, err)) ||
+        (st = get_bool(obj, "count_include_pad", path, true, &l->count_include_pad, err)))
+        return st;
+    if (l->type == RR_LAYER_MAXPOOL2D) {
+        if ((st = get_pair(obj, "dilation", path, false, one, 0, RR_SPEC_MAX_DIM, dil, err)))
+            return st;
+        if (dil[0] != 1 || dil[1] != 1)
+            return rr_error_set(err, RR_EUNSUPPORTED, "dilation",
+                                "%s: maxpool2d dilation must be 1", path);
+    } else if (json_object_get(obj, "divisor_override") != NULL &&
+               !json_is_null(json_object_get(obj, "divisor_override"))) {
+        return rr_error_set(err, RR_EUNSUPPORTED, "divisor_override",
+                            "%s: avgpool2d divisor_override is not supported", path);
+    }
+    // PyTorch's own rule: "pad should be at most half of effective kernel size".
+    if (2 * l->padding[0] > l->kernel[0] || 2 * l->padding[1] > l->kernel[1])
+        return rr_error_set(err, RR_EINVAL, "padding",
+                            "%s: padding [%d, %d] must be at most half of kernel_size "
+                            "[%d, %d]",
+                            path, l->padding[0], l->padding[1], l->kernel[0], l->kernel[1]);
+    return RR_OK;
+}
+
+static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budget,
+                             rr_layer_spec *l, rr_error *err)
+{
+    rr_status st;
+
+    snprintf(l->path, sizeof l->path, "%s", path);
+    if (!json_is_object(obj))
+        return rr_error_set(err, RR_EFORMAT, "layers", "%s must be an object", path);
+    int kind = 0;
+    if ((st = layer_kind(obj, path, &kind, err)))
+        return st;
+    l->type = layer_kinds[kind].type;
 
     switch (l->type) {
         case RR_LAYER_LINEAR:
@@ -228,31 +295,8 @@ static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budg
                 (st = get_bool(obj, "bias", path, true, &l->bias, err)))
                 return st;
             break;
-        case RR_LAYER_CONV2D: {
-            int dil[2], groups;
-            if ((st = parse_name(obj, path, l, err)) ||
-                (st = get_int(obj, "in_channels", path, true, 0, 1, RR_SPEC_MAX_DIM,
-                              &l->in_channels, err)) ||
-                (st = get_int(obj, "out_channels", path, true, 0, 1, RR_SPEC_MAX_DIM,
-                              &l->out_channels, err)) ||
-                (st = get_pair(obj, "kernel_size", path, true, one, 1, RR_SPEC_MAX_DIM, l->kernel,
-                               err)) ||
-                (st = get_pair(obj, "stride", path, false, one, 1, RR_SPEC_MAX_DIM, l->stride,
-                               err)) ||
-                (st = get_pair(obj, "padding", path, false, zero, 0, RR_SPEC_MAX_DIM, l->padding,
-                               err)) ||
-                (st = get_bool(obj, "bias", path, true, &l->bias, err)) ||
-                (st = get_pair(obj, "dilation", path, false, one, 0, RR_SPEC_MAX_DIM, dil, err)) ||
-                (st = get_int(obj, "groups", path, false, 1, 0, RR_SPEC_MAX_DIM, &groups, err)))
-                return st;
-            if (dil[0] != 1 || dil[1] != 1)
-                return rr_error_set(err, RR_EUNSUPPORTED, "dilation",
-                                    "%s: conv2d dilation must be 1", path);
-            if (groups != 1)
-                return rr_error_set(err, RR_EUNSUPPORTED, "groups", "%s: conv2d groups must be 1",
-                                    path);
-            break;
-        }
+        case RR_LAYER_CONV2D:
+            return parse_conv(obj, path, l, err);
         case RR_LAYER_RELU:
         case RR_LAYER_FLATTEN:
             break;
@@ -261,37 +305,8 @@ static rr_status parse_layer(json_t *obj, const char *path, int depth, int *budg
                 return st;
             break;
         case RR_LAYER_MAXPOOL2D:
-        case RR_LAYER_AVGPOOL2D: {
-            int dil[2];
-            if ((st = get_pair(obj, "kernel_size", path, true, one, 1, RR_SPEC_MAX_DIM, l->kernel,
-                               err)) ||
-                (st = get_pair(obj, "stride", path, false, l->kernel, 1, RR_SPEC_MAX_DIM, l->stride,
-                               err)) ||
-                (st = get_pair(obj, "padding", path, false, zero, 0, RR_SPEC_MAX_DIM, l->padding,
-                               err)) ||
-                (st = get_bool(obj, "ceil_mode", path, false, &l->ceil_mode, err)) ||
-                (st = get_bool(obj, "count_include_pad", path, true, &l->count_include_pad, err)))
-                return st;
-            if (l->type == RR_LAYER_MAXPOOL2D) {
-                if ((st =
-                         get_pair(obj, "dilation", path, false, one, 0, RR_SPEC_MAX_DIM, dil, err)))
-                    return st;
-                if (dil[0] != 1 || dil[1] != 1)
-                    return rr_error_set(err, RR_EUNSUPPORTED, "dilation",
-                                        "%s: maxpool2d dilation must be 1", path);
-            } else if (json_object_get(obj, "divisor_override") != NULL &&
-                       !json_is_null(json_object_get(obj, "divisor_override"))) {
-                return rr_error_set(err, RR_EUNSUPPORTED, "divisor_override",
-                                    "%s: avgpool2d divisor_override is not supported", path);
-            }
-            // PyTorch's own rule: "pad should be at most half of effective kernel size".
-            if (2 * l->padding[0] > l->kernel[0] || 2 * l->padding[1] > l->kernel[1])
-                return rr_error_set(err, RR_EINVAL, "padding",
-                                    "%s: padding [%d, %d] must be at most half of kernel_size "
-                                    "[%d, %d]",
-                                    path, l->padding[0], l->padding[1], l->kernel[0], l->kernel[1]);
-            break;
-        }
+        case RR_LAYER_AVGPOOL2D:
+            return parse_pool(obj, path, l, err);
         case RR_LAYER_BATCHNORM:
             if ((st = parse_name(obj, path, l, err)) ||
                 (st = get_int(obj, "num_features", path, true, 0, 1, RR_SPEC_MAX_DIM,
@@ -370,133 +385,127 @@ static rr_status check_names(const rr_layer_spec *layers, int n, const rr_layer_
 
 // ---- document ----
 
+// "format": the string "relureg/1".
+static rr_status parse_format(json_t *root, rr_error *err)
+{
+    json_t *fmt = json_object_get(root, "format");
+    if (!json_is_string(fmt))
+        return rr_error_set(err, RR_EFORMAT, "format",
+                            "relureg.architecture.format must be the string \"relureg/1\"");
+    if (strcmp(json_string_value(fmt), "relureg/1") != 0)
+        return rr_error_set(err, RR_EUNSUPPORTED, "format",
+                            "unsupported model format '%.40s' (this build reads relureg/1)",
+                            json_string_value(fmt));
+    return RR_OK;
+}
+
+// "input_shape": [d] or [C, H, W] of integers in [1, RR_SPEC_MAX_DIM].
+static rr_status parse_input_shape(json_t *root, rr_model_spec *out, rr_error *err)
+{
+    json_t *shape = json_object_get(root, "input_shape");
+    size_t nd = json_array_size(shape);
+    if (!json_is_array(shape) || (nd != 1 && nd != 3))
+        return rr_error_set(err, RR_EFORMAT, "input_shape", "input_shape must be [d] or [C, H, W]");
+    out->input_shape.ndim = (int)nd;
+    for (size_t i = 0; i < nd; i++) {
+        json_t *d = json_array_get(shape, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 1 ||
+            json_integer_value(d) > RR_SPEC_MAX_DIM)
+            return rr_error_set(err, RR_EINVAL, "input_shape",
+                                "input_shape entries must be integers in [1, %d]", RR_SPEC_MAX_DIM);
+        out->input_shape.dim[i] = json_integer_value(d);
+    }
+    return RR_OK;
+}
+
+// "input_range" (optional): [low, high], finite and ordered in float32.
+static rr_status parse_input_range(json_t *root, rr_model_spec *out, rr_error *err)
+{
+    json_t *range = json_object_get(root, "input_range");
+    if (range == NULL || json_is_null(range))
+        return RR_OK;
+    if (!json_is_array(range) || json_array_size(range) != 2 ||
+        !json_is_number(json_array_get(range, 0)) || !json_is_number(json_array_get(range, 1)))
+        return rr_error_set(err, RR_EFORMAT, "input_range",
+                            "input_range must be [low, high] (two numbers)");
+    out->range_lo = json_number_value(json_array_get(range, 0));
+    out->range_hi = json_number_value(json_array_get(range, 1));
+    // Attacks clip in float32: the bounds must stay finite and ordered there (1e39 is a
+    // finite double but +Inf as a float).
+    const float lo = (float)out->range_lo, hi = (float)out->range_hi;
+    if (!(out->range_lo < out->range_hi) || !isfinite(lo) || !isfinite(hi) || !(lo < hi))
+        return rr_error_set(err, RR_EINVAL, "input_range",
+                            "input_range [%g, %g] must be finite in float32 with low < high",
+                            out->range_lo, out->range_hi);
+    out->has_range = true;
+    return RR_OK;
+}
+
+// "class_names" (optional): num_classes strings, copied.
+static rr_status parse_class_names(json_t *root, rr_model_spec *out, rr_error *err)
+{
+    json_t *names = json_object_get(root, "class_names");
+    if (names == NULL || json_is_null(names))
+        return RR_OK;
+    if (!json_is_array(names) || json_array_size(names) != (size_t)out->num_classes)
+        return rr_error_set(err, RR_EFORMAT, "class_names",
+                            "class_names must be an array of num_classes (%d) strings",
+                            out->num_classes);
+    out->class_names = calloc((size_t)out->num_classes, sizeof(char *));
+    if (out->class_names == NULL)
+        return rr_error_set(err, RR_ENOMEM, "class_names", "out of memory");
+    for (int k = 0; k < out->num_classes; k++) {
+        json_t *s = json_array_get(names, (size_t)k);
+        if (!json_is_string(s))
+            return rr_error_set(err, RR_EFORMAT, "class_names", "class_names[%d] must be a string",
+                                k);
+        if ((out->class_names[k] = strdup(json_string_value(s))) == NULL)
+            return rr_error_set(err, RR_ENOMEM, "class_names", "out of memory");
+    }
+    return RR_OK;
+}
+
+// The members of the architecture object, in order; the caller clears *out on failure.
+static rr_status parse_root(json_t *root, rr_model_spec *out, rr_error *err)
+{
+    rr_status st;
+    if (!json_is_object(root))
+        return rr_error_set(err, RR_EFORMAT, "relureg.architecture",
+                            "relureg.architecture must be a JSON object");
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        if (!is_word_in(key, "format input_shape num_classes input_range class_names layers"))
+            return rr_error_set(err, RR_EFORMAT, key,
+                                "relureg.architecture: unknown member '%.40s'", key);
+    }
+    int budget = RR_SPEC_MAX_LAYERS, nseen = 0;
+    const rr_layer_spec *seen[RR_SPEC_MAX_LAYERS];
+    if ((st = parse_format(root, err)) || (st = parse_input_shape(root, out, err)) ||
+        (st = get_int(root, "num_classes", "relureg.architecture", true, 0, 2, RR_SPEC_MAX_CLASSES,
+                      &out->num_classes, err)) ||
+        (st = parse_input_range(root, out, err)) || (st = parse_class_names(root, out, err)) ||
+        (st = parse_layers(json_object_get(root, "layers"), "layers", 0, &budget, &out->layers,
+                           &out->nlayers, err)) ||
+        (st = check_names(out->layers, out->nlayers, seen, &nseen, err)))
+        return st;
+    return RR_OK;
+}
+
 rr_status rr_model_spec_parse(const char *json, size_t len, rr_model_spec *out, rr_error *err)
 {
     memset(out, 0, sizeof *out);
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    rr_status st = RR_OK;
     if (root == NULL)
         return rr_error_set(err, RR_EFORMAT, "relureg.architecture",
                             "relureg.architecture is not valid JSON: %s at line %d column %d",
                             jerr.text, jerr.line, jerr.column);
-    if (!json_is_object(root)) {
-        st = rr_error_set(err, RR_EFORMAT, "relureg.architecture",
-                          "relureg.architecture must be a JSON object");
-        goto fail;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val)
-    {
-        if (!is_word_in(key, "format input_shape num_classes input_range class_names layers")) {
-            st = rr_error_set(err, RR_EFORMAT, key, "relureg.architecture: unknown member '%.40s'",
-                              key);
-            goto fail;
-        }
-    }
-
-    json_t *fmt = json_object_get(root, "format");
-    if (!json_is_string(fmt)) {
-        st = rr_error_set(err, RR_EFORMAT, "format",
-                          "relureg.architecture.format must be the string \"relureg/1\"");
-        goto fail;
-    }
-    if (strcmp(json_string_value(fmt), "relureg/1") != 0) {
-        st = rr_error_set(err, RR_EUNSUPPORTED, "format",
-                          "unsupported model format '%.40s' (this build reads relureg/1)",
-                          json_string_value(fmt));
-        goto fail;
-    }
-
-    json_t *shape = json_object_get(root, "input_shape");
-    size_t nd = json_array_size(shape);
-    if (!json_is_array(shape) || (nd != 1 && nd != 3)) {
-        st = rr_error_set(err, RR_EFORMAT, "input_shape", "input_shape must be [d] or [C, H, W]");
-        goto fail;
-    }
-    out->input_shape.ndim = (int)nd;
-    for (size_t i = 0; i < nd; i++) {
-        json_t *d = json_array_get(shape, i);
-        if (!json_is_integer(d) || json_integer_value(d) < 1 ||
-            json_integer_value(d) > RR_SPEC_MAX_DIM) {
-            st = rr_error_set(err, RR_EINVAL, "input_shape",
-                              "input_shape entries must be integers in [1, %d]", RR_SPEC_MAX_DIM);
-            goto fail;
-        }
-        out->input_shape.dim[i] = json_integer_value(d);
-    }
-
-    if ((st = get_int(root, "num_classes", "relureg.architecture", true, 0, 2, RR_SPEC_MAX_CLASSES,
-                      &out->num_classes, err)))
-        goto fail;
-
-    json_t *range = json_object_get(root, "input_range");
-    if (range != NULL && !json_is_null(range)) {
-        if (!json_is_array(range) || json_array_size(range) != 2 ||
-            !json_is_number(json_array_get(range, 0)) ||
-            !json_is_number(json_array_get(range, 1))) {
-            st = rr_error_set(err, RR_EFORMAT, "input_range",
-                              "input_range must be [low, high] (two numbers)");
-            goto fail;
-        }
-        out->range_lo = json_number_value(json_array_get(range, 0));
-        out->range_hi = json_number_value(json_array_get(range, 1));
-        // Attacks clip in float32: the bounds must stay finite and ordered there (1e39 is a
-        // finite double but +Inf as a float).
-        const float lo = (float)out->range_lo, hi = (float)out->range_hi;
-        if (!(out->range_lo < out->range_hi) || !isfinite(lo) || !isfinite(hi) || !(lo < hi)) {
-            st = rr_error_set(err, RR_EINVAL, "input_range",
-                              "input_range [%g, %g] must be finite in float32 with low < high",
-                              out->range_lo, out->range_hi);
-            goto fail;
-        }
-        out->has_range = true;
-    }
-
-    json_t *names = json_object_get(root, "class_names");
-    if (names != NULL && !json_is_null(names)) {
-        if (!json_is_array(names) || json_array_size(names) != (size_t)out->num_classes) {
-            st = rr_error_set(err, RR_EFORMAT, "class_names",
-                              "class_names must be an array of num_classes (%d) strings",
-                              out->num_classes);
-            goto fail;
-        }
-        out->class_names = calloc((size_t)out->num_classes, sizeof(char *));
-        if (out->class_names == NULL) {
-            st = rr_error_set(err, RR_ENOMEM, "class_names", "out of memory");
-            goto fail;
-        }
-        for (int k = 0; k < out->num_classes; k++) {
-            json_t *s = json_array_get(names, (size_t)k);
-            if (!json_is_string(s)) {
-                st = rr_error_set(err, RR_EFORMAT, "class_names",
-                                  "class_names[%d] must be a string", k);
-                goto fail;
-            }
-            if ((out->class_names[k] = strdup(json_string_value(s))) == NULL) {
-                st = rr_error_set(err, RR_ENOMEM, "class_names", "out of memory");
-                goto fail;
-            }
-        }
-    }
-
-    int budget = RR_SPEC_MAX_LAYERS;
-    if ((st = parse_layers(json_object_get(root, "layers"), "layers", 0, &budget, &out->layers,
-                           &out->nlayers, err)))
-        goto fail;
-
-    const rr_layer_spec *seen[RR_SPEC_MAX_LAYERS];
-    int nseen = 0;
-    if ((st = check_names(out->layers, out->nlayers, seen, &nseen, err)))
-        goto fail;
-
+    rr_status st = parse_root(root, out, err);
     json_decref(root);
-    return RR_OK;
-
-fail:
-    json_decref(root);
-    rr_model_spec_clear(out);
+    if (st != RR_OK)
+        rr_model_spec_clear(out);
     return st;
 }
 
