@@ -141,6 +141,33 @@ def main():
             method = t.get("jacobian_method", "") if op == "jacobian" else ""
             print(f"{name:5} {op:9} {cm:11.2f} {tm:9.2f} {tm / cm:6.2f} {gf:8.1f} "
                   f"{100 * gf / peak:7.1f}%  {method}")
+    conv_layers(a, peak)
+
+
+def conv_layers(a, peak):
+    """The CNN's two convolutions alone (each followed by relu, flatten and a linear head, as a
+    model file needs a classifier): forward at batch a.batch, GFLOP/s of the convolution and
+    its share of sgemm's, beside torch at the same thread count."""
+    torch.manual_seed(0)
+    layers = {"conv 1->32 28x28": (1, 32, 28), "conv 32->64 14x14": (32, 64, 14)}
+    print(f"\nconvolution layers alone, forward, batch {a.batch} (3x3, pad 1; K = 9 C_in):")
+    print(f"{'layer':18} {'relureg ms':>11} {'torch ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'% sgemm':>8}")
+    for name, (ci, co, hw) in layers.items():
+        model = nn.Sequential(nn.Conv2d(ci, co, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(co * hw * hw, 10)).eval()
+        path = os.path.join(a.out, f"conv{ci}x{co}.safetensors")
+        export(model, [ci, hw, hw], path)
+        c = c_times(a.bin, [path, a.batch], a.threads, a.reps)["forward"][1]
+        x = torch.rand(a.batch, ci, hw, hw)
+
+        def fwd():
+            with torch.no_grad():
+                model(x)
+        t = timeit(fwd, a.reps)[1]
+        conv = 2 * a.batch * co * hw * hw * ci * 9
+        head = 2 * a.batch * co * hw * hw * 10
+        gf = (conv + head) / (c * 1e-3) / 1e9
+        print(f"{name:18} {c:11.2f} {t:9.2f} {t / c:6.2f} {gf:8.1f} {100 * gf / peak:7.1f}%")
 
 
 if __name__ == "__main__":
