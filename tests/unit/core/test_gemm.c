@@ -134,8 +134,9 @@ static void product_check(const product *p, const float *C)
 
 // Shapes: edge tiles in both dimensions (sides not multiples of the tile alignment), a split
 // K, a split K with edge tiles and a short last chunk, one task, one row, one column.
-static const size_t shapes[][3] = {{203, 517, 300}, {7, 9, 200000},   {20, 40, 100000},
-                                   {300, 700, 64},  {3, 2, 4},        {1, 1500, 2000},
+// Every shape but the tiny ones is cut into several tasks (checked below), with edge tiles.
+static const size_t shapes[][3] = {{203, 517, 600}, {7, 9, 600000},   {20, 40, 100000},
+                                   {300, 700, 160}, {3, 2, 4},        {1, 1500, 2000},
                                    {1500, 1, 2000}, {256, 1024, 1024}};
 
 // ---- tests ----
@@ -159,9 +160,11 @@ Test(gemm, plan_covers_the_product_and_depends_on_the_shape_only)
         rr__sgemm_plan(M, N, K, &q);
         rr_set_num_threads(1);
         cr_expect(memcmp(&p, &q, sizeof p) == 0, "%zux%zux%zu: plan changed with threads", M, N, K);
+        if (2.0 * M * N * K >= 64e6)
+            cr_expect(rr__sgemm_tasks(&p) > 1, "%zux%zux%zu: one task", M, N, K);
     }
     rr__gemm_plan p;
-    rr__sgemm_plan(7, 9, 200000, &p);
+    rr__sgemm_plan(7, 9, 600000, &p);
     cr_expect(p.ks > 1, "a small output over a long K is split along K (ks = %zu)", p.ks);
     rr__sgemm_plan(20, 40, 100000, &p);
     cr_expect(p.ks > 1 && p.gm > 1 && p.gn > 1, "split K with edge tiles: %zu x %zu x %zu", p.gm,
