@@ -122,95 +122,97 @@ static void put_v(void *ctx, const char *fmt, ...)
     put(s, "%s", line);
 }
 
-char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
-                         const rrd_conns_stats *cs, const rrd_jobs_stats *js, size_t models,
-                         size_t *len)
+// Requests by route and code, their latency histograms, bytes in and out (under m->mu).
+static void render_requests(sbuf *s, const rrd_metrics *m)
 {
-    sbuf s = {0};
-    pthread_mutex_lock(&m->mu);
-    put(&s, "# HELP relureg_requests_total HTTP requests answered, by route and status code.\n"
-            "# TYPE relureg_requests_total counter\n");
+    put(s, "# HELP relureg_requests_total HTTP requests answered, by route and status code.\n"
+           "# TYPE relureg_requests_total counter\n");
     for (int i = 0; i < m->nroutes; i++)
         for (int c = 0; c < m->routes[i].ncodes; c++)
-            put(&s, "relureg_requests_total{route=\"%s\",code=\"%d\"} %llu\n", m->routes[i].name,
+            put(s, "relureg_requests_total{route=\"%s\",code=\"%d\"} %llu\n", m->routes[i].name,
                 m->routes[i].codes[c], m->routes[i].count_by_code[c]);
-    put(&s, "# HELP relureg_request_duration_seconds Time from the first byte of a request to "
-            "its answer.\n# TYPE relureg_request_duration_seconds histogram\n");
+    put(s, "# HELP relureg_request_duration_seconds Time from the first byte of a request to "
+           "its answer.\n# TYPE relureg_request_duration_seconds histogram\n");
     for (int i = 0; i < m->nroutes; i++) {
         const route_stats *r = &m->routes[i];
         unsigned long long cum = 0;
         for (size_t b = 0; b < NB; b++) {
             cum += r->hist[b];
-            put(&s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+            put(s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
                 r->name, buckets[b], cum);
         }
         cum += r->hist[NB];
-        put(&s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", r->name,
+        put(s, "relureg_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", r->name,
             cum);
-        put(&s, "relureg_request_duration_seconds_sum{route=\"%s\"} %.6f\n", r->name, r->sum);
-        put(&s, "relureg_request_duration_seconds_count{route=\"%s\"} %llu\n", r->name, r->count);
+        put(s, "relureg_request_duration_seconds_sum{route=\"%s\"} %.6f\n", r->name, r->sum);
+        put(s, "relureg_request_duration_seconds_count{route=\"%s\"} %llu\n", r->name, r->count);
     }
-    put(&s,
+    put(s,
         "# HELP relureg_received_bytes_total Request body bytes received.\n"
         "# TYPE relureg_received_bytes_total counter\nrelureg_received_bytes_total %llu\n",
         m->bytes_in);
-    put(&s,
+    put(s,
         "# HELP relureg_sent_bytes_total Response body bytes sent.\n"
         "# TYPE relureg_sent_bytes_total counter\nrelureg_sent_bytes_total %llu\n",
         m->bytes_out);
-    pthread_mutex_unlock(&m->mu);
-    put(&s,
-        "# HELP relureg_requests_in_flight Requests being received, computed or answered.\n"
-        "# TYPE relureg_requests_in_flight gauge\nrelureg_requests_in_flight %d\n",
-        inflight);
+}
+
+// The two-lane queue and the workers.
+static void render_queue(sbuf *s, const rrd_pool_stats *ps)
+{
     static const char *const lanes[] = {"interactive", "batch"};
-    put(&s, "# HELP relureg_queue_depth Compute tasks waiting for a worker, by lane.\n"
-            "# TYPE relureg_queue_depth gauge\n");
+    put(s, "# HELP relureg_queue_depth Compute tasks waiting for a worker, by lane.\n"
+           "# TYPE relureg_queue_depth gauge\n");
     for (int l = 0; l < RRD_NLANES; l++)
-        put(&s, "relureg_queue_depth{lane=\"%s\"} %zu\n", lanes[l], ps->queued[l]);
-    put(&s, "# HELP relureg_workers_busy Compute workers running a task, by lane.\n"
-            "# TYPE relureg_workers_busy gauge\n");
+        put(s, "relureg_queue_depth{lane=\"%s\"} %zu\n", lanes[l], ps->queued[l]);
+    put(s, "# HELP relureg_workers_busy Compute workers running a task, by lane.\n"
+           "# TYPE relureg_workers_busy gauge\n");
     for (int l = 0; l < RRD_NLANES; l++)
-        put(&s, "relureg_workers_busy{lane=\"%s\"} %zu\n", lanes[l], ps->running[l]);
-    put(&s,
+        put(s, "relureg_workers_busy{lane=\"%s\"} %zu\n", lanes[l], ps->running[l]);
+    put(s,
         "# HELP relureg_workers Compute workers (the batch lane may hold all but one).\n"
         "# TYPE relureg_workers gauge\nrelureg_workers %d\n",
         ps->workers);
-    put(&s, "# HELP relureg_queue_wait_seconds_total Time tasks spent queued before a worker "
-            "took them, by lane.\n# TYPE relureg_queue_wait_seconds_total counter\n");
+    put(s, "# HELP relureg_queue_wait_seconds_total Time tasks spent queued before a worker "
+           "took them, by lane.\n# TYPE relureg_queue_wait_seconds_total counter\n");
     for (int l = 0; l < RRD_NLANES; l++)
-        put(&s, "relureg_queue_wait_seconds_total{lane=\"%s\"} %.6f\n", lanes[l], ps->wait_sum[l]);
-    put(&s, "# HELP relureg_queue_started_total Tasks a worker took from the queue, by lane.\n"
-            "# TYPE relureg_queue_started_total counter\n");
+        put(s, "relureg_queue_wait_seconds_total{lane=\"%s\"} %.6f\n", lanes[l], ps->wait_sum[l]);
+    put(s, "# HELP relureg_queue_started_total Tasks a worker took from the queue, by lane.\n"
+           "# TYPE relureg_queue_started_total counter\n");
     for (int l = 0; l < RRD_NLANES; l++)
-        put(&s, "relureg_queue_started_total{lane=\"%s\"} %llu\n", lanes[l], ps->started[l]);
-    put(&s,
+        put(s, "relureg_queue_started_total{lane=\"%s\"} %llu\n", lanes[l], ps->started[l]);
+    put(s,
         "# HELP relureg_queue_refused_total Tasks refused at admission: reason deadline (the "
         "estimated wait plus cost would pass the deadline) or full (the queue's memory bound).\n"
         "# TYPE relureg_queue_refused_total counter\n"
         "relureg_queue_refused_total{reason=\"deadline\"} %llu\n"
         "relureg_queue_refused_total{reason=\"full\"} %llu\n",
         ps->refused_time, ps->refused_full);
-    put(&s,
+    put(s,
         "# HELP relureg_queue_expired_total Queued tasks dropped unrun: their deadline passed.\n"
         "# TYPE relureg_queue_expired_total counter\nrelureg_queue_expired_total %llu\n",
         ps->expired);
-    rrd_cost_render(put_v, &s);
-    put(&s,
+}
+
+// Models, jobs and connections.
+static void render_state(sbuf *s, size_t models, const rrd_jobs_stats *js,
+                         const rrd_conns_stats *cs)
+{
+    put(s,
         "# HELP relureg_models_loaded Models in the registry.\n"
         "# TYPE relureg_models_loaded gauge\nrelureg_models_loaded %zu\n",
         models);
-    put(&s,
+    put(s,
         "# HELP relureg_jobs Async jobs held (any status).\n"
         "# TYPE relureg_jobs gauge\nrelureg_jobs %zu\n",
         js->held);
-    put(&s,
+    put(s,
         "# HELP relureg_jobs_answer_bytes Bytes of finished job answers held (--jobs-max-mb).\n"
         "# TYPE relureg_jobs_answer_bytes gauge\nrelureg_jobs_answer_bytes %zu\n"
         "# HELP relureg_jobs_evicted_total Finished job answers evicted to stay in budget.\n"
         "# TYPE relureg_jobs_evicted_total counter\nrelureg_jobs_evicted_total %llu\n",
         js->bytes, js->evicted);
-    put(&s,
+    put(s,
         "# HELP relureg_connections Open client connections.\n"
         "# TYPE relureg_connections gauge\nrelureg_connections %zu\n"
         "# HELP relureg_connections_closed_total Connections closed by the server: headers "
@@ -227,6 +229,23 @@ char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
         "relureg_requests_abandoned_total %llu\n",
         cs->open, cs->closed_header, cs->closed_body, cs->closed_send, cs->closed_full,
         cs->abandoned);
+}
+
+char *rrd_metrics_render(rrd_metrics *m, int inflight, const rrd_pool_stats *ps,
+                         const rrd_conns_stats *cs, const rrd_jobs_stats *js, size_t models,
+                         size_t *len)
+{
+    sbuf s = {0};
+    pthread_mutex_lock(&m->mu);
+    render_requests(&s, m);
+    pthread_mutex_unlock(&m->mu);
+    put(&s,
+        "# HELP relureg_requests_in_flight Requests being received, computed or answered.\n"
+        "# TYPE relureg_requests_in_flight gauge\nrelureg_requests_in_flight %d\n",
+        inflight);
+    render_queue(&s, ps);
+    rrd_cost_render(put_v, &s);
+    render_state(&s, models, js, cs);
     *len = s.len;
     return s.p;
 }
