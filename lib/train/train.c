@@ -49,109 +49,162 @@ rr_status rr_model_init(rr_model *m, uint64_t seed, rr_error *err)
     return rr__model_refresh(m, err);
 }
 
+// The state of one rr_train call: its buffers, the workspace and the optimizer, and the
+// running sums of the current epoch.
+typedef struct trainer {
+    rr_model *m;
+    const rr_dataset *data;
+    const rr_train_params *p;
+    size_t D, K, NP, B, steps;
+    rr_workspace *ws;
+    rr_optim *opt;
+    size_t *perm;
+    float *x, *gce, *greg, *gsum, *logits;
+    int64_t *y;
+    rr_reg_spec specs[2]; // cross-entropy, then the regularizer when there is one
+    double loss_sum, reg_sum, t0;
+    size_t correct, seen;
+} trainer;
+
+static void trainer_free(trainer *t)
+{
+    rr_optim_free(t->opt);
+    rr_workspace_free(t->ws);
+    free(t->y);
+    free(t->logits);
+    free(t->gsum);
+    free(t->greg);
+    free(t->gce);
+    free(t->x);
+    free(t->perm);
+}
+
+static rr_status trainer_init(trainer *t, rr_model *m, const rr_dataset *data,
+                              const rr_train_params *p, rr_error *err)
+{
+    *t = (trainer){.m = m, .data = data, .p = p};
+    t->D = rr_model_input_size(m), t->K = (size_t)rr_model_num_classes(m);
+    t->NP = rr_model_param_array_size(m);
+    t->B = p->batch ? p->batch : 128;
+    t->steps = (data->n + t->B - 1) / t->B;
+    t->perm = malloc(data->n * sizeof(size_t));
+    t->x = malloc(t->B * t->D * sizeof(float));
+    t->gce = malloc(t->NP * sizeof(float));
+    t->greg = malloc(t->NP * sizeof(float));
+    t->gsum = malloc(t->NP * sizeof(float));
+    t->logits = malloc(t->B * t->K * sizeof(float));
+    t->y = malloc(t->B * sizeof(int64_t));
+    if (!t->perm || !t->x || !t->gce || !t->greg || !t->gsum || !t->logits || !t->y)
+        return rr_error_set(err, RR_ENOMEM, "", "out of memory");
+    rr_workspace_params wp = {.max_batch = t->B, .rows_per_sample = t->K};
+    rr_status st;
+    if ((st = rr_workspace_new(m, &wp, &t->ws, err)) ||
+        (st = rr_optim_new(t->NP, &p->optim, &t->opt, err)))
+        return st;
+    for (size_t i = 0; i < data->n; i++)
+        t->perm[i] = i;
+    t->specs[0] = (rr_reg_spec){.name = RR_REG_CROSS_ENTROPY};
+    if (p->reg)
+        t->specs[1] = *p->reg;
+    return RR_OK;
+}
+
+// Fisher-Yates shuffle of perm [n] from the (seed, epoch) stream.
+static void shuffle(size_t *perm, size_t n, uint64_t seed, int epoch)
+{
+    rr_rng rng;
+    rr_rng_init(&rng, seed, (uint64_t)epoch);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(rr_rng_uniform(&rng) * (double)(i + 1));
+        size_t tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+}
+
+// One optimizer step on samples perm[b0 .. b0 + nb): cross-entropy + lambda * regularizer,
+// their parameter gradients, the batch's accuracy before the step, the step itself.
+static rr_status train_step(trainer *t, size_t b0, size_t nb, rr_error *err)
+{
+    const rr_train_params *p = t->p;
+    const size_t D = t->D, K = t->K;
+    for (size_t i = 0; i < nb; i++) {
+        memcpy(t->x + i * D, t->data->images + t->perm[b0 + i] * D, D * sizeof(float));
+        t->y[i] = t->data->labels[t->perm[b0 + i]];
+    }
+    rr_reg_result res[2] = {{.grad_parameters = t->gce}, {.grad_parameters = t->greg}};
+    rr_reg_params rp = {.regs = t->specs, .nregs = p->reg ? 2 : 1};
+    rr_reg_loss lo = {.logits = t->logits};
+    rr_status st = rr_reg_compute(t->m, t->ws, t->x, t->y, nb, &rp, res, &lo, err);
+    if (st != RR_OK)
+        return st;
+    for (size_t j = 0; j < t->NP; j++)
+        t->gsum[j] = t->gce[j] + (p->reg ? (float)p->lambda * t->greg[j] : 0.0f);
+    // Accuracy on the batch before the step (the logits of this forward).
+    for (size_t i = 0; i < nb; i++) {
+        size_t best = 0;
+        for (size_t k = 1; k < K; k++)
+            best = t->logits[i * K + k] > t->logits[i * K + best] ? k : best;
+        t->correct += (int64_t)best == t->y[i];
+    }
+    rr_optim_step(t->opt, rr__model_weights(t->m), t->gsum);
+    if ((st = rr__model_refresh(t->m, err)))
+        return st;
+    t->loss_sum += res[0].value * (double)nb;
+    t->reg_sum += (p->reg ? res[1].value : 0.0) * (double)nb;
+    t->seen += nb;
+    return RR_OK;
+}
+
+// Progress after step s of epoch e: the control's fraction, and every 20 steps the report.
+static void report(const trainer *t, int e, size_t s)
+{
+    const rr_train_params *p = t->p;
+    const double done = (double)(e - 1) * t->steps + (double)(s + 1);
+    const double total = (double)p->epochs * t->steps;
+    if (p->control.progress)
+        p->control.progress(p->control.progress_ctx, done / total);
+    if (p->report && (s % 20 == 19 || s + 1 == t->steps)) {
+        const double el = now_s() - t->t0;
+        rr_train_progress pr = {.epoch = e,
+                                .epochs = p->epochs,
+                                .step = s + 1,
+                                .steps = t->steps,
+                                .loss = t->loss_sum / (double)t->seen,
+                                .reg = t->reg_sum / (double)t->seen,
+                                .accuracy = (double)t->correct / (double)t->seen,
+                                .elapsed_s = el,
+                                .eta_s = el / done * (total - done)};
+        p->report(p->report_ctx, &pr);
+    }
+}
+
 rr_status rr_train(rr_model *m, const rr_dataset *data, const rr_train_params *p, rr_error *err)
 {
-    const size_t D = rr_model_input_size(m), K = (size_t)rr_model_num_classes(m);
-    const size_t NP = rr_model_param_array_size(m), n = data->n;
-    const size_t B = p->batch ? p->batch : 128;
+    const size_t D = rr_model_input_size(m), n = data->n;
     if (data->rows * data->cols != D)
         return rr_error_set(err, RR_ESHAPE, "data", "images have %zu values, the model takes %zu",
                             data->rows * data->cols, D);
     if (p->epochs < 1 || n == 0)
         return rr_error_set(err, RR_EINVAL, "epochs", "need at least one epoch and one sample");
-    rr_status st = RR_OK;
-    rr_workspace *ws = NULL;
-    rr_optim *opt = NULL;
-    size_t *perm = malloc(n * sizeof(size_t));
-    float *x = malloc(B * D * sizeof(float)), *gce = malloc(NP * sizeof(float));
-    float *greg = malloc(NP * sizeof(float)), *gsum = malloc(NP * sizeof(float));
-    float *logits = malloc(B * K * sizeof(float));
-    int64_t *y = malloc(B * sizeof(int64_t));
-    if (!perm || !x || !gce || !greg || !gsum || !logits || !y) {
-        st = rr_error_set(err, RR_ENOMEM, "", "out of memory");
-        goto out;
-    }
-    rr_workspace_params wp = {.max_batch = B, .rows_per_sample = K};
-    if ((st = rr_workspace_new(m, &wp, &ws, err)) || (st = rr_optim_new(NP, &p->optim, &opt, err)))
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        perm[i] = i;
-    rr_reg_spec specs[2] = {{.name = RR_REG_CROSS_ENTROPY}};
-    const size_t nspecs = p->reg ? 2 : 1;
-    if (p->reg)
-        specs[1] = *p->reg;
-    const size_t steps = (n + B - 1) / B;
-    const double t0 = now_s();
-    for (int e = 1; e <= p->epochs; e++) {
-        // Fisher-Yates shuffle from the (seed, epoch) stream.
-        rr_rng rng;
-        rr_rng_init(&rng, p->seed, (uint64_t)e);
-        for (size_t i = n - 1; i > 0; i--) {
-            size_t j = (size_t)(rr_rng_uniform(&rng) * (double)(i + 1));
-            size_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
-        double loss_sum = 0, reg_sum = 0;
-        size_t correct = 0, seen = 0;
-        for (size_t s = 0; s < steps; s++) {
+    trainer t;
+    rr_status st = trainer_init(&t, m, data, p, err);
+    t.t0 = now_s();
+    for (int e = 1; e <= p->epochs && st == RR_OK; e++) {
+        shuffle(t.perm, n, p->seed, e);
+        t.loss_sum = t.reg_sum = 0;
+        t.correct = t.seen = 0;
+        for (size_t s = 0; s < t.steps && st == RR_OK; s++) {
             if (p->control.abort && p->control.abort(p->control.abort_ctx)) {
                 st = rr_error_set(err, RR_ECANCELLED, "", "training cancelled");
-                goto out;
+                break;
             }
-            const size_t b0 = s * B, nb = n - b0 < B ? n - b0 : B;
-            for (size_t i = 0; i < nb; i++) {
-                memcpy(x + i * D, data->images + perm[b0 + i] * D, D * sizeof(float));
-                y[i] = data->labels[perm[b0 + i]];
-            }
-            rr_reg_result res[2] = {{.grad_parameters = gce}, {.grad_parameters = greg}};
-            rr_reg_params rp = {.regs = specs, .nregs = nspecs};
-            rr_reg_loss lo = {.logits = logits};
-            if ((st = rr_reg_compute(m, ws, x, y, nb, &rp, res, &lo, err)))
-                goto out;
-            for (size_t j = 0; j < NP; j++)
-                gsum[j] = gce[j] + (p->reg ? (float)p->lambda * greg[j] : 0.0f);
-            // Accuracy on the batch before the step (the logits of this forward).
-            for (size_t i = 0; i < nb; i++) {
-                size_t best = 0;
-                for (size_t k = 1; k < K; k++)
-                    best = logits[i * K + k] > logits[i * K + best] ? k : best;
-                correct += (int64_t)best == y[i];
-            }
-            rr_optim_step(opt, rr__model_weights(m), gsum);
-            if ((st = rr__model_refresh(m, err)))
-                goto out;
-            loss_sum += res[0].value * (double)nb;
-            reg_sum += (p->reg ? res[1].value : 0.0) * (double)nb;
-            seen += nb;
-            const double done = (double)(e - 1) * steps + (double)(s + 1);
-            if (p->control.progress)
-                p->control.progress(p->control.progress_ctx, done / ((double)p->epochs * steps));
-            if (p->report && (s % 20 == 19 || s + 1 == steps)) {
-                const double el = now_s() - t0;
-                rr_train_progress pr = {.epoch = e,
-                                        .epochs = p->epochs,
-                                        .step = s + 1,
-                                        .steps = steps,
-                                        .loss = loss_sum / (double)seen,
-                                        .reg = reg_sum / (double)seen,
-                                        .accuracy = (double)correct / (double)seen,
-                                        .elapsed_s = el,
-                                        .eta_s = el / done * ((double)p->epochs * steps - done)};
-                p->report(p->report_ctx, &pr);
-            }
+            const size_t b0 = s * t.B, nb = n - b0 < t.B ? n - b0 : t.B;
+            if ((st = train_step(&t, b0, nb, err)) == RR_OK)
+                report(&t, e, s);
         }
     }
-out:
-    rr_optim_free(opt);
-    rr_workspace_free(ws);
-    free(y);
-    free(logits);
-    free(gsum);
-    free(greg);
-    free(gce);
-    free(x);
-    free(perm);
+    trainer_free(&t);
     return st;
 }
 
