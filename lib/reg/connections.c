@@ -159,6 +159,50 @@ static void from_jacobian(const float *J, const double *p, const float *r, size_
     o->hessian_max_eigenvalue[b] = fmax(0.0, max_eigenvalue(Gc, K, w));
 }
 
+// p [nb, K] = softmax(z), r = p - e_y (the cross-entropy's gradient in the logits).
+static void softmax_residuals(double *p, float *r, const float *z, const int64_t *y, size_t nb,
+                              size_t K)
+{
+    for (size_t s = 0; s < nb; s++) {
+        rr__softmax(p + s * K, z + s * K, K, y[s]);
+        for (size_t k = 0; k < K; k++)
+            r[s * K + k] = (float)(p[s * K + k] - (k == (size_t)y[s]));
+    }
+}
+
+// One sample's CURE step from its Jacobian Js [K, D]: g = J^T r, u = sign(g)/||sign(g)||,
+// w = J u, sw = S w, Hu = J^T S J u, x2 = x + h u. Returns h^2 ||Hu||^2.
+static double cure_step(const float *Js, const double *p, const float *r, const float *x, size_t K,
+                        size_t D, double h, float *g, float *u, float *w, float *sw, float *Hu,
+                        float *x2)
+{
+    for (size_t j = 0; j < D; j++) {
+        double a = 0.0;
+        for (size_t k = 0; k < K; k++)
+            a += (double)r[k] * Js[k * D + j];
+        g[j] = (float)a;
+    }
+    rr__cure_direction(u, g, D);
+    for (size_t k = 0; k < K; k++) {
+        double a = 0.0;
+        for (size_t j = 0; j < D; j++)
+            a += (double)Js[k * D + j] * u[j];
+        w[k] = (float)a;
+    }
+    rr__softmax_jvp(sw, p, w, K);
+    double hu2 = 0.0;
+    for (size_t j = 0; j < D; j++) {
+        double a = 0.0;
+        for (size_t k = 0; k < K; k++)
+            a += (double)sw[k] * Js[k * D + j];
+        Hu[j] = (float)a;
+        hu2 += a * a;
+    }
+    for (size_t j = 0; j < D; j++)
+        x2[j] = (float)(x[j] + h * u[j]);
+    return h * h * hu2;
+}
+
 rr_status rr_connections_compute(const rr_model *m, rr_workspace *ws, const float *x,
                                  const int64_t *y, size_t B, double h, rr_connections *o,
                                  rr_error *err)
@@ -199,11 +243,7 @@ rr_status rr_connections_compute(const rr_model *m, rr_workspace *ws, const floa
         const size_t nb = B - b0 < n ? B - b0 : n;
         const float *xc = x + b0 * D;
         const float *z = rr__forward_chunk(m, ws, xc, nb);
-        for (size_t s = 0; s < nb; s++) {
-            rr__softmax(p + s * K, z + s * K, K, y[b0 + s]);
-            for (size_t k = 0; k < K; k++)
-                r[s * K + k] = (float)(p[s * K + k] - (k == (size_t)y[b0 + s]));
-        }
+        softmax_residuals(p, r, z, y + b0, nb, K);
         rr__pattern_hash_chunk(m, ws, nb, h1);
         memset(seed, 0, nb * K * K * sizeof(float));
         for (size_t i = 0; i < nb * K; i++)
@@ -212,42 +252,15 @@ rr_status rr_connections_compute(const rr_model *m, rr_workspace *ws, const floa
         for (size_t s = 0; s < nb; s++) {
             const float *Js = J + s * K * D;
             from_jacobian(Js, p + s * K, r + s * K, K, D, eig, o, b0 + s);
-            // g = J^T r, u = sign(g)/||sign(g)||, Hu = J^T S J u, x' = x + h u
-            for (size_t j = 0; j < D; j++) {
-                double a = 0.0;
-                for (size_t k = 0; k < K; k++)
-                    a += (double)r[s * K + k] * Js[k * D + j];
-                g[s * D + j] = (float)a;
-            }
-            rr__cure_direction(u + s * D, g + s * D, D);
-            for (size_t k = 0; k < K; k++) {
-                double a = 0.0;
-                for (size_t j = 0; j < D; j++)
-                    a += (double)Js[k * D + j] * u[s * D + j];
-                w[s * K + k] = (float)a;
-            }
-            rr__softmax_jvp(sw + s * K, p + s * K, w + s * K, K);
-            double hu2 = 0.0;
-            for (size_t j = 0; j < D; j++) {
-                double a = 0.0;
-                for (size_t k = 0; k < K; k++)
-                    a += (double)sw[s * K + k] * Js[k * D + j];
-                Hu[s * D + j] = (float)a;
-                hu2 += a * a;
-            }
-            o->curvature_hessian[b0 + s] = h * h * hu2;
-            for (size_t j = 0; j < D; j++)
-                x2[s * D + j] = (float)(xc[s * D + j] + h * u[s * D + j]);
+            o->curvature_hessian[b0 + s] =
+                cure_step(Js, p + s * K, r + s * K, xc + s * D, K, D, h, g + s * D, u + s * D,
+                          w + s * K, sw + s * K, Hu + s * D, x2 + s * D);
         }
         if (!rr_all_finite(x2, nb * D))
             return rr_error_set(err, RR_ENONFINITE, "h", "x + h u overflows float32");
         // g' at x' = x + h u
         const float *z2 = rr__forward_chunk(m, ws2, x2, nb);
-        for (size_t s = 0; s < nb; s++) {
-            rr__softmax(p2 + s * K, z2 + s * K, K, y[b0 + s]);
-            for (size_t k = 0; k < K; k++)
-                r2[s * K + k] = (float)(p2[s * K + k] - (k == (size_t)y[b0 + s]));
-        }
+        softmax_residuals(p2, r2, z2, y + b0, nb, K);
         rr__pattern_hash_chunk(m, ws2, nb, h2);
         rr__backward_chunk(m, ws2, nb, 1, r2, g2, NULL, NULL);
         for (size_t s = 0; s < nb; s++) {
