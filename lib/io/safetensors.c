@@ -152,30 +152,96 @@ static rr_status parse_metadata(json_t *meta, rr_safetensors *st, rr_error *err)
     return RR_OK;
 }
 
+// The 8-byte header length N: within max_header and the file; the data section follows.
+static rr_status header_length(const uint8_t *buf, size_t len, size_t max_header, uint64_t *N,
+                               rr_error *err)
+{
+    if (len < 8)
+        return rr_error_set(err, RR_EFORMAT, "header",
+                            "safetensors file of %zu bytes is shorter than its 8-byte header "
+                            "length",
+                            len);
+    *N = read_u64le(buf);
+    if (*N > max_header)
+        return rr_error_set(err, RR_EFORMAT, "header",
+                            "safetensors header length %llu exceeds the limit of %zu bytes",
+                            (unsigned long long)*N, max_header);
+    if (*N > len - 8)
+        return rr_error_set(err, RR_EFORMAT, "header",
+                            "safetensors header length %llu runs past the end of the %zu-byte "
+                            "file",
+                            (unsigned long long)*N, len);
+    return RR_OK;
+}
+
+// The header's entries into st: metadata, and one tensor per other member.
+static rr_status parse_header(json_t *root, size_t data_len, rr_safetensors *st, rr_error *err)
+{
+    if (!json_is_object(root))
+        return rr_error_set(err, RR_EFORMAT, "header", "safetensors header is not a JSON object");
+    size_t n = json_object_size(root);
+    st->tensors = calloc(n ? n : 1, sizeof *st->tensors);
+    st->by_name = calloc(n ? n : 1, sizeof *st->by_name);
+    if (!st->tensors || !st->by_name)
+        return rr_error_set(err, RR_ENOMEM, "", "out of memory");
+    const char *key;
+    json_t *val;
+    rr_status rc;
+    json_object_foreach(root, key, val)
+    {
+        if (strcmp(key, "__metadata__") == 0) {
+            if ((rc = parse_metadata(val, st, err)))
+                return rc;
+            continue;
+        }
+        rr_st_tensor *t = &st->tensors[st->ntensors];
+        if ((rc = parse_entry(key, val, data_len, t, err)))
+            return rc;
+        if ((t->name = strdup(key)) == NULL)
+            return rr_error_set(err, RR_ENOMEM, "", "out of memory");
+        st->ntensors++;
+    }
+    return RR_OK;
+}
+
+// Sorted by offset, the tensors must tile the data section exactly: no gap, no overlap, no
+// trailing bytes (overlap is a known amplification attack). Points each tensor at its bytes
+// and sorts the name index.
+static rr_status tile_data(rr_safetensors *st, const uint8_t *data, size_t data_len, rr_error *err)
+{
+    qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_begin);
+    size_t expect = 0;
+    for (size_t i = 0; i < st->ntensors; i++) {
+        rr_st_tensor *t = &st->tensors[i];
+        if (t->begin != expect)
+            return rr_error_set(err, RR_EFORMAT, t->name,
+                                "tensor '%.80s' begins at byte %zu of the data, expected %zu "
+                                "(tensors must be contiguous, without gaps or overlaps)",
+                                t->name, t->begin, expect);
+        expect = t->begin + t->nbytes;
+        t->data = data + t->begin;
+        st->by_name[i] = t;
+    }
+    if (expect != data_len)
+        return rr_error_set(err, RR_EFORMAT, "header",
+                            "the tensors cover %zu bytes but the file holds %zu data bytes", expect,
+                            data_len);
+    qsort(st->by_name, st->ntensors, sizeof *st->by_name, cmp_name);
+    return RR_OK;
+}
+
 rr_status rr_safetensors_parse(const uint8_t *buf, size_t len, size_t max_header,
                                rr_safetensors **out, rr_error *err)
 {
     *out = NULL;
     if (max_header == 0)
         max_header = RR_ST_DEFAULT_MAX_HEADER;
-    if (len < 8)
-        return rr_error_set(err, RR_EFORMAT, "header",
-                            "safetensors file of %zu bytes is shorter than its 8-byte header "
-                            "length",
-                            len);
-    uint64_t N = read_u64le(buf);
-    if (N > max_header)
-        return rr_error_set(err, RR_EFORMAT, "header",
-                            "safetensors header length %llu exceeds the limit of %zu bytes",
-                            (unsigned long long)N, max_header);
-    if (N > len - 8)
-        return rr_error_set(err, RR_EFORMAT, "header",
-                            "safetensors header length %llu runs past the end of the %zu-byte "
-                            "file",
-                            (unsigned long long)N, len);
+    uint64_t N = 0;
+    rr_status rc = header_length(buf, len, max_header, &N, err);
+    if (rc != RR_OK)
+        return rc;
     const size_t data_len = len - 8 - (size_t)N;
     const uint8_t *data = buf + 8 + N;
-
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)N, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
@@ -183,74 +249,18 @@ rr_status rr_safetensors_parse(const uint8_t *buf, size_t len, size_t max_header
                             "safetensors header is not valid JSON: %s (line %d, column %d, byte "
                             "%d)",
                             jerr.text, jerr.line, jerr.column, jerr.position);
-    rr_status rc = RR_OK;
     rr_safetensors *st = calloc(1, sizeof *st);
-    if (st == NULL) {
+    if (st == NULL)
         rc = rr_error_set(err, RR_ENOMEM, "", "out of memory");
-        goto fail;
-    }
-    if (!json_is_object(root)) {
-        rc = rr_error_set(err, RR_EFORMAT, "header", "safetensors header is not a JSON object");
-        goto fail;
-    }
-    size_t n = json_object_size(root);
-    st->tensors = calloc(n ? n : 1, sizeof *st->tensors);
-    st->by_name = calloc(n ? n : 1, sizeof *st->by_name);
-    if (!st->tensors || !st->by_name) {
-        rc = rr_error_set(err, RR_ENOMEM, "", "out of memory");
-        goto fail;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach(root, key, val)
-    {
-        if (strcmp(key, "__metadata__") == 0) {
-            if ((rc = parse_metadata(val, st, err)))
-                goto fail;
-            continue;
-        }
-        rr_st_tensor *t = &st->tensors[st->ntensors];
-        if ((rc = parse_entry(key, val, data_len, t, err)))
-            goto fail;
-        if ((t->name = strdup(key)) == NULL) {
-            rc = rr_error_set(err, RR_ENOMEM, "", "out of memory");
-            goto fail;
-        }
-        st->ntensors++;
-    }
-
-    // Sorted by offset, the tensors must tile the data section exactly: no gap, no overlap,
-    // no trailing bytes (overlap is a known amplification attack).
-    qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_begin);
-    size_t expect = 0;
-    for (size_t i = 0; i < st->ntensors; i++) {
-        rr_st_tensor *t = &st->tensors[i];
-        if (t->begin != expect) {
-            rc = rr_error_set(err, RR_EFORMAT, t->name,
-                              "tensor '%.80s' begins at byte %zu of the data, expected %zu "
-                              "(tensors must be contiguous, without gaps or overlaps)",
-                              t->name, t->begin, expect);
-            goto fail;
-        }
-        expect = t->begin + t->nbytes;
-        t->data = data + t->begin;
-        st->by_name[i] = t;
-    }
-    if (expect != data_len) {
-        rc = rr_error_set(err, RR_EFORMAT, "header",
-                          "the tensors cover %zu bytes but the file holds %zu data bytes", expect,
-                          data_len);
-        goto fail;
-    }
-    qsort(st->by_name, st->ntensors, sizeof *st->by_name, cmp_name);
+    else if ((rc = parse_header(root, data_len, st, err)) == RR_OK)
+        rc = tile_data(st, data, data_len, err);
     json_decref(root);
+    if (rc != RR_OK) {
+        rr_safetensors_free(st);
+        return rc;
+    }
     *out = st;
     return RR_OK;
-
-fail:
-    json_decref(root);
-    rr_safetensors_free(st);
-    return rc;
 }
 
 size_t rr_safetensors_count(const rr_safetensors *st)
