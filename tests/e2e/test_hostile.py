@@ -20,6 +20,9 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
+# A health probe answered within this is on time, on a quiet machine. The limit a test uses
+# is scaled up by what this machine takes for the same probe before the attack (a loaded CI
+# runner answers everything slower; a daemon whose slots are taken answers not at all).
 PROBE_MS = 50
 
 
@@ -37,35 +40,51 @@ class Prober:
 
     def __init__(self, d):
         self.d, self.res, self.stop = d, [], threading.Event()
+        # The machine's own pace: ten probes before the attack, none of them slow by design.
+        quiet = sorted(self.probe()[1] for _ in range(10))
+        self.limit_ms = max(PROBE_MS, 20 * quiet[len(quiet) // 2])
         self.t = threading.Thread(target=self.run)
         self.t.start()
 
+    def probe(self):
+        t0 = time.monotonic()
+        try:
+            c = http.client.HTTPConnection(self.d.host, self.d.port, timeout=2)
+            c.request("GET", "/v1/health/live")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            return r.status, (time.monotonic() - t0) * 1e3
+        except (ConnectionRefusedError, ConnectionResetError):
+            return "refused", (time.monotonic() - t0) * 1e3
+        except OSError as e:
+            return f"error {e!r}", (time.monotonic() - t0) * 1e3
+
     def run(self):
         while not self.stop.is_set():
-            t0 = time.monotonic()
-            try:
-                c = http.client.HTTPConnection(self.d.host, self.d.port, timeout=2)
-                c.request("GET", "/v1/health/live")
-                r = c.getresponse()
-                r.read()
-                c.close()
-                self.res.append((r.status, (time.monotonic() - t0) * 1e3))
-            except (ConnectionRefusedError, ConnectionResetError):
-                self.res.append(("refused", (time.monotonic() - t0) * 1e3))
-            except OSError as e:
-                self.res.append((f"error {e!r}", (time.monotonic() - t0) * 1e3))
+            self.res.append(self.probe())
             time.sleep(0.1)
 
     def finish(self, tc, what):
         self.stop.set()
         self.t.join()
-        bad = [r for r in self.res if not (r[0] == 200 and r[1] < PROBE_MS
-                                           or r[0] == "refused" and r[1] < PROBE_MS)]
-        tc.assertGreater(len(self.res), 5, what)
-        # Allow one slow probe in a hundred for the machine's own scheduling (2 cores).
-        tc.assertLessEqual(len(bad), max(1, len(self.res) // 100),
-                           f"{what}: {len(bad)} of {len(self.res)} probes failed or took over "
-                           f"{PROBE_MS} ms: {bad[:5]}")
+        lim = self.limit_ms
+        n = len(self.res)
+        tc.assertGreater(n, 5, what)
+        # Every probe is answered (200) or refused at once: a daemon whose slots are taken
+        # times out (2 s) or errs, which no load excuses.
+        failed = [r for r in self.res if r[0] not in (200, "refused")]
+        tc.assertLessEqual(len(failed), max(1, n // 100),
+                           f"{what}: {len(failed)} of {n} probes failed: {failed[:5]}")
+        # And on time: one slow probe in a hundred for the machine's own scheduling (2 cores),
+        # one in ten while the machine runs more than it has cores for (other jobs of a CI
+        # runner: isolated 100-250 ms stalls of the probing process itself).
+        slow = [r for r in self.res if r not in failed and r[1] >= lim]
+        load = os.getloadavg()[0]
+        allowed = max(1, n // 100) if load <= os.cpu_count() else max(2, n // 10)
+        tc.assertLessEqual(len(slow), allowed,
+                           f"{what}: {len(slow)} of {n} probes took over {lim:.0f} ms (load "
+                           f"{load:.1f}): {slow[:5]}")
         lat = sorted(r[1] for r in self.res)
         return lat[len(lat) // 2], lat[-1]
 
@@ -219,6 +238,7 @@ class Answers(unittest.TestCase):
             while time.monotonic() - t0 < 20:
                 closed = sum(metric(d, f'relureg_connections_closed_total{{reason="{r}"}}')
                              for r in ("send", "headers"))
+                peak = max(peak, rss_mb(d.proc.pid))
                 if closed >= 20:
                     break
                 time.sleep(0.25)
@@ -232,6 +252,8 @@ class Answers(unittest.TestCase):
             print(f"\n  20 unread 2.4 MB answers: probe p50 {med:.1f} ms max {worst:.1f} ms, RSS "
                   f"{base:.0f} -> {peak:.0f} -> {after:.0f} MB, all dropped in {took:.1f} s "
                   f"({sent:.0f} by the send deadline)", file=sys.stderr)
+            # peak: the most RSS sampled while the answers were held (sampled until the last is
+            # dropped: on a loaded machine the first sample comes before every answer exists).
             self.assertLess(after - base, 0.5 * (peak - base) + 8,
                             "the dropped answers' memory is freed")
         finally:
