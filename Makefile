@@ -325,9 +325,9 @@ browser: $(DAEMON) $(BROWSER_NODE_MODULES)
 # Scale-out: Debian's nginx running docker/nginx.conf (rewritten for loopback) in front of two
 # reluregd processes; static checks of docker/, traffic spread, job affinity, a replica
 # SIGKILLed mid-stream (tests/scale).
-test-scale: $(DAEMON)
-	@echo "== scale-out: nginx + two reluregd replicas ($(VARIANT))"
-	$(Q)RELUREGD=$(abspath $(DAEMON)) $(PYTHON) tests/scale/test_scale.py
+test-scale: $(DAEMON) $(BIN_DIR)/relureg-eval
+	@echo "== scale-out: nginx + two reluregd replicas, sharded evaluations ($(VARIANT))"
+	$(Q)RELUREGD=$(abspath $(DAEMON)) RELUREG_EVAL=$(abspath $(BIN_DIR)/relureg-eval) $(PYTHON) tests/scale/test_scale.py
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e
