@@ -57,7 +57,8 @@ static const char *usage =
     "  --batch B           samples per workspace chunk (default 256)\n"
     "  --block G           samples per report block; shards are whole blocks (default 64)\n"
     "  --help\n"
-    "env: JOB_COMPLETION_INDEX (the shard when --shard is not given)\n";
+    "env: JOB_COMPLETION_INDEX (the shard when --shard is not given)\n"
+    "exit status: 0 done, 1 failed (model, data, I/O, a merge's parts), 2 usage error\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -69,6 +70,19 @@ static int fail(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     return 1;
+}
+
+// A usage error: exit status 2 (the Indexed Job does not retry it, k8s/eval/job.yaml).
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("relureg-eval: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
 }
 
 // ---- numbers in JSON: doubles round-trip exactly (%.17g); NaN is null, +-inf "inf" ----
@@ -183,12 +197,15 @@ static json_t *config_json(const config *c, const char *model_sha, size_t n)
                      c->norm, "epsilons", eps, "block", (json_int_t)c->block);
 }
 
-// The report: the config, then the summary of the outcomes (rr_robustness_summarize's).
+// The report: the config, the summary of the outcomes (rr_robustness_summarize's) and the call
+// counts (per block, so a merge's sums are the whole run's).
 static json_t *report_json(json_t *cfg, const rr_robustness_result *r, size_t n, size_t neps,
                            bool autoattack)
 {
     json_t *doc = json_object();
     json_object_set(doc, "config", cfg);
+    json_object_set_new(doc, "gradient_calls", json_integer(r->gradient_calls));
+    json_object_set_new(doc, "forward_calls", json_integer(r->forward_calls));
     json_object_set_new(doc, "clean_accuracy", num(r->clean_accuracy));
     json_t *ra = json_array();
     for (size_t e = 0; e < neps; e++)
@@ -477,6 +494,7 @@ static int merge(const char *dir, const char *report)
     for (size_t k = 0; k < neps; k++)
         e[k] = json_number_value(json_array_get(eps, k));
     size_t at = 0;
+    long gc = 0, fc = 0;
     for (long i = 0; i < N && s && ra && mine && bb; i++) {
         const json_t *p = parts[i];
         const json_t *rows = json_object_get(p, "rows");
@@ -505,6 +523,8 @@ static int merge(const char *dir, const char *report)
             fail("part-%ld-of-%ld.json: malformed per-sample results", i, N);
             goto bad;
         }
+        gc += (long)json_integer_value(json_object_get(p, "gradient_calls"));
+        fc += (long)json_integer_value(json_object_get(p, "forward_calls"));
         at = hi;
     }
     if (!s || !ra || !mine || !bb) {
@@ -512,8 +532,11 @@ static int merge(const char *dir, const char *report)
         goto bad;
     }
     rr_error err = {0};
-    rr_robustness_result r = {
-        .robust_accuracy = ra, .per_sample_min_epsilon = mine, .broken_by = bb};
+    rr_robustness_result r = {.robust_accuracy = ra,
+                              .per_sample_min_epsilon = mine,
+                              .broken_by = bb,
+                              .gradient_calls = gc,
+                              .forward_calls = fc};
     if (rr_robustness_summarize(s, n, e, neps, &r, &err)) {
         fail("%s", err.msg);
         goto bad;
@@ -633,37 +656,38 @@ int main(int argc, char **argv)
                 break;
             case O_SPLIT:
                 if (strcmp(optarg, "test") != 0 && strcmp(optarg, "train") != 0)
-                    return fail("--split must be test or train");
+                    return bad_usage("--split must be test or train");
                 c.split = optarg;
                 break;
             case O_OFFSET:
             case O_LIMIT:
                 if (!parse_count(optarg, 0, 1000000000, &v))
-                    return fail("--%s must be an integer >= 0", o == O_OFFSET ? "offset" : "limit");
+                    return bad_usage("--%s must be an integer >= 0",
+                                     o == O_OFFSET ? "offset" : "limit");
                 *(o == O_OFFSET ? &c.offset : &c.limit) = (size_t)v;
                 break;
             case O_ATTACK:
                 if (!rr_attack_name_parse(optarg, &an))
-                    return fail("--attack: unknown attack %s", optarg);
+                    return bad_usage("--attack: unknown attack %s", optarg);
                 c.attack = optarg;
                 break;
             case O_SUITE:
                 if (strcmp(optarg, "standard") != 0 && strcmp(optarg, "fast") != 0)
-                    return fail("--suite must be standard or fast");
+                    return bad_usage("--suite must be standard or fast");
                 c.suite = optarg;
                 break;
             case O_STEPS:
             case O_RESTARTS:
             case O_QUERIES:
                 if (!parse_count(optarg, 1, 1000000, &v))
-                    return fail("--%s must be an integer >= 1", longs[o - O_MODEL].name);
+                    return bad_usage("--%s must be an integer >= 1", longs[o - O_MODEL].name);
                 *(o == O_STEPS ? &c.steps : o == O_RESTARTS ? &c.restarts : &c.queries) = (int)v;
                 break;
             case O_STEP_SIZE: {
                 char *end;
                 c.step_size = strtod(optarg, &end);
                 if (*end || !(c.step_size > 0) || !isfinite(c.step_size))
-                    return fail("--step-size must be a number > 0");
+                    return bad_usage("--step-size must be a number > 0");
                 break;
             }
             case O_SEED: {
@@ -671,25 +695,25 @@ int main(int argc, char **argv)
                 errno = 0;
                 c.seed = strtoull(optarg, &end, 10);
                 if (!*optarg || *end || errno || *optarg == '-')
-                    return fail("--seed must be an integer >= 0");
+                    return bad_usage("--seed must be an integer >= 0");
                 break;
             }
             case O_NORM:
                 if (strcmp(optarg, "linf") != 0 && strcmp(optarg, "l2") != 0)
-                    return fail("--norm must be linf or l2");
+                    return bad_usage("--norm must be linf or l2");
                 c.norm = optarg;
                 break;
             case O_EPSILONS:
                 if (!parse_epsilons(optarg, &c))
-                    return fail("--epsilons must be 1 to 64 comma-separated numbers >= 0");
+                    return bad_usage("--epsilons must be 1 to 64 comma-separated numbers >= 0");
                 break;
             case O_SHARDS:
                 if (!parse_count(optarg, 1, 1000000, &shards))
-                    return fail("--shards must be an integer >= 1");
+                    return bad_usage("--shards must be an integer >= 1");
                 break;
             case O_SHARD:
                 if (!parse_count(optarg, 0, 1000000, &shard))
-                    return fail("--shard must be an integer >= 0");
+                    return bad_usage("--shard must be an integer >= 0");
                 break;
             case O_OUT:
                 out_dir = optarg;
@@ -699,17 +723,17 @@ int main(int argc, char **argv)
                 break;
             case O_THREADS:
                 if (!parse_count(optarg, 1, 4096, &v))
-                    return fail("--threads must be an integer >= 1");
+                    return bad_usage("--threads must be an integer >= 1");
                 c.threads = (int)v;
                 break;
             case O_BATCH:
                 if (!parse_count(optarg, 1, 1 << 20, &v))
-                    return fail("--batch must be an integer >= 1");
+                    return bad_usage("--batch must be an integer >= 1");
                 c.batch = (size_t)v;
                 break;
             case O_BLOCK:
                 if (!parse_count(optarg, 1, 1 << 20, &v))
-                    return fail("--block must be an integer >= 1");
+                    return bad_usage("--block must be an integer >= 1");
                 c.block = (size_t)v;
                 break;
             case O_HELP:
@@ -722,29 +746,29 @@ int main(int argc, char **argv)
     }
     if (is_merge) {
         if (optind != argc - 1)
-            return fail("merge takes one directory (relureg-eval merge DIR [--report FILE])");
+            return bad_usage("merge takes one directory (relureg-eval merge DIR [--report FILE])");
         return merge(argv[optind], report);
     }
     if (optind != argc)
-        return fail("unexpected argument %s", argv[optind]);
+        return bad_usage("unexpected argument %s", argv[optind]);
     if (!c.model)
-        return fail("--model is required");
+        return bad_usage("--model is required");
     if (shards > 0) {
         if (shard < 0 && shards == 1)
             shard = 0;
         if (shard < 0) {
             const char *ix = getenv("JOB_COMPLETION_INDEX");
             if (!ix || !parse_count(ix, 0, 1000000, &shard))
-                return fail("--shards needs --shard I or JOB_COMPLETION_INDEX");
+                return bad_usage("--shards needs --shard I or JOB_COMPLETION_INDEX");
         }
         if (shard >= shards)
-            return fail("shard %ld is not below --shards %ld", shard, shards);
+            return bad_usage("shard %ld is not below --shards %ld", shard, shards);
         if (!out_dir)
-            return fail("--shards needs --out DIR");
+            return bad_usage("--shards needs --out DIR");
         if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
             return fail("%s: %s", out_dir, strerror(errno));
     } else if (shard >= 0 || out_dir) {
-        return fail("--shard and --out go with --shards N");
+        return bad_usage("--shard and --out go with --shards N");
     }
     if (c.threads > 0)
         rr_set_num_threads(c.threads);
