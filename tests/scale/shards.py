@@ -189,6 +189,8 @@ def merge(d, report):
 
 def local_checks(check, section, tmp):
     section("eval-local: Indexed Job pods as local processes (JOB_COMPLETION_INDEX)")
+    check(os.path.exists(os.path.join(DATA, "t10k-images-idx3-ubyte.gz")),
+          f"Fashion-MNIST in {DATA}", "missing: run `make deps` (Debian dataset-fashion-mnist)")
     t0 = time.monotonic()
     work = os.path.join(tmp, "eval")
     os.makedirs(work)
