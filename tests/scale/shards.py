@@ -124,6 +124,11 @@ def static_checks(check, section, yaml, dockerfile_stages):
     check("strip" in " ".join(v for k, v in stages[0][1] if k == "RUN") and
           "relureg-eval" in " ".join(v for k, v in stages[0][1] if k == "RUN"),
           "Dockerfile: the build stage builds (and strips) relureg-eval")
+    needed = lambda b: set(re.findall(r"\(NEEDED\).*\[(.+)\]", subprocess.run(  # noqa: E731
+        ["readelf", "-d", b], capture_output=True, text=True, check=True).stdout))
+    daemon = os.environ.get("RELUREGD", os.path.join(ROOT, "build", "reluregd"))
+    check(needed(EVAL) <= needed(daemon), "relureg-eval needs no library beyond reluregd's "
+          "(the runtime stage has those)", ", ".join(sorted(needed(EVAL) - needed(daemon))))
     rt_run = " ".join(v for k, v in runtime if k == "RUN")
     check(re.search(r'WITH_DATASET.*dataset-fashion-mnist', rt_run) is not None and
           subprocess.run(["dpkg", "-S", DATA], capture_output=True, text=True).stdout.startswith(
