@@ -18,10 +18,9 @@
 // (OpenBLAS's edge kernels), so a whole-batch step would tie it to the batch. Hence the
 // per-sample outcomes (rr_robustness_sample) of rows [a, b) of a batch, run with sample_offset
 // = a, equal rows [a, b) of the whole batch's whenever a and b are multiples of block (or b is
-// the batch's end); and
-// rr_robustness_summarize, which rr_robustness itself calls, rebuilds the report from the
-// concatenated samples with the same floating-point sums in the same order: bit for bit the
-// whole batch's report. gradient_calls and forward_calls are not part of the summary; being
+// the batch's end); and rr_robustness_summarize, which rr_robustness itself calls, rebuilds
+// the report from the concatenated samples with the same floating-point sums in the same
+// order: bit for bit the whole batch's report. gradient_calls and forward_calls are not part of the summary; being
 // counted per block, a whole run's are the sums of its shards'.
 // Progress reports the fraction of the attack runs done; abort stops with RR_ECANCELLED.
 // Threads and determinism as the rest of librelureg. Errors: RR_EINVAL (field "epsilons": not
