@@ -20,8 +20,8 @@
 // = a, equal rows [a, b) of the whole batch's whenever a and b are multiples of block (or b is
 // the batch's end); and rr_robustness_summarize, which rr_robustness itself calls, rebuilds
 // the report from the concatenated samples with the same floating-point sums in the same
-// order: bit for bit the whole batch's report. gradient_calls and forward_calls are not part of the summary; being
-// counted per block, a whole run's are the sums of its shards'.
+// order: bit for bit the whole batch's report. gradient_calls and forward_calls are not part
+// of the summary; being counted per block, a whole run's are the sums of its shards'.
 // Progress reports the fraction of the attack runs done; abort stops with RR_ECANCELLED.
 // Threads and determinism as the rest of librelureg. Errors: RR_EINVAL (field "epsilons": not
 // 1 to 64 values >= 0; the attack's options as rr_attack_resolve; labels out of [0, K)),
