@@ -90,7 +90,7 @@ SERVER_OBJS := $(SERVER_SRCS:%.c=$(O)/%.o)
 # Release binaries live in build/, other variants' in build/<variant>/.
 BIN_DIR := $(if $(filter release,$(VARIANT)),$(B),$(O))
 DAEMON := $(BIN_DIR)/reluregd
-BINS := $(LIB_A) $(LIB_SO) $(BIN_DIR)/relureg-train $(DAEMON) $(BIN_DIR)/relureg
+BINS := $(LIB_A) $(LIB_SO) $(BIN_DIR)/relureg-train $(BIN_DIR)/relureg-eval $(DAEMON) $(BIN_DIR)/relureg
 
 PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
@@ -151,6 +151,10 @@ $(BIN_DIR)/relureg: $(O)/clients/c/relureg.o
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcurl -ljansson
 
 $(BIN_DIR)/relureg-train: $(O)/tools/relureg_train.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN_DIR)/relureg-eval: $(O)/tools/relureg_eval.o $(O)/tools/sha256.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -321,9 +325,9 @@ browser: $(DAEMON) $(BROWSER_NODE_MODULES)
 # Scale-out: Debian's nginx running docker/nginx.conf (rewritten for loopback) in front of two
 # reluregd processes; static checks of docker/, traffic spread, job affinity, a replica
 # SIGKILLed mid-stream (tests/scale).
-test-scale: $(DAEMON)
-	@echo "== scale-out: nginx + two reluregd replicas ($(VARIANT))"
-	$(Q)RELUREGD=$(abspath $(DAEMON)) $(PYTHON) tests/scale/test_scale.py
+test-scale: $(DAEMON) $(BIN_DIR)/relureg-eval
+	@echo "== scale-out: nginx + two reluregd replicas, sharded evaluations ($(VARIANT))"
+	$(Q)RELUREGD=$(abspath $(DAEMON)) RELUREG_EVAL=$(abspath $(BIN_DIR)/relureg-eval) $(PYTHON) tests/scale/test_scale.py
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan unit reference e2e

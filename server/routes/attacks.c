@@ -151,6 +151,8 @@ typedef struct opts {
     rr_norm norm;              // certify / robustness
     double *eps;               // robustness
     size_t neps;
+    size_t sample_offset; // robustness: the global index of inputs[0] (shards)
+    bool per_sample;      // robustness: answer the per-sample outcomes too
 } opts;
 
 static void free_opts(void *p)
@@ -597,6 +599,40 @@ const rrd_compute_route rrd_route_certify = {
 
 // ---- /robustness ----
 
+// An exact double as a decimal string (17 significant digits; "nan", "inf", "-inf"): answers
+// print numbers to 9 digits, and a merge of shards must sum the very doubles the daemon sums.
+static json_t *exact_number(double v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    return json_string(buf);
+}
+
+// "per_sample": the outcomes a report is summarized from (rr_robustness_sample), so that
+// reports of shards merge into the whole batch's (api.md, sharded robustness).
+static json_t *per_sample_json(const rr_robustness_sample *s, size_t B, size_t E)
+{
+    json_t *c = json_array(), *z = json_array(), *nf = json_array(), *br = json_array(),
+           *rho = json_array(), *cr = json_array(), *bb = json_array();
+    for (size_t i = 0; i < B; i++) {
+        json_array_append_new(c, json_boolean(s[i].correct));
+        json_array_append_new(z, json_boolean(s[i].zero_gradient));
+        json_array_append_new(nf, json_boolean(s[i].nonfinite_gradient));
+        json_t *bits = json_array();
+        for (size_t e = 0; e < E; e++)
+            json_array_append_new(bits, json_boolean(s[i].broken >> e & 1));
+        json_array_append_new(br, bits);
+        json_array_append_new(rho, exact_number(s[i].deepfool_rho));
+        json_array_append_new(cr, exact_number(s[i].certified_radius));
+        const char *n =
+            s[i].broken_by >= 0 ? rr_attack_name_string((rr_attack_name)s[i].broken_by) : NULL;
+        json_array_append_new(bb, n ? json_string(n) : json_null());
+    }
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "correct", c, "zero_gradient", z,
+                     "nonfinite_gradient", nf, "broken", br, "deepfool_rho", rho,
+                     "certified_radius", cr, "broken_by", bb);
+}
+
 static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
 {
     rrd_compute *c = (rrd_compute *)t;
@@ -609,17 +645,19 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
     double *ra = malloc(o->neps * sizeof(double)), *mine = malloc(B * sizeof(double));
     const bool ens = o->ap.name == RR_ATTACK_AUTOATTACK;
     int *bb = ens ? malloc(B * sizeof(int)) : NULL;
+    rr_robustness_sample *smp = o->per_sample ? malloc((B ? B : 1) * sizeof(*smp)) : NULL;
     rr_status st = ws ? RR_OK : err.code;
-    if (st == RR_OK && (!ra || !mine || (ens && !bb)))
+    if (st == RR_OK && (!ra || !mine || (ens && !bb) || (o->per_sample && !smp)))
         st = rr_error_set(&err, RR_ENOMEM, NULL, "out of memory for the report");
     rr_robustness_result res = {
-        .robust_accuracy = ra, .per_sample_min_epsilon = mine, .broken_by = bb};
+        .robust_accuracy = ra, .per_sample_min_epsilon = mine, .broken_by = bb, .samples = smp};
     if (st == RR_OK) {
         rr_robustness_params p = {.norm = o->norm,
                                   .epsilons = o->eps,
                                   .n_eps = o->neps,
                                   .attack = o->ap,
-                                  .control = rrd_ctl_control(&t->ctl)};
+                                  .control = rrd_ctl_control(&t->ctl),
+                                  .sample_offset = o->sample_offset};
         st = rr_robustness(m, ws, c->x, c->y, B, &p, &res, &err);
     }
     if (st != RR_OK) {
@@ -646,12 +684,17 @@ static void run_robustness(rrd_task *t, rrd_worker *w, rrd_out *out)
                                       f->non_monotone, "certified_broken", f->certified_broken));
         json_object_set_new(doc, "gradient_calls", json_integer(res.gradient_calls));
         json_object_set_new(doc, "forward_calls", json_integer(res.forward_calls));
+        if (o->sample_offset)
+            json_object_set_new(doc, "sample_offset", json_integer((json_int_t)o->sample_offset));
+        if (o->per_sample)
+            json_object_set_new(doc, "per_sample", per_sample_json(smp, B, o->neps));
         rrd_compute_stamp(c, doc);
         rrd_out_json(out, 200, doc);
     }
     free(ra);
     free(mine);
     free(bb);
+    free(smp);
 }
 
 // "epsilons": 1 to 64 numbers >= 0, each within the model's input range.
@@ -707,6 +750,14 @@ static bool parse_robustness(rrd_compute *c, const rrd_config *cfg, rrd_out *out
     if (!parse_norm(json_object_get(root, "norm"), &o->norm, RR_NORM_LINF, out) ||
         !parse_epsilons(c, json_object_get(root, "epsilons"), o, out))
         return false;
+    json_t *off = json_object_get(root, "sample_offset"), *ps = json_object_get(root, "per_sample");
+    if (off && (!json_is_integer(off) || json_integer_value(off) < 0 ||
+                json_integer_value(off) > ((json_int_t)1 << 53)))
+        return rrd_invalid(out, "sample_offset", "sample_offset must be an integer >= 0");
+    if (ps && !json_is_boolean(ps))
+        return rrd_invalid(out, "per_sample", "per_sample must be a boolean");
+    o->sample_offset = off ? (size_t)json_integer_value(off) : 0;
+    o->per_sample = ps && json_is_true(ps);
     json_t *dflt = atk ? NULL : json_pack("{s:s}", "attack", "pgd");
     const bool ok = parse_report_attack(c, atk ? atk : dflt, cfg->max_steps, o, out);
     json_decref(dflt);
@@ -727,7 +778,8 @@ static void cost_robustness(const rrd_compute *c, rrd_route_cost *q)
 const rrd_compute_route rrd_route_robustness = {
     .name = "robustness",
     .what = "a robustness request",
-    .members = "inputs labels norm epsilons attack version seed async timeout_ms",
+    .members = "inputs labels norm epsilons attack sample_offset per_sample version seed async "
+               "timeout_ms",
     .labels_required = true,
     .long_kind = true,
     .opts_size = sizeof(opts),

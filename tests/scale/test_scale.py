@@ -21,6 +21,9 @@ processes named relureg-a and relureg-b (--instance), and the test checks, print
            answered 200 with the same bytes as before the kill (nginx retries a request the
            dead replica dropped: proxy_next_upstream error timeout non_idempotent, justified in
            nginx.conf), and the survivor answered all of those after the kill
+  eval-*   sharded robustness evaluations (shards.py): docker/k8s/eval against relureg-eval,
+           the Indexed Job's pods as local processes, the Python client's shards=N through
+           nginx with a replica SIGKILLed
 
 Standard library only (plus python3-yaml for the static part); exits non-zero on failure.
 """
@@ -39,6 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -222,6 +227,8 @@ def static_checks():
     # Kubernetes
     docs = {}
     for fn in sorted(os.listdir(os.path.join(DOCKER, "k8s"))):
+        if os.path.isdir(os.path.join(DOCKER, "k8s", fn)):
+            continue  # k8s/eval: shards.static_checks
         with open(os.path.join(DOCKER, "k8s", fn)) as f:
             for d in yaml.safe_load_all(f):
                 docs[d["kind"]] = d
@@ -276,6 +283,7 @@ def static_checks():
           and ref["name"] == dep["metadata"]["name"], "k8s: HPA autoscaling/v2 on the Deployment")
     check(hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
           and hpa["spec"]["minReplicas"] >= 2, "k8s: HPA on CPU, at least 2 replicas")
+    shards.static_checks(check, section, yaml, dockerfile_stages)
 
 
 # ---- a model without torch ----
@@ -659,6 +667,8 @@ def main():
     try:
         static_checks()
         live_checks(tmp)
+        shards.local_checks(check, section, tmp)
+        shards.client_checks(check, section, tmp, Replica, Nginx, REPLICAS)
     except Failure as e:
         print(f"  FAIL {e}", flush=True)
         for fn in ("nginx/error.log", f"{REPLICAS[0]}.log", f"{REPLICAS[1]}.log"):

@@ -17,9 +17,9 @@ Bring your own model::
 
 Install: ``pip install --no-index --no-build-isolation ./clients/python`` (clients/python/README.md).
 """
-from .client import Client, Job, JobCancelled, ProblemError
+from .client import ROBUSTNESS_BLOCK, Client, Job, JobCancelled, ProblemError, merge_robustness
 
-__all__ = ["Client", "Job", "JobCancelled", "ProblemError"]
+__all__ = ["Client", "Job", "JobCancelled", "ProblemError", "ROBUSTNESS_BLOCK", "merge_robustness"]
 
 try:
     from .export import DropoutDropped, Residual, architecture, export, load

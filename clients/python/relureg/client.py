@@ -55,6 +55,7 @@ import http.client
 import importlib
 import importlib.util
 import json
+import math
 import os
 import struct
 import sys
@@ -378,6 +379,87 @@ def _pointer_set(doc, pointer, value):
                 cur[tok] = value
             else:
                 cur = cur.setdefault(tok, {})
+
+
+# ---- sharded robustness ----
+
+#: The daemon computes a robustness report in blocks of this many samples by global index
+#: (``sample_offset`` + row; librelureg's RR_ROBUSTNESS_BLOCK): shards of whole blocks
+#: reproduce the whole batch's per-sample outcomes bit for bit.
+ROBUSTNESS_BLOCK = 64
+
+
+def _r9(v):
+    """v as the daemon prints it (JSON_REAL_PRECISION(9)) and json parses it back."""
+    return float("%.9g" % v)
+
+
+def merge_robustness(parts: Sequence[Doc], per_sample: bool = False) -> Doc:
+    """The robustness answer of a whole batch from the answers of its shards, in sample order,
+    each sent with ``per_sample: true`` and ``sample_offset`` (the row of its first sample;
+    shards of whole :data:`ROBUSTNESS_BLOCK` blocks). The summary is
+    rr_robustness_summarize's (lib/attack/report.c) operation for operation on the exact
+    per-sample doubles, then rounded as the daemon prints it: the answer equals the unsharded
+    one (``gradient_calls`` / ``forward_calls`` are the shards' sums, counted per block as the
+    whole batch's are; ``elapsed_ms`` is the first shard's). per_sample keeps the merged
+    per-sample outcomes in the answer."""
+    keys = ("correct", "zero_gradient", "nonfinite_gradient", "broken", "deepfool_rho",
+            "certified_radius", "broken_by")
+    s = {k: [v for p in parts for v in p["per_sample"][k]] for k in keys}
+    eps = [float(e) for e in parts[0]["epsilons"]]
+    B, E = len(s["correct"]), len(eps)
+    correct = zero = nonfinite = rho_n = black = cert = 0
+    rho_sum = rsum = 0.0
+    ra, mine = [0.0] * E, []
+    for i in range(B):
+        ok = s["correct"][i]
+        correct += ok
+        zero += s["zero_gradient"][i]
+        nonfinite += s["nonfinite_gradient"][i]
+        rho = float(s["deepfool_rho"][i])
+        if ok and not math.isnan(rho):
+            rho_sum += rho
+            rho_n += 1
+        r = float(s["certified_radius"][i])
+        rsum += r if math.isfinite(r) else 0.0
+        black += s["broken_by"][i] == "square"
+        m = math.nan if ok else 0.0
+        for e in range(E):
+            br = not ok or s["broken"][i][e]
+            if not br:
+                ra[e] += 1.0
+            if ok and br:
+                if math.isnan(m) or eps[e] < m:
+                    m = eps[e]
+                if eps[e] < r * (1.0 - 1e-4):
+                    cert += 1
+        mine.append(m)
+    n = float(B)
+    ra = [v / n for v in ra]
+    flags = {"zero_gradient_fraction": zero / n, "nonfinite_gradient_fraction": nonfinite / n,
+             "black_box_only": black, "certified_broken": cert,
+             "non_monotone": any(eps[f] > eps[e] and ra[f] > ra[e]
+                                 for e in range(E) for f in range(E))}
+    flags["flagged"] = (flags["zero_gradient_fraction"] > 0.1
+                        or flags["nonfinite_gradient_fraction"] > 0.1
+                        or black > 0.002 * n or flags["non_monotone"] or cert > 0)
+    for k in ("zero_gradient_fraction", "nonfinite_gradient_fraction"):
+        flags[k] = _r9(flags[k])
+    out = {k: v for k, v in parts[0].items() if k not in ("per_sample", "sample_offset")}
+    out.update(
+        clean_accuracy=_r9(correct / n),
+        robust_accuracy=[_r9(v) for v in ra],
+        deepfool_rho=_r9(rho_sum / rho_n) if rho_n else None,
+        mean_certified_radius=_r9(rsum / n) if math.isfinite(rsum / n) else None,
+        per_sample_min_epsilon=[None if math.isnan(m) else _r9(m) for m in mine],
+        flags=flags,
+        gradient_calls=sum(p["gradient_calls"] for p in parts),
+        forward_calls=sum(p["forward_calls"] for p in parts))
+    if "broken_by" in parts[0]:
+        out["broken_by"] = s["broken_by"]
+    if per_sample:
+        out["per_sample"] = s
+    return out
 
 
 # ---- jobs ----
@@ -800,7 +882,7 @@ class Client:
                    attack: Union[None, str, Mapping[str, Any]] = None, norm: str = "linf",
                    wait: bool = True, progress: Optional[Callable[[float], None]] = None,
                    version: Optional[int] = None, *, as_: Format = None, poll: float = 0.2,
-                   **options: Any) -> Any:
+                   shards: int = 1, retries: int = 3, **options: Any) -> Any:
         """``POST /v1/models/{name}/robustness``: a robustness report over a labelled batch.
 
         epsilons: the radii (in `norm`) to report robust accuracy at.
@@ -813,6 +895,17 @@ class Client:
         wait=False returns a :class:`Job` at once (``job.wait(progress=...)`` later). With
         `progress` the request runs as a job too and ``progress(fraction)`` is called while
         this call waits (polling every `poll` seconds).
+
+        shards=N (> 1) splits the batch into N slices of whole blocks of
+        :data:`ROBUSTNESS_BLOCK` samples and sends each as an async job with ``sample_offset``
+        and ``per_sample`` through this client's base URL (behind a load balancer, the
+        replicas share them). A shard whose job vanished (its replica died: 404, 502, 503,
+        504 or no connection, while creating or polling it) is sent again, at most `retries`
+        times per shard; its answer is the same wherever it runs. The per-sample outcomes are
+        merged with the daemon's summary arithmetic (rr_robustness_summarize, in the same
+        order), so the answer equals the unsharded one exactly (``gradient_calls`` and
+        ``forward_calls`` are the shards' sums, which are the whole batch's: they are counted
+        per block); ``elapsed_ms`` is this call's wall time. Needs ``wait=True``.
         """
         if attack is None:
             attack = {"attack": "pgd"}
@@ -820,7 +913,71 @@ class Client:
             attack = {"attack": attack}
         doc = dict(options, labels=labels, epsilons=[float(e) for e in epsilons],
                    attack=dict(attack), norm=norm, version=version)
+        if shards > 1:
+            if not wait or "sample_offset" in options:
+                raise ValueError("shards > 1 needs wait=True and no sample_offset")
+            return self._robustness_sharded(name, inputs, doc, shards, retries, progress, poll)
         return self._compute(name, "robustness", inputs, doc, as_, wait, progress, poll)
+
+    def _robustness_sharded(self, name, inputs, doc, shards, retries, progress, poll):
+        """robustness(shards=N): N async jobs through the base URL, re-sent when their replica
+        vanishes, merged exactly (merge_robustness)."""
+        labels = _ints(doc["labels"])
+        B = len(labels)
+        nb = -(-B // ROBUSTNESS_BLOCK)
+        cut = [min(B, (i * nb // shards) * ROBUSTNESS_BLOCK) for i in range(shards)] + [B]
+        ranges = [(lo, hi) for lo, hi in zip(cut, cut[1:]) if hi > lo]
+        want_samples = bool(doc.get("per_sample"))
+        lost = (404, 502, 503, 504)
+
+        def submit(k):
+            lo, hi = ranges[k]
+            d = dict(doc, labels=labels[lo:hi], sample_offset=lo, per_sample=True)
+            for attempt in range(retries + 1):
+                try:
+                    return self._compute(name, "robustness", inputs[lo:hi], d, "list", False)
+                except ProblemError as e:
+                    if e.status not in lost or attempt == retries:
+                        raise
+                except ConnectionError:
+                    if attempt == retries:
+                        raise
+                time.sleep(min(2.0, poll * 2 ** attempt))
+
+        t0 = time.monotonic()
+        jobs = {k: submit(k) for k in range(len(ranges))}
+        resent = {k: 0 for k in jobs}
+        results, prog = {}, {k: 0.0 for k in jobs}
+        while jobs:
+            for k in list(jobs):
+                try:
+                    st = jobs[k].status()
+                except (ProblemError, ConnectionError) as e:
+                    if isinstance(e, ProblemError) and e.status not in lost:
+                        raise
+                    resent[k] += 1
+                    if resent[k] > retries:
+                        raise
+                    prog[k] = 0.0
+                    jobs[k] = submit(k)  # the replica vanished: the same answer elsewhere
+                    continue
+                prog[k] = st.get("progress") or 0.0
+                if st["status"] == "done":
+                    results[k] = st["result"]
+                    prog[k] = 1.0
+                    del jobs[k]
+                elif st["status"] == "failed":
+                    err = st.get("error") or {}
+                    raise ProblemError(err.get("status", 500), err)
+                elif st["status"] == "cancelled":
+                    raise JobCancelled(st)
+            if progress is not None:
+                progress(sum(prog[k] * (hi - lo) for k, (lo, hi) in enumerate(ranges)) / B)
+            if jobs:
+                time.sleep(poll)
+        out = merge_robustness([results[k] for k in range(len(ranges))], want_samples)
+        out["elapsed_ms"] = (time.monotonic() - t0) * 1000.0
+        return out
 
     def job(self, job_id: str, as_: str = "list") -> Job:
         """A :class:`Job` handle for an existing job id (e.g. one sent by another process)."""
