@@ -71,6 +71,18 @@ rr_status rr__atk_finalize(rr__atk *a);
 // Scratch of n floats (RR_ENOMEM into a->err when it fails); free with rr_aligned_free.
 float *rr__atk_alloc(rr__atk *a, size_t n);
 
+// A breakpoint of FAB's projection: the step length r at which coordinate i reaches the box
+// and its weight a in the hyperplane equation (|w_i| for linf, w_i^2 for l2).
+typedef struct rr__fab_brk {
+    double r, a;
+    size_t i;
+} rr__fab_brk;
+// FAB's projection (fab_projection.c): d [D] = the smallest step (a->p.norm) from t [D] with
+// w . d = -c and t + d inside input_range, or every coordinate to the box when out of reach;
+// returns ||d||. scr [D] is scratch; nothing is allocated.
+double rr__fab_project(const rr__atk *a, const float *t, const float *w, double c, double *d,
+                       rr__fab_brk *scr);
+
 // The attacks (each fills out->adversarial and out->iterations; finalize does the rest).
 rr_status rr__attack_fgsm(rr__atk *a);
 rr_status rr__attack_pgd(rr__atk *a);

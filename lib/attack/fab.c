@@ -20,8 +20,8 @@
 // (AutoAttack runs FAB-T so), a sample stops at the first target whose result is within
 // epsilon and counts as broken only then; otherwise it returns x0 (AutoAttack's perturb).
 // Samples misclassified at x0 are not attacked. Batched: one VJP and one forward per step for
-// all running samples, projections per sample under OpenMP with per-thread scratch; nothing
-// is allocated inside the step loop.
+// all running samples, projections (fab_projection.c) per sample under OpenMP with per-thread
+// scratch; nothing is allocated inside the step loop.
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -37,78 +37,6 @@
 #define FAB_ALPHA_MAX 0.1
 #define FAB_ETA       1.05
 #define FAB_BETA      0.9
-
-typedef struct brk {
-    double r; // the step length lambda at which the coordinate reaches the box
-    double a; // its weight in the hyperplane equation: |w_i| (linf) or w_i^2 (l2)
-} brk;
-
-static int cmp_brk(const void *p, const void *q)
-{
-    const double a = ((const brk *)p)->r, b = ((const brk *)q)->r;
-    return (a > b) - (a < b);
-}
-
-// ---- projection onto a hyperplane inside the box ----
-
-// d [D] = the smallest step (linf or l2) from t with w . d = -c and t + d inside input_range:
-// coordinates move against sign(c w_i), linf by min(lambda, room_i), l2 by min(lambda |w_i|,
-// room_i) (room_i the distance to the box that way), with the lambda at which the constraint
-// holds; h(lambda) = sum_i a_i min(lambda, r_i) is piecewise linear and increasing, so the
-// breakpoints sorted once give it exactly. When the box does not let the hyperplane be reached,
-// every coordinate goes to the box (the corner FAB's projections return). Coordinates with
-// w_i = 0 stay, and for l2 also those with |w_i| (hi - lo) <= 1e-8: FAB's projection_l2 on
-// the box [0, 1], where w is scaled by hi - lo. Returns ||d|| in the norm.
-static double project(const rr__atk *a, const float *t, const float *w, double c, double *d,
-                      brk *scr)
-{
-    const size_t D = a->D;
-    const bool linf = a->p.norm == RR_NORM_LINF;
-    const double sg = c < 0 ? -1.0 : 1.0;
-    const double tiny = linf ? 0.0 : 1e-8 / (a->has_range ? (double)a->hi - a->lo : 1.0);
-    c = fabs(c);
-    size_t m = 0;
-    double A = 0.0;
-    for (size_t i = 0; i < D; i++) {
-        const double wi = sg * (double)w[i];
-        if (fabs(wi) <= tiny)
-            continue;
-        const double room =
-            a->has_range ? (wi > 0 ? (double)t[i] - a->lo : a->hi - (double)t[i]) : INFINITY;
-        const double wt = linf ? fabs(wi) : wi * wi;
-        scr[m].r = linf ? room : room / fabs(wi);
-        scr[m].a = wt;
-        A += wt;
-        m++;
-    }
-    double lam = INFINITY;
-    if (m > 0) {
-        qsort(scr, m, sizeof *scr, cmp_brk);
-        double S = 0.0; // sum of a_k r_k over the coordinates already at the box
-        for (size_t k = 0; k < m; k++) {
-            if (c - S <= scr[k].r * A) {
-                lam = (c - S) / A;
-                break;
-            }
-            S += scr[k].a * scr[k].r;
-            A -= scr[k].a;
-        }
-    }
-    double n = 0.0;
-    for (size_t i = 0; i < D; i++) {
-        const double wi = sg * (double)w[i];
-        double di = 0.0;
-        if (fabs(wi) > tiny) {
-            const double room =
-                a->has_range ? (wi > 0 ? (double)t[i] - a->lo : a->hi - (double)t[i]) : INFINITY;
-            const double len = linf ? lam : lam * fabs(wi);
-            di = (wi > 0 ? -1.0 : 1.0) * (len < room ? len : room);
-        }
-        d[i] = di;
-        n = linf ? fmax(n, fabs(di)) : n + di * di;
-    }
-    return linf ? n : sqrt(n);
-}
 
 // ---- the attack ----
 
@@ -178,8 +106,8 @@ rr_status rr__attack_fab(rr__atk *a)
     double *res = (double *)rr__atk_alloc(a, 2 * B), *bestn = (double *)rr__atk_alloc(a, 2 * B);
     size_t *act = (size_t *)rr__atk_alloc(a, 2 * B);
     unsigned char *run = (unsigned char *)rr__atk_alloc(a, B);
-    // Per thread: the breakpoints [D] and the two steps d1, d2 [D] each.
-    double *scr = (double *)rr__atk_alloc(a, 2 * nthreads * 4 * D);
+    // Per thread: the breakpoints [D] (3 doubles each) and the two steps d1, d2 [D] each.
+    double *scr = (double *)rr__atk_alloc(a, 2 * nthreads * 5 * D);
     rr_status st = (x1 && xa && best && g && z && rank && tg && res && bestn && act && run && scr)
                        ? RR_OK
                        : RR_ENOMEM;
@@ -238,8 +166,8 @@ rr_status rr__attack_fab(rr__atk *a)
 #pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
                 for (size_t j = 0; j < n; j++) {
                     const size_t b = act[j];
-                    double *s = scr + (size_t)omp_get_thread_num() * 4 * D;
-                    double *d1 = s + 2 * D, *d2 = s + 3 * D;
+                    double *s = scr + (size_t)omp_get_thread_num() * 5 * D;
+                    double *d1 = s + 3 * D, *d2 = s + 4 * D;
                     const float *w = g + j * D, *zj = z + j * K;
                     float *xj = x1 + j * D;
                     const float *x0 = xa + j * D;
@@ -249,8 +177,10 @@ rr_status rr__attack_fab(rr__atk *a)
                     double c0 = fv;
                     for (size_t i = 0; i < D; i++)
                         c0 += (double)w[i] * ((double)x0[i] - (double)xj[i]);
-                    const double a1 = fmax(project(a, xj, w, fv, d1, (brk *)s), 1e-8);
-                    const double a2 = fmax(project(a, x0, w, c0, d2, (brk *)s), 1e-8);
+                    const double a1 =
+                        fmax(rr__fab_project(a, xj, w, fv, d1, (rr__fab_brk *)s), 1e-8);
+                    const double a2 =
+                        fmax(rr__fab_project(a, x0, w, c0, d2, (rr__fab_brk *)s), 1e-8);
                     double al = a1 / (a1 + a2);
                     al = al < 0 ? 0 : (al > FAB_ALPHA_MAX ? FAB_ALPHA_MAX : al);
                     for (size_t i = 0; i < D; i++)
