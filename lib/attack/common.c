@@ -245,6 +245,92 @@ float *rr__atk_alloc(rr__atk *a, size_t n)
     return p;
 }
 
+void *rr__atk_carve(rr__atk *a, const rr__atk_part *parts, size_t np)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < np; i++) {
+        const size_t bytes = parts[i].n * parts[i].size;
+        const size_t padded = (bytes + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
+        if ((parts[i].size && bytes / parts[i].size != parts[i].n) || padded < bytes ||
+            total + padded < total) {
+            rr_error_set(a->err, RR_ENOMEM, NULL, "attack scratch size overflows");
+            return NULL;
+        }
+        total += padded;
+    }
+    char *block = rr_aligned_alloc(total ? total : RR__ATK_ALIGN);
+    if (!block) {
+        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu bytes)",
+                     total);
+        return NULL;
+    }
+    char *p = block;
+    for (size_t i = 0; i < np; i++) {
+        *parts[i].ptr = p;
+        p += (parts[i].n * parts[i].size + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
+    }
+    return block;
+}
+
+size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act)
+{
+    size_t n = 0;
+    for (size_t b = 0; b < B; b++)
+        if (live[b] == want)
+            act[n++] = b;
+    return n;
+}
+
+void rr__atk_gather(const float *src, const size_t *act, size_t n, size_t D, float *dst)
+{
+    for (size_t j = 0; j < n; j++)
+        memcpy(dst + j * D, src + act[j] * D, D * sizeof(float));
+}
+
+void rr__atk_scatter(const float *src, const size_t *act, size_t n, size_t D, float *dst)
+{
+    for (size_t j = 0; j < n; j++)
+        memcpy(dst + act[j] * D, src + j * D, D * sizeof(float));
+}
+
+void rr__atk_rank(const float *z, int K, int *order)
+{
+    // Insertion sort, descending, ties by index (K is small).
+    for (int k = 0; k < K; k++) {
+        int p = k;
+        while (p > 0 && z[k] > z[order[p - 1]]) {
+            order[p] = order[p - 1];
+            p--;
+        }
+        order[p] = k;
+    }
+}
+
+double rr__atk_margin(const rr__atk *a, size_t b, const float *z, int *jo)
+{
+    const int64_t t = rr__atk_class(a, b);
+    int o = -1;
+    for (int k = 0; k < a->K; k++)
+        if (k != t && (o < 0 || z[k] > z[o]))
+            o = k;
+    if (jo)
+        *jo = o;
+    const double real = z[t], other = z[o];
+    return a->targets ? other - real + a->p.confidence : real - other + a->p.confidence;
+}
+
+void rr__atk_csearch(bool found, double *lower, double *upper, double *c)
+{
+    if (found) {
+        *upper = fmin(*upper, *c);
+        if (*upper < 1e9)
+            *c = (*lower + *upper) / 2;
+    } else {
+        *lower = fmax(*lower, *c);
+        *c = *upper < 1e9 ? (*lower + *upper) / 2 : *c * 10;
+    }
+}
+
 rr_status rr__atk_forward(rr__atk *a, const float *x, size_t n, float *logits)
 {
     a->out->forward_calls++;
@@ -373,10 +459,10 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
             st = rr__attack_deepfool(&a);
             break;
         case RR_ATTACK_CW_L2:
-            st = rr__attack_cw(&a, false);
+            st = rr__attack_cw(&a);
             break;
         case RR_ATTACK_EAD:
-            st = rr__attack_cw(&a, true);
+            st = rr__attack_ead(&a);
             break;
         case RR_ATTACK_JSMA:
             st = rr__attack_jsma(&a);
