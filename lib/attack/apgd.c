@@ -267,6 +267,38 @@ static void *carve(rr__atk *a, bufs *s, size_t B, size_t D, size_t K)
     return rr__atk_carve(a, parts, sizeof parts / sizeof parts[0]);
 }
 
+// Row j after a step: a misclassified point is kept (found), the best loss's point and
+// gradient are kept, and at a checkpoint (check, len steps since the last) eta halves, back at
+// the best point, when the loss oscillated or stalled.
+static void keep_row(rr__atk *a, bufs *s, size_t j, bool check, int len)
+{
+    const size_t D = a->D;
+    float *xa = s->xa + j * D, *g = s->g + j * D;
+    if (s->wrong[j]) {
+        s->found[j] = true;
+        memcpy(a->out->adversarial + s->idx[j] * D, xa, D * sizeof(float));
+    }
+    s->ups[j] += s->loss[j] > s->prev[j];
+    s->prev[j] = s->loss[j];
+    if (s->loss[j] > s->best[j]) {
+        s->best[j] = s->loss[j];
+        memcpy(s->xb + j * D, xa, D * sizeof(float));
+        memcpy(s->gb + j * D, g, D * sizeof(float));
+    }
+    if (!check)
+        return;
+    const bool osc = (double)s->ups[j] < RHO * len;
+    const bool stall = !s->reduced[j] && s->last_best[j] >= s->best[j];
+    s->reduced[j] = osc || stall;
+    s->last_best[j] = s->best[j];
+    s->ups[j] = 0;
+    if (s->reduced[j]) {
+        s->eta[j] *= 0.5;
+        memcpy(xa, s->xb + j * D, D * sizeof(float));
+        memcpy(g, s->gb + j * D, D * sizeof(float));
+    }
+}
+
 // One run of `steps` on the n rows compacted into s (idx, ys, ts; xa holds the starts).
 // R numbers the run for the trace.
 static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, int nchk)
@@ -320,32 +352,8 @@ static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, in
         const bool check = c < nchk && i + 1 == at[c];
         const int len = check ? at[c] - last_w : 0;
 #pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < n; j++) {
-            float *xa = s->xa + j * D, *g = s->g + j * D;
-            if (s->wrong[j]) {
-                s->found[j] = true;
-                memcpy(adv + s->idx[j] * D, xa, D * sizeof(float));
-            }
-            s->ups[j] += s->loss[j] > s->prev[j];
-            s->prev[j] = s->loss[j];
-            if (s->loss[j] > s->best[j]) {
-                s->best[j] = s->loss[j];
-                memcpy(s->xb + j * D, xa, D * sizeof(float));
-                memcpy(s->gb + j * D, g, D * sizeof(float));
-            }
-            if (!check)
-                continue;
-            const bool osc = (double)s->ups[j] < RHO * len;
-            const bool stall = !s->reduced[j] && s->last_best[j] >= s->best[j];
-            s->reduced[j] = osc || stall;
-            s->last_best[j] = s->best[j];
-            s->ups[j] = 0;
-            if (s->reduced[j]) {
-                s->eta[j] *= 0.5;
-                memcpy(xa, s->xb + j * D, D * sizeof(float));
-                memcpy(g, s->gb + j * D, D * sizeof(float));
-            }
-        }
+        for (size_t j = 0; j < n; j++)
+            keep_row(a, s, j, check, len);
         if (check)
             last_w = at[c++];
         st = rr__atk_poll(a, 1.0);

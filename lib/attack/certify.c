@@ -44,6 +44,62 @@ static const int32_t *op_idx(const rr_workspace *ws, const rr_op *op, size_t s)
     return ws->idx + ws->nb * op->idx_off + s * op->n_out;
 }
 
+static void linear64(const rr_model *m, const rr_op *op, const double *in, double *out)
+{
+    const float *W = m->params[op->p_weight].data;
+    const float *bias = op->p_bias >= 0 ? m->params[op->p_bias].data : NULL;
+    for (int o = 0; o < op->oc; o++) {
+        double acc = bias ? bias[o] : 0.0;
+        const float *w = W + (size_t)o * op->c;
+        for (int k = 0; k < op->c; k++)
+            acc += (double)w[k] * in[k];
+        out[o] = acc;
+    }
+}
+
+static void conv64(const rr_model *m, const rr_op *op, const double *in, double *out)
+{
+    const float *W = m->params[op->p_weight].data;
+    const float *bias = op->p_bias >= 0 ? m->params[op->p_bias].data : NULL;
+    for (int oc = 0; oc < op->oc; oc++)
+        for (int oy = 0; oy < op->oh; oy++)
+            for (int ox = 0; ox < op->ow; ox++) {
+                double acc = bias ? bias[oc] : 0.0;
+                for (int c = 0; c < op->c; c++)
+                    for (int ky = 0; ky < op->kh; ky++) {
+                        const int iy = oy * op->sh - op->ph + ky;
+                        if (iy < 0 || iy >= op->h)
+                            continue;
+                        for (int kx = 0; kx < op->kw; kx++) {
+                            const int ix = ox * op->sw - op->pw + kx;
+                            if (ix < 0 || ix >= op->w)
+                                continue;
+                            acc +=
+                                (double)W[(((size_t)oc * op->c + c) * op->kh + ky) * op->kw + kx] *
+                                in[((size_t)c * op->h + iy) * op->w + ix];
+                        }
+                    }
+                out[((size_t)oc * op->oh + oy) * op->ow + ox] = acc;
+            }
+}
+
+static void avgpool64(const rr_op *op, const double *in, double *out)
+{
+    const size_t HW = (size_t)op->h * op->w;
+    for (int c = 0; c < op->c; c++)
+        for (int oy = 0; oy < op->oh; oy++)
+            for (int ox = 0; ox < op->ow; ox++) {
+                int y0, y1, x0, x1, div;
+                window(op, oy, ox, &y0, &y1, &x0, &x1, &div);
+                double acc = 0.0;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int jx = x0; jx < x1; jx++)
+                        acc += in[c * HW + (size_t)iy * op->w + jx];
+                out[((size_t)c * op->oh + oy) * op->ow + ox] =
+                    (y0 < y1 && x0 < x1) ? acc / div : 0.0;
+            }
+}
+
 // Activations of sample s of the chunk in double: buffer a at buf + off[a]. Relu gates and
 // max-pool selections are the float32 forward's (ws), so the values are those of the region's
 // affine functions at x.
@@ -57,44 +113,12 @@ static void forward64(const rr_model *m, const rr_workspace *ws, size_t s, const
         const double *in = buf + off[op->in];
         double *out = buf + off[op->out];
         switch (op->kind) {
-            case RR_OP_LINEAR: {
-                const float *W = m->params[op->p_weight].data;
-                const float *bias = op->p_bias >= 0 ? m->params[op->p_bias].data : NULL;
-                for (int o = 0; o < op->oc; o++) {
-                    double acc = bias ? bias[o] : 0.0;
-                    const float *w = W + (size_t)o * op->c;
-                    for (int k = 0; k < op->c; k++)
-                        acc += (double)w[k] * in[k];
-                    out[o] = acc;
-                }
+            case RR_OP_LINEAR:
+                linear64(m, op, in, out);
                 break;
-            }
-            case RR_OP_CONV2D: {
-                const float *W = m->params[op->p_weight].data;
-                const float *bias = op->p_bias >= 0 ? m->params[op->p_bias].data : NULL;
-                for (int oc = 0; oc < op->oc; oc++)
-                    for (int oy = 0; oy < op->oh; oy++)
-                        for (int ox = 0; ox < op->ow; ox++) {
-                            double acc = bias ? bias[oc] : 0.0;
-                            for (int c = 0; c < op->c; c++)
-                                for (int ky = 0; ky < op->kh; ky++) {
-                                    const int iy = oy * op->sh - op->ph + ky;
-                                    if (iy < 0 || iy >= op->h)
-                                        continue;
-                                    for (int kx = 0; kx < op->kw; kx++) {
-                                        const int ix = ox * op->sw - op->pw + kx;
-                                        if (ix < 0 || ix >= op->w)
-                                            continue;
-                                        acc += (double)W[(((size_t)oc * op->c + c) * op->kh + ky) *
-                                                             op->kw +
-                                                         kx] *
-                                               in[((size_t)c * op->h + iy) * op->w + ix];
-                                    }
-                                }
-                            out[((size_t)oc * op->oh + oy) * op->ow + ox] = acc;
-                        }
+            case RR_OP_CONV2D:
+                conv64(m, op, in, out);
                 break;
-            }
             case RR_OP_RELU: {
                 const float *fin = ws->act[op->in] + s * op->n_in;
                 for (size_t u = 0; u < op->n_in; u++)
@@ -109,22 +133,9 @@ static void forward64(const rr_model *m, const rr_workspace *ws, size_t s, const
                         out[c * P + p] = in[c * HW + (size_t)ix[c * P + p]];
                 break;
             }
-            case RR_OP_AVGPOOL: {
-                const size_t HW = (size_t)op->h * op->w;
-                for (int c = 0; c < op->c; c++)
-                    for (int oy = 0; oy < op->oh; oy++)
-                        for (int ox = 0; ox < op->ow; ox++) {
-                            int y0, y1, x0, x1, div;
-                            window(op, oy, ox, &y0, &y1, &x0, &x1, &div);
-                            double acc = 0.0;
-                            for (int iy = y0; iy < y1; iy++)
-                                for (int jx = x0; jx < x1; jx++)
-                                    acc += in[c * HW + (size_t)iy * op->w + jx];
-                            out[((size_t)c * op->oh + oy) * op->ow + ox] =
-                                (y0 < y1 && x0 < x1) ? acc / div : 0.0;
-                        }
+            case RR_OP_AVGPOOL:
+                avgpool64(op, in, out);
                 break;
-            }
             case RR_OP_BATCHNORM: {
                 const size_t per = op->n_in / (size_t)op->c;
                 for (size_t u = 0; u < op->n_in; u++) {
