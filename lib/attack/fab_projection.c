@@ -28,6 +28,18 @@
 // Below this many keys a range is sorted by insertion.
 #define SMALL 16
 
+// c ? x : y without a branch (the signs of w are random: a branch mispredicts half the time).
+static inline double pick(bool c, double x, double y)
+{
+    uint64_t a, b;
+    memcpy(&a, &x, sizeof a);
+    memcpy(&b, &y, sizeof b);
+    const uint64_t m = (uint64_t)0 - (uint64_t)c, r = (a & m) | (b & ~m);
+    double d;
+    memcpy(&d, &r, sizeof d);
+    return d;
+}
+
 static inline bool key_lt(const rr__fab_brk *p, const rr__fab_brk *q)
 {
     return p->r < q->r || (p->r == q->r && p->i < q->i);
@@ -66,9 +78,13 @@ static size_t partition(rr__fab_brk *v, size_t n)
     swap_brk(p1, p2); // the median to the end
     const rr__fab_brk piv = v[n - 1];
     size_t s = 0;
-    for (size_t k = 0; k + 1 < n; k++)
-        if (key_lt(&v[k], &piv))
-            swap_brk(&v[k], &v[s++]);
+    for (size_t k = 0; k + 1 < n; k++) {
+        const rr__fab_brk x = v[k];
+        const bool lt = key_lt(&x, &piv);
+        v[k] = v[s];
+        v[s] = x;
+        s += lt;
+    }
     swap_brk(&v[s], &v[n - 1]);
     return s;
 }
@@ -183,7 +199,7 @@ double rr__fab_project(const rr__atk *a, const float *t, const float *w, double 
         const double wi = sg * (double)w[i];
         if (fabs(wi) <= tiny)
             continue;
-        const double room = wi > 0 ? (double)t[i] - lo : hi - (double)t[i];
+        const double room = pick(wi > 0, (double)t[i] - lo, hi - (double)t[i]);
         const double wt = linf ? fabs(wi) : wi * wi;
         const double r = linf ? room : room / fabs(wi);
         const bool at0 = r == 0.0;
@@ -200,9 +216,10 @@ double rr__fab_project(const rr__atk *a, const float *t, const float *w, double 
     double n = 0.0;
     for (size_t i = 0; i < D; i++) {
         const double wi = sg * (double)w[i];
-        const double room = wi > 0 ? (double)t[i] - lo : hi - (double)t[i];
+        const double room = pick(wi > 0, (double)t[i] - lo, hi - (double)t[i]);
         const double len = linf ? lam : lam * fabs(wi);
-        const double di = fabs(wi) > tiny ? (wi > 0 ? -1.0 : 1.0) * (len < room ? len : room) : 0.0;
+        const double mv = len < room ? len : room;
+        const double di = pick(fabs(wi) > tiny, pick(wi > 0, -mv, mv), 0.0);
         d[i] = di;
         if (linf)
             n = fabs(di) > n ? fabs(di) : n;
