@@ -150,34 +150,34 @@ static size_t bracket(rr__fab_brk *v, size_t m, double c, double A)
     return hi < m ? hi + 1 : m;
 }
 
-// lambda from the m breakpoints in v, the z with r = 0 first in coordinate order (their sorted
-// order already), A = the sum of all weights in coordinate order; +inf when the hyperplane is
-// out of the box's reach.
-static double multiplier(rr__fab_brk *v, size_t m, size_t z, double c, double A)
+// lambda from the breakpoints: the z at r = 0 in v0 (in coordinate order, their sorted order
+// already) and the n others in v1; A = the sum of all weights in coordinate order; +inf when
+// the hyperplane is out of the box's reach.
+static double multiplier(const rr__fab_brk *v0, size_t z, rr__fab_brk *v1, size_t n, double c,
+                         double A)
 {
-    size_t k = 0;
     double S = 0.0; // sum of a_k r_k over the coordinates already at the box
     // The breakpoints at 0 leave S at 0 and stop the scan only when c = 0.
-    for (; k < z; k++) {
-        if (c - S <= v[k].r * A)
+    for (size_t k = 0; k < z; k++) {
+        if (c - S <= v0[k].r * A)
             return (c - S) / A;
-        S += v[k].a * v[k].r;
-        A -= v[k].a;
+        S += v0[k].a * v0[k].r;
+        A -= v0[k].a;
     }
-    size_t end = z + bracket(v + z, m - z, c - S, A);
+    size_t k = 0, end = bracket(v1, n, c - S, A);
     for (;;) {
-        sort_brk(v + k, end - k);
+        sort_brk(v1 + k, end - k);
         for (; k < end; k++) {
-            if (c - S <= v[k].r * A)
+            if (c - S <= v1[k].r * A)
                 return (c - S) / A;
-            S += v[k].a * v[k].r;
-            A -= v[k].a;
+            S += v1[k].a * v1[k].r;
+            A -= v1[k].a;
         }
-        if (end == m)
+        if (end == n)
             return INFINITY;
         // Rounding put the stop past the estimate: the next chunk of keys, as large again.
-        const size_t more = end - z < m - end ? (end - z > 0 ? end - z : 1) : m - end;
-        select_brk(v + end, m - end, more);
+        const size_t more = end < n - end ? (end > 0 ? end : 1) : n - end;
+        select_brk(v1 + end, n - end, more);
         end += more;
     }
 }
@@ -192,7 +192,7 @@ double rr__fab_project(const rr__atk *a, const float *t, const float *w, double 
     const double tiny = linf ? 0.0 : 1e-8 / (box ? hi - lo : 1.0);
     c = fabs(c);
     // The breakpoints at 0 (coordinates on the box already) go to the front in coordinate
-    // order, the others to the back, then next to them.
+    // order, the others to the back.
     size_t z = 0, top = D;
     double A = 0.0;
     for (size_t i = 0; i < D; i++) {
@@ -209,9 +209,7 @@ double rr__fab_project(const rr__atk *a, const float *t, const float *w, double 
         scr[k] = (rr__fab_brk){.r = r, .a = wt, .i = i};
         A += wt;
     }
-    const size_t m = z + (D - top);
-    memmove(scr + z, scr + top, (D - top) * sizeof *scr);
-    const double lam = m > 0 ? multiplier(scr, m, z, c, A) : INFINITY;
+    const double lam = z + (D - top) > 0 ? multiplier(scr, z, scr + top, D - top, c, A) : INFINITY;
     // d_i = -sign(w_i) min(len_i, room_i), 0 for the coordinates that stay.
     double n = 0.0;
     for (size_t i = 0; i < D; i++) {
