@@ -96,7 +96,7 @@ PYTHON := /usr/bin/python3
 REF_DIR := $(B)/ref
 TEST_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RR_REF_DIR=$(abspath $(REF_DIR))
 
-.PHONY: FORCE all install deps test check unit abi python reference e2e browser test-scale run demo results asan bench bench-scaling bench-http fuzz format format-check clean
+.PHONY: FORCE all install deps test check unit abi python reference e2e browser test-scale run demo results asan bench bench-fab-projection bench-scaling bench-http fuzz format format-check clean
 
 all: $(BINS)
 ifeq ($(VARIANT),release)
@@ -349,9 +349,18 @@ $(O)/bench-autoattack: $(O)/bench/bench_autoattack.o $(LIB_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/bench-fab-projection: $(O)/bench/bench_fab_projection.o $(LIB_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# FAB's projection, the sort it replaced against the quickselect (lib/attack/fab_projection.c).
+bench-fab-projection: $(O)/bench-fab-projection
+	$(Q)$(O)/bench-fab-projection
+
 bench: deps
 	$(Q)$(MAKE) --no-print-directory $(O)/bench-core $(O)/bench-reg $(O)/bench-attacks \
 		$(O)/bench-autoattack
+	$(Q)$(MAKE) --no-print-directory bench-fab-projection
 	$(Q)$(PYTHON) bench/bench_core.py --bin $(O)/bench-core
 	$(Q)$(PYTHON) bench/bench_reg.py --bin $(O)/bench-reg
 	$(Q)$(PYTHON) bench/bench_attacks.py --bin $(O)/bench-attacks

@@ -252,55 +252,51 @@ typedef struct bufs {
     double *eta;                                      // [B]
     int *ups;                                         // [B] loss increases since a checkpoint
     bool *wrong, *found, *reduced, *done;             // [B]
-    void *block;
 } bufs;
 
-static bool carve(bufs *s, size_t B, size_t D, size_t K)
+static void *carve(rr__atk *a, bufs *s, size_t B, size_t D, size_t K)
 {
-    const size_t BD = B * D, BK = B * K;
-    if (D && BD / D != B)
-        return false;
-    struct {
-        void **p;
-        size_t n;
-    } parts[] = {{(void **)&s->xa, BD * sizeof(float)},
-                 {(void **)&s->xo, BD * sizeof(float)},
-                 {(void **)&s->xb, BD * sizeof(float)},
-                 {(void **)&s->g, BD * sizeof(float)},
-                 {(void **)&s->gb, BD * sizeof(float)},
-                 {(void **)&s->zc, BK * sizeof(float)},
-                 {(void **)&s->order, BK * sizeof(int)},
-                 {(void **)&s->ys, B * sizeof(int64_t)},
-                 {(void **)&s->ts, B * sizeof(int64_t)},
-                 {(void **)&s->idx, B * sizeof(size_t)},
-                 {(void **)&s->eta, B * sizeof(double)},
-                 {(void **)&s->loss, B * sizeof(float)},
-                 {(void **)&s->best, B * sizeof(float)},
-                 {(void **)&s->prev, B * sizeof(float)},
-                 {(void **)&s->last_best, B * sizeof(float)},
-                 {(void **)&s->best_any, B * sizeof(float)},
-                 {(void **)&s->ups, B * sizeof(int)},
-                 {(void **)&s->wrong, B},
-                 {(void **)&s->found, B},
-                 {(void **)&s->reduced, B},
-                 {(void **)&s->done, B}};
-    const size_t np = sizeof parts / sizeof parts[0];
-    size_t total = 0;
-    for (size_t i = 0; i < np; i++) {
-        const size_t n = (parts[i].n + 63) & ~(size_t)63;
-        if (n < parts[i].n || total + n < total)
-            return false;
-        total += n;
+    const rr__atk_part parts[] = {
+        RR__ATK_PART(s->xa, B * D),    RR__ATK_PART(s->xo, B * D),  RR__ATK_PART(s->xb, B * D),
+        RR__ATK_PART(s->g, B * D),     RR__ATK_PART(s->gb, B * D),  RR__ATK_PART(s->zc, B * K),
+        RR__ATK_PART(s->order, B * K), RR__ATK_PART(s->ys, B),      RR__ATK_PART(s->ts, B),
+        RR__ATK_PART(s->idx, B),       RR__ATK_PART(s->eta, B),     RR__ATK_PART(s->loss, B),
+        RR__ATK_PART(s->best, B),      RR__ATK_PART(s->prev, B),    RR__ATK_PART(s->last_best, B),
+        RR__ATK_PART(s->best_any, B),  RR__ATK_PART(s->ups, B),     RR__ATK_PART(s->wrong, B),
+        RR__ATK_PART(s->found, B),     RR__ATK_PART(s->reduced, B), RR__ATK_PART(s->done, B)};
+    return rr__atk_carve(a, parts, sizeof parts / sizeof parts[0]);
+}
+
+// Row j after a step: a misclassified point is kept (found), the best loss's point and
+// gradient are kept, and at a checkpoint (check, len steps since the last) eta halves, back at
+// the best point, when the loss oscillated or stalled.
+static void keep_row(rr__atk *a, bufs *s, size_t j, bool check, int len)
+{
+    const size_t D = a->D;
+    float *xa = s->xa + j * D, *g = s->g + j * D;
+    if (s->wrong[j]) {
+        s->found[j] = true;
+        memcpy(a->out->adversarial + s->idx[j] * D, xa, D * sizeof(float));
     }
-    char *p = rr_aligned_alloc(total ? total : 64);
-    if (!p)
-        return false;
-    s->block = p;
-    for (size_t i = 0; i < np; i++) {
-        *parts[i].p = p;
-        p += (parts[i].n + 63) & ~(size_t)63;
+    s->ups[j] += s->loss[j] > s->prev[j];
+    s->prev[j] = s->loss[j];
+    if (s->loss[j] > s->best[j]) {
+        s->best[j] = s->loss[j];
+        memcpy(s->xb + j * D, xa, D * sizeof(float));
+        memcpy(s->gb + j * D, g, D * sizeof(float));
     }
-    return true;
+    if (!check)
+        return;
+    const bool osc = (double)s->ups[j] < RHO * len;
+    const bool stall = !s->reduced[j] && s->last_best[j] >= s->best[j];
+    s->reduced[j] = osc || stall;
+    s->last_best[j] = s->best[j];
+    s->ups[j] = 0;
+    if (s->reduced[j]) {
+        s->eta[j] *= 0.5;
+        memcpy(xa, s->xb + j * D, D * sizeof(float));
+        memcpy(g, s->gb + j * D, D * sizeof(float));
+    }
 }
 
 // One run of `steps` on the n rows compacted into s (idx, ys, ts; xa holds the starts).
@@ -356,32 +352,8 @@ static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, in
         const bool check = c < nchk && i + 1 == at[c];
         const int len = check ? at[c] - last_w : 0;
 #pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < n; j++) {
-            float *xa = s->xa + j * D, *g = s->g + j * D;
-            if (s->wrong[j]) {
-                s->found[j] = true;
-                memcpy(adv + s->idx[j] * D, xa, D * sizeof(float));
-            }
-            s->ups[j] += s->loss[j] > s->prev[j];
-            s->prev[j] = s->loss[j];
-            if (s->loss[j] > s->best[j]) {
-                s->best[j] = s->loss[j];
-                memcpy(s->xb + j * D, xa, D * sizeof(float));
-                memcpy(s->gb + j * D, g, D * sizeof(float));
-            }
-            if (!check)
-                continue;
-            const bool osc = (double)s->ups[j] < RHO * len;
-            const bool stall = !s->reduced[j] && s->last_best[j] >= s->best[j];
-            s->reduced[j] = osc || stall;
-            s->last_best[j] = s->best[j];
-            s->ups[j] = 0;
-            if (s->reduced[j]) {
-                s->eta[j] *= 0.5;
-                memcpy(xa, s->xb + j * D, D * sizeof(float));
-                memcpy(g, s->gb + j * D, D * sizeof(float));
-            }
-        }
+        for (size_t j = 0; j < n; j++)
+            keep_row(a, s, j, check, len);
         if (check)
             last_w = at[c++];
         st = rr__atk_poll(a, 1.0);
@@ -399,8 +371,9 @@ rr_status rr__attack_apgd(rr__atk *a)
     int at[MAX_CHECKS];
     const int nchk = checkpoints(steps, at);
     bufs s = {0};
-    if (!carve(&s, B, D, K))
-        return rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for APGD (batch %zu)", B);
+    void *block = carve(a, &s, B, D, K);
+    if (!block)
+        return RR_ENOMEM;
     // The clean logits: misclassified samples are not attacked; apgd_t ranks its targets.
     memcpy(out->adversarial, a->x0, B * D * sizeof(float));
     rr_status st = rr__atk_forward(a, a->x0, B, s.zc);
@@ -411,27 +384,14 @@ rr_status rr__attack_apgd(rr__atk *a)
         out->iterations[b] = 0;
         s.done[b] = rr__atk_argmax(z, (int)K) != a->labels[b];
         s.best_any[b] = -INFINITY;
-        if (!dlr)
-            continue;
-        // Insertion sort, descending, ties by index (K is small).
-        int *o = s.order + b * K;
-        for (size_t k = 0; k < K; k++) {
-            size_t p = k;
-            while (p > 0 && z[k] > z[o[p - 1]]) {
-                o[p] = o[p - 1];
-                p--;
-            }
-            o[p] = (int)k;
-        }
+        if (dlr)
+            rr__atk_rank(z, (int)K, s.order + b * K);
     }
     a->progress_total = (double)targets * restarts * steps;
     for (int tg = 0; tg < targets && st == RR_OK; tg++) {
         for (int r = 0; r < restarts && st == RR_OK; r++) {
             const int R = tg * restarts + r;
-            size_t n = 0;
-            for (size_t b = 0; b < B; b++)
-                if (!s.done[b])
-                    s.idx[n++] = b;
+            const size_t n = rr__atk_active(s.done, false, B, s.idx);
             if (n == 0) {
                 st = rr__atk_poll(a, steps);
                 continue;
@@ -464,6 +424,6 @@ rr_status rr__attack_apgd(rr__atk *a)
         }
     }
 done:
-    rr_aligned_free(s.block);
+    rr_aligned_free(block);
     return st;
 }

@@ -71,11 +71,59 @@ rr_status rr__atk_finalize(rr__atk *a);
 // Scratch of n floats (RR_ENOMEM into a->err when it fails); free with rr_aligned_free.
 float *rr__atk_alloc(rr__atk *a, size_t n);
 
+// One part of a carved scratch block: *ptr gets n elements of size bytes each.
+typedef struct rr__atk_part {
+    void **ptr;
+    size_t n, size;
+} rr__atk_part;
+// The part for pointer p (any object pointer type) of n elements of *p.
+#define RR__ATK_PART(p, count)                                                                     \
+    {                                                                                              \
+        (void **)&(p), (count), sizeof *(p)                                                        \
+    }
+// Carves every part from one allocation (llm.c style): sizes summed with each part rounded up
+// to RR__ATK_ALIGN bytes, one rr_aligned_alloc, each *ptr pointed at its aligned, disjoint
+// slice (a part of 0 elements gets a valid pointer too). Returns the block to free with
+// rr_aligned_free, or NULL with RR_ENOMEM in a->err (also when the sizes overflow).
+#define RR__ATK_ALIGN 64
+void *rr__atk_carve(rr__atk *a, const rr__atk_part *parts, size_t np);
+
+// act = the b in [0, B) with live[b] == want, in order; returns their number n.
+size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act);
+// Rows of D floats: dst[j] = src[act[j]] (gather) or dst[act[j]] = src[j] (scatter), j < n.
+void rr__atk_gather(const float *src, const size_t *act, size_t n, size_t D, float *dst);
+void rr__atk_scatter(const float *src, const size_t *act, size_t n, size_t D, float *dst);
+
+// order [K] = the classes by logit z [K], descending, ties lower index first (a stable sort;
+// order[0] is rr__atk_argmax). apgd_t and fab_t attack order[1 .. n].
+void rr__atk_rank(const float *z, int K, int *order);
+
+// C&W's margin of sample b at logits z: z_y - max_{j != y} z_j + kappa, targeted
+// max_{j != t} z_j - z_t + kappa (the hinge is its positive part); *jo (may be NULL) gets the
+// other class (the first of the maxima).
+double rr__atk_margin(const rr__atk *a, size_t b, const float *z, int *jo);
+// C&W's binary search over c after a binary step: found or not, narrows [lower, upper] and
+// moves c (to the midpoint once an upper bound is known, else c * 10).
+void rr__atk_csearch(bool found, double *lower, double *upper, double *c);
+
+// A breakpoint of FAB's projection: the step length r at which coordinate i reaches the box
+// and its weight a in the hyperplane equation (|w_i| for linf, w_i^2 for l2).
+typedef struct rr__fab_brk {
+    double r, a;
+    size_t i;
+} rr__fab_brk;
+// FAB's projection (fab_projection.c): d [D] = the smallest step (a->p.norm) from t [D] with
+// w . d = -c and t + d inside input_range, or every coordinate to the box when out of reach;
+// returns ||d||. scr [D] is scratch; nothing is allocated.
+double rr__fab_project(const rr__atk *a, const float *t, const float *w, double c, double *d,
+                       rr__fab_brk *scr);
+
 // The attacks (each fills out->adversarial and out->iterations; finalize does the rest).
 rr_status rr__attack_fgsm(rr__atk *a);
 rr_status rr__attack_pgd(rr__atk *a);
 rr_status rr__attack_deepfool(rr__atk *a);
-rr_status rr__attack_cw(rr__atk *a, bool elastic);
+rr_status rr__attack_cw(rr__atk *a);
+rr_status rr__attack_ead(rr__atk *a);
 rr_status rr__attack_jsma(rr__atk *a);
 rr_status rr__attack_zoo(rr__atk *a);
 rr_status rr__attack_apgd(rr__atk *a);

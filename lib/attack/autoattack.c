@@ -6,7 +6,6 @@
 // Every stage draws from (seed, original sample index) (attack.h, sample_ids), so which
 // samples are still robust does not change any sample's outcome.
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "attack/attack_impl.h"
@@ -37,6 +36,75 @@ static void stage_progress(void *ctx, double f)
     s->a->p.control.progress(s->a->p.control.progress_ctx, s->base + s->width * f);
 }
 
+// Scratch, carved from one block: the stage's rows and its answers.
+typedef struct aa {
+    rr__atk *a;
+    float *z;            // [B, K] clean logits
+    float *xs, *adv;     // [B, D] the stage's inputs and adversarials
+    float *l2, *linf;    // [B]
+    int64_t *ys, *pred;  // [B]
+    size_t *idx, *ids;   // [B] sample and its stream id per row
+    bool *robust, *succ; // [B]
+    int *iters;          // [B]
+} aa;
+
+static void *carve(aa *s, size_t B, size_t D, size_t K)
+{
+    const rr__atk_part parts[] = {
+        RR__ATK_PART(s->z, B * K),  RR__ATK_PART(s->xs, B * D), RR__ATK_PART(s->adv, B * D),
+        RR__ATK_PART(s->l2, B),     RR__ATK_PART(s->linf, B),   RR__ATK_PART(s->ys, B),
+        RR__ATK_PART(s->pred, B),   RR__ATK_PART(s->idx, B),    RR__ATK_PART(s->ids, B),
+        RR__ATK_PART(s->robust, B), RR__ATK_PART(s->succ, B),   RR__ATK_PART(s->iters, B)};
+    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+}
+
+// Runs stage `name` on the n rows gathered in s (progress through pg).
+static rr_status run_stage(aa *s, rr_attack_name name, size_t n, aa_progress *pg)
+{
+    rr__atk *a = s->a;
+    rr_attack_params sp;
+    rr_attack_params_init(&sp, name);
+    sp.norm = a->p.norm;
+    sp.epsilon = a->p.epsilon;
+    sp.seed = a->p.seed;
+    sp.sample_ids = s->ids;
+    sp.max_steps = a->p.max_steps;
+    sp.control.abort = a->p.control.abort;
+    sp.control.abort_ctx = a->p.control.abort_ctx;
+    sp.control.progress = a->p.control.progress ? stage_progress : NULL;
+    sp.control.progress_ctx = pg;
+    rr_attack_result r = {.adversarial = s->adv,
+                          .success = s->succ,
+                          .l2 = s->l2,
+                          .linf = s->linf,
+                          .predictions = s->pred,
+                          .iterations = s->iters};
+    const rr_status st = rr_attack(a->m, a->ws, s->xs, s->ys, n, &sp, &r, a->err);
+    a->out->gradient_calls += r.gradient_calls;
+    a->out->forward_calls += r.forward_calls;
+    return st;
+}
+
+// The stage's answers: a row broken within epsilon gives its sample's adversarial.
+static void keep_stage(aa *s, rr_attack_name name, size_t n)
+{
+    rr__atk *a = s->a;
+    rr_attack_result *out = a->out;
+    const size_t D = a->D;
+    const double bound = a->p.epsilon * (1.0 + 1e-6);
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = s->idx[j];
+        out->iterations[b] += s->iters[j];
+        const double nrm = a->p.norm == RR_NORM_L2 ? s->l2[j] : s->linf[j];
+        if (!s->succ[j] || !(nrm <= bound))
+            continue;
+        memcpy(out->adversarial + b * D, s->adv + j * D, D * sizeof(float));
+        s->robust[b] = false;
+        if (out->broken_by)
+            out->broken_by[b] = (int)name;
+    }
+}
+
 rr_status rr__attack_autoattack(rr__atk *a)
 {
     const size_t B = a->B, D = a->D, K = (size_t)a->K;
@@ -49,88 +117,32 @@ rr_status rr__attack_autoattack(rr__atk *a)
         if (out->broken_by)
             out->broken_by[b] = -1;
     }
-    rr_status st = RR_OK;
-    float *z = malloc(B * K * sizeof(float));
-    float *xs = malloc(B * D * sizeof(float));
-    float *adv = malloc(B * D * sizeof(float));
-    float *l2 = malloc(B * sizeof(float)), *linf = malloc(B * sizeof(float));
-    int64_t *ys = malloc(B * sizeof(int64_t)), *pred = malloc(B * sizeof(int64_t));
-    size_t *idx = malloc(B * sizeof(size_t)), *ids = malloc(B * sizeof(size_t));
-    bool *robust = malloc(B * sizeof(bool)), *succ = malloc(B * sizeof(bool));
-    int *iters = malloc(B * sizeof(int));
-    if (!z || !xs || !adv || !l2 || !linf || !ys || !pred || !idx || !ids || !robust || !succ ||
-        !iters) {
-        st = rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for autoattack");
-        goto done;
-    }
-    st = rr__atk_forward(a, a->x0, B, z);
+    aa s = {.a = a};
+    void *block = carve(&s, B, D, K);
+    if (!block)
+        return RR_ENOMEM;
+    rr_status st = rr__atk_forward(a, a->x0, B, s.z);
     if (st != RR_OK)
         goto done;
     for (size_t b = 0; b < B; b++)
-        robust[b] = rr__atk_argmax(z + b * K, (int)K) == a->labels[b];
-    const double bound = a->p.epsilon * (1.0 + 1e-6);
+        s.robust[b] = rr__atk_argmax(s.z + b * K, (int)K) == a->labels[b];
     aa_progress pg = {.a = a, .base = 0.0, .width = 1.0 / (double)S};
-    for (size_t s = 0; s < S; s++, pg.base += pg.width) {
-        size_t n = 0;
-        for (size_t b = 0; b < B; b++) {
-            if (!robust[b])
-                continue;
-            idx[n] = b;
-            ids[n] = (size_t)rr__atk_stream(a, b);
-            memcpy(xs + n * D, a->x0 + b * D, D * sizeof(float));
-            ys[n] = a->labels[b];
-            n++;
-        }
+    for (size_t k = 0; k < S; k++, pg.base += pg.width) {
+        const size_t n = rr__atk_active(s.robust, true, B, s.idx);
         if (n == 0)
             break;
-        rr_attack_params sp;
-        rr_attack_params_init(&sp, stages[s]);
-        sp.norm = a->p.norm;
-        sp.epsilon = a->p.epsilon;
-        sp.seed = a->p.seed;
-        sp.sample_ids = ids;
-        sp.max_steps = a->p.max_steps;
-        sp.control.abort = a->p.control.abort;
-        sp.control.abort_ctx = a->p.control.abort_ctx;
-        sp.control.progress = a->p.control.progress ? stage_progress : NULL;
-        sp.control.progress_ctx = &pg;
-        rr_attack_result r = {.adversarial = adv,
-                              .success = succ,
-                              .l2 = l2,
-                              .linf = linf,
-                              .predictions = pred,
-                              .iterations = iters};
-        st = rr_attack(a->m, a->ws, xs, ys, n, &sp, &r, a->err);
-        out->gradient_calls += r.gradient_calls;
-        out->forward_calls += r.forward_calls;
-        if (st != RR_OK)
-            goto done;
+        rr__atk_gather(a->x0, s.idx, n, D, s.xs);
         for (size_t j = 0; j < n; j++) {
-            const size_t b = idx[j];
-            out->iterations[b] += iters[j];
-            const double nrm = a->p.norm == RR_NORM_L2 ? l2[j] : linf[j];
-            if (!succ[j] || !(nrm <= bound))
-                continue;
-            memcpy(out->adversarial + b * D, adv + j * D, D * sizeof(float));
-            robust[b] = false;
-            if (out->broken_by)
-                out->broken_by[b] = (int)stages[s];
+            s.ids[j] = (size_t)rr__atk_stream(a, s.idx[j]);
+            s.ys[j] = a->labels[s.idx[j]];
         }
+        if ((st = run_stage(&s, stages[k], n, &pg)) != RR_OK)
+            goto done;
+        keep_stage(&s, stages[k], n);
     }
     if (a->p.control.progress)
         a->p.control.progress(a->p.control.progress_ctx, 1.0);
 done:
-    free(z);
-    free(xs);
-    free(adv);
-    free(l2);
-    free(linf);
-    free(ys);
-    free(pred);
-    free(idx);
-    free(ids);
-    free(robust);
-    free(succ);
-    free(iters);
+    rr_aligned_free(block);
     return st;
 }

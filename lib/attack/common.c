@@ -78,38 +78,80 @@ static rr_status check_int(int v, int max, const char *name, rr_error *err)
             o->field = (value);                                                                    \
     } while (0)
 
-rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *o, rr_error *err)
+// The defaults of the iterative first-order attacks (pgd, bim; apgd_ce, apgd_t), and what
+// they refuse.
+static rr_status resolve_pgd(rr_attack_params *o, rr_error *err)
 {
-    *o = *in;
     const bool l2 = o->norm == RR_NORM_L2;
-    if (o->max_steps <= 0)
-        o->max_steps = 10000;
+    DEF(epsilon, l2 ? 1.0 : 0.3);
+    DEF(step_size, l2 ? 0.2 : 0.01);
+    DEFI(steps, 40);
+    DEFI(restarts, 1);
+    if (o->name == RR_ATTACK_BIM) {
+        if (o->random_start == 1)
+            return rr_error_set(err, RR_EINVAL, "random_start",
+                                "bim is pgd without random start; use pgd");
+        o->random_start = 0;
+    } else if (o->random_start < 0) {
+        o->random_start = 1;
+    }
+    return RR_OK;
+}
+
+static rr_status resolve_apgd(rr_attack_params *o, rr_error *err)
+{
+    const bool l2 = o->norm == RR_NORM_L2;
+    const char *const an = o->name == RR_ATTACK_APGD_T ? "apgd_t" : "apgd_ce";
+    // APGD has no free step size or start, and apgd_t picks its own targets.
+    if (!isnan(o->step_size))
+        return rr_error_set(err, RR_EINVAL, "step_size",
+                            "%s takes no step_size: it starts at 2 epsilon and halves it "
+                            "at its checkpoints",
+                            an);
+    if (o->random_start == 0)
+        return rr_error_set(err, RR_EINVAL, "random_start", "%s always starts at a random point",
+                            an);
+    DEF(epsilon, l2 ? 1.0 : 0.3);
+    DEFI(steps, 100);
+    DEFI(restarts, 1);
+    o->random_start = 1;
+    return RR_OK;
+}
+
+static rr_status resolve_autoattack(rr_attack_params *o, rr_error *err)
+{
+    // The stages take steps / restarts / queries when given (0 leaves each its own default);
+    // nothing else is an option of the ensemble.
+    DEF(epsilon, o->norm == RR_NORM_L2 ? 1.0 : 0.3);
+    if (!isnan(o->step_size))
+        return rr_error_set(err, RR_EINVAL, "step_size",
+                            "autoattack takes no step_size (APGD sets its own)");
+    if (o->random_start == 0)
+        return rr_error_set(err, RR_EINVAL, "random_start",
+                            "autoattack's APGD stages always start at random");
+    if (o->suite != RR_SUITE_STANDARD && o->suite != RR_SUITE_FAST)
+        return rr_error_set(err, RR_EINVAL, "suite", "suite must be standard or fast");
+    return RR_OK;
+}
+
+// The attack's defaults for the options left unset (and its refusals).
+static rr_status resolve_defaults(rr_attack_params *o, int K, rr_error *err)
+{
+    const bool l2 = o->norm == RR_NORM_L2;
     switch (o->name) {
         case RR_ATTACK_FGSM:
             DEF(epsilon, l2 ? 1.0 : 0.3);
-            break;
+            return RR_OK;
         case RR_ATTACK_PGD:
         case RR_ATTACK_BIM:
-            DEF(epsilon, l2 ? 1.0 : 0.3);
-            DEF(step_size, l2 ? 0.2 : 0.01);
-            DEFI(steps, 40);
-            DEFI(restarts, 1);
-            if (o->name == RR_ATTACK_BIM) {
-                if (o->random_start == 1)
-                    return rr_error_set(err, RR_EINVAL, "random_start",
-                                        "bim is pgd without random start; use pgd");
-                o->random_start = 0;
-            } else if (o->random_start < 0) {
-                o->random_start = 1;
-            }
-            break;
+            return resolve_pgd(o, err);
         case RR_ATTACK_DEEPFOOL:
             DEF(overshoot, 0.02);
             DEFI(max_iter, 50);
             DEFI(candidates, 10);
             if (o->candidates > K)
                 o->candidates = K;
-            break;
+            return RR_OK;
         case RR_ATTACK_CW_L2:
         case RR_ATTACK_EAD:
             DEFI(binary_search_steps, 9);
@@ -119,29 +161,14 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEFI(max_iter, 1000);
             if (o->name == RR_ATTACK_EAD)
                 DEF(beta, 1e-2);
-            break;
+            return RR_OK;
         case RR_ATTACK_JSMA:
             DEF(theta, 1.0);
             DEF(gamma, 0.1);
-            break;
+            return RR_OK;
         case RR_ATTACK_APGD_CE:
-        case RR_ATTACK_APGD_T: {
-            const char *const an = o->name == RR_ATTACK_APGD_T ? "apgd_t" : "apgd_ce";
-            // APGD has no free step size or start, and apgd_t picks its own targets.
-            if (!isnan(o->step_size))
-                return rr_error_set(err, RR_EINVAL, "step_size",
-                                    "%s takes no step_size: it starts at 2 epsilon and halves it "
-                                    "at its checkpoints",
-                                    an);
-            if (o->random_start == 0)
-                return rr_error_set(err, RR_EINVAL, "random_start",
-                                    "%s always starts at a random point", an);
-            DEF(epsilon, l2 ? 1.0 : 0.3);
-            DEFI(steps, 100);
-            DEFI(restarts, 1);
-            o->random_start = 1;
-            break;
-        }
+        case RR_ATTACK_APGD_T:
+            return resolve_apgd(o, err);
         case RR_ATTACK_ZOO:
             DEF(h, 1e-4);
             DEFI(max_iter, 10);
@@ -149,13 +176,13 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEF(learning_rate, 1e-2);
             DEF(c, 1e-3);
             DEF(confidence, 0.0);
-            break;
+            return RR_OK;
         case RR_ATTACK_FAB_T:
             // Minimum-norm unless given a bound (math.md "Attacks"; api.md /robustness).
             DEF(epsilon, INFINITY);
             DEFI(steps, 100);
             DEFI(restarts, 1);
-            break;
+            return RR_OK;
         case RR_ATTACK_SQUARE:
             DEF(epsilon, l2 ? 1.0 : 0.3);
             // The default budget is capped by max_steps (a daemon's --max-steps) rather than
@@ -163,25 +190,16 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
             DEFI(queries, 5000 < o->max_steps ? 5000 : o->max_steps);
             DEF(p_init, 0.8);
             DEFI(restarts, 1);
-            break;
+            return RR_OK;
         case RR_ATTACK_AUTOATTACK:
-            // The stages take steps / restarts / queries when given (0 leaves each its own
-            // default); nothing else is an option of the ensemble.
-            DEF(epsilon, l2 ? 1.0 : 0.3);
-            if (!isnan(o->step_size))
-                return rr_error_set(err, RR_EINVAL, "step_size",
-                                    "autoattack takes no step_size (APGD sets its own)");
-            if (o->random_start == 0)
-                return rr_error_set(err, RR_EINVAL, "random_start",
-                                    "autoattack's APGD stages always start at random");
-            if (o->suite != RR_SUITE_STANDARD && o->suite != RR_SUITE_FAST)
-                return rr_error_set(err, RR_EINVAL, "suite", "suite must be standard or fast");
-            break;
-        default:
-            return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
+            return resolve_autoattack(o, err);
     }
-    if (o->norm != RR_NORM_LINF && o->norm != RR_NORM_L2)
-        return rr_error_set(err, RR_EINVAL, "norm", "norm must be linf or l2");
+    return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
+}
+
+// The ranges of the options given (in) as resolved (o).
+static rr_status check_ranges(const rr_attack_params *in, const rr_attack_params *o, rr_error *err)
+{
     rr_status st = RR_OK;
     const double inf = INFINITY;
 #define CHK(field, lo, open, hi, range)                                                            \
@@ -215,6 +233,12 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
         return st;
     if (o->queries > 0 && (st = check_int(o->queries, mx, "queries", err)) != RR_OK)
         return st;
+    return RR_OK;
+}
+
+// Targets, traces and start points the attack cannot take.
+static rr_status check_combinations(const rr_attack_params *o, rr_error *err)
+{
     // Untargeted attacks, and those that choose their own targets (the classes ranked 2nd to
     // (n+1)th by the clean logits, n = min(9, K - 1)), take neither targeted nor target_labels.
     const bool own = o->name == RR_ATTACK_APGD_T || o->name == RR_ATTACK_FAB_T;
@@ -234,6 +258,21 @@ rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params 
         return rr_error_set(err, RR_EINVAL, "start", "a start point needs restarts = 1");
     return RR_OK;
 }
+
+rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *o, rr_error *err)
+{
+    *o = *in;
+    if (o->max_steps <= 0)
+        o->max_steps = 10000;
+    rr_status st = resolve_defaults(o, K, err);
+    if (st != RR_OK)
+        return st;
+    if (o->norm != RR_NORM_LINF && o->norm != RR_NORM_L2)
+        return rr_error_set(err, RR_EINVAL, "norm", "norm must be linf or l2");
+    if ((st = check_ranges(in, o, err)) != RR_OK)
+        return st;
+    return check_combinations(o, err);
+}
 #undef DEF
 #undef DEFI
 
@@ -243,6 +282,92 @@ float *rr__atk_alloc(rr__atk *a, size_t n)
     if (!p)
         rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu floats)", n);
     return p;
+}
+
+void *rr__atk_carve(rr__atk *a, const rr__atk_part *parts, size_t np)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < np; i++) {
+        const size_t bytes = parts[i].n * parts[i].size;
+        const size_t padded = (bytes + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
+        if ((parts[i].size && bytes / parts[i].size != parts[i].n) || padded < bytes ||
+            total + padded < total) {
+            rr_error_set(a->err, RR_ENOMEM, NULL, "attack scratch size overflows");
+            return NULL;
+        }
+        total += padded;
+    }
+    char *block = rr_aligned_alloc(total ? total : RR__ATK_ALIGN);
+    if (!block) {
+        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu bytes)",
+                     total);
+        return NULL;
+    }
+    char *p = block;
+    for (size_t i = 0; i < np; i++) {
+        *parts[i].ptr = p;
+        p += (parts[i].n * parts[i].size + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
+    }
+    return block;
+}
+
+size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act)
+{
+    size_t n = 0;
+    for (size_t b = 0; b < B; b++)
+        if (live[b] == want)
+            act[n++] = b;
+    return n;
+}
+
+void rr__atk_gather(const float *src, const size_t *act, size_t n, size_t D, float *dst)
+{
+    for (size_t j = 0; j < n; j++)
+        memcpy(dst + j * D, src + act[j] * D, D * sizeof(float));
+}
+
+void rr__atk_scatter(const float *src, const size_t *act, size_t n, size_t D, float *dst)
+{
+    for (size_t j = 0; j < n; j++)
+        memcpy(dst + act[j] * D, src + j * D, D * sizeof(float));
+}
+
+void rr__atk_rank(const float *z, int K, int *order)
+{
+    // Insertion sort, descending, ties by index (K is small).
+    for (int k = 0; k < K; k++) {
+        int p = k;
+        while (p > 0 && z[k] > z[order[p - 1]]) {
+            order[p] = order[p - 1];
+            p--;
+        }
+        order[p] = k;
+    }
+}
+
+double rr__atk_margin(const rr__atk *a, size_t b, const float *z, int *jo)
+{
+    const int64_t t = rr__atk_class(a, b);
+    int o = -1;
+    for (int k = 0; k < a->K; k++)
+        if (k != t && (o < 0 || z[k] > z[o]))
+            o = k;
+    if (jo)
+        *jo = o;
+    const double real = z[t], other = z[o];
+    return a->targets ? other - real + a->p.confidence : real - other + a->p.confidence;
+}
+
+void rr__atk_csearch(bool found, double *lower, double *upper, double *c)
+{
+    if (found) {
+        *upper = fmin(*upper, *c);
+        if (*upper < 1e9)
+            *c = (*lower + *upper) / 2;
+    } else {
+        *lower = fmax(*lower, *c);
+        *c = *upper < 1e9 ? (*lower + *upper) / 2 : *c * 10;
+    }
 }
 
 rr_status rr__atk_forward(rr__atk *a, const float *x, size_t n, float *logits)
@@ -373,10 +498,10 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
             st = rr__attack_deepfool(&a);
             break;
         case RR_ATTACK_CW_L2:
-            st = rr__attack_cw(&a, false);
+            st = rr__attack_cw(&a);
             break;
         case RR_ATTACK_EAD:
-            st = rr__attack_cw(&a, true);
+            st = rr__attack_ead(&a);
             break;
         case RR_ATTACK_JSMA:
             st = rr__attack_jsma(&a);

@@ -1,4 +1,6 @@
-// Carlini & Wagner L2 and EAD (math.md, "Attacks"), batched over the samples still running.
+// Carlini & Wagner L2 and EAD (math.md, "Attacks"), batched over the samples still running:
+// rr__attack_cw and rr__attack_ead share the binary search over c, the hinge and the bookkeeping
+// of a row, and differ in their iteration (Adam on the tanh variable, FISTA on the slack).
 //
 // C&W after Carlini's l2_attack.py: the tanh box over input_range (without a range the
 // perturbation is optimised directly), Adam (TensorFlow's defaults), loss
@@ -15,44 +17,48 @@
 #include "attack/attack_impl.h"
 #include "core/tensor.h"
 
-typedef struct cw_state {
+// Scratch, carved from one block, and the constants of a run.
+typedef struct cw {
     rr__atk *a;
-    const size_t *act;    // running sample of each gathered row
-    const double *cconst; // [B] current c
-    float *loss1;         // [n] hinge value per gathered row
-} cw_state;
+    bool elastic;
+    double beta, bm, bp; // EAD's beta (0 for C&W); the tanh box: x = tanh(w) bm + bp
+    int every;           // abort early is checked every `every` iterations
+    float *w, *m1, *m2;  // [B, D] C&W: w, Adam m and v; EAD: x_k, y_k (m2 unused)
+    float *xs, *g;       // [B, D] the gathered rows and their gradients
+    float *z, *loss1;    // [B, K] logits and [B] hinge of the gathered rows
+    double *cc, *lower, *upper, *obest, *best, *prev; // [B]
+    size_t *act;                                      // [B] running sample of each gathered row
+    bool *live, *found; // [B] running; this binary step found a success
+} cw;
 
-// max_{j != t} z_j
-static double other_max(const float *z, int K, int64_t t)
+static void *carve(cw *s, size_t B, size_t D, size_t K)
 {
-    double o = -INFINITY;
-    for (int k = 0; k < K; k++)
-        if (k != t && z[k] > o)
-            o = z[k];
-    return o;
+    const rr__atk_part parts[] = {
+        RR__ATK_PART(s->w, B * D),  RR__ATK_PART(s->m1, B * D), RR__ATK_PART(s->m2, B * D),
+        RR__ATK_PART(s->xs, B * D), RR__ATK_PART(s->g, B * D),  RR__ATK_PART(s->z, B * K),
+        RR__ATK_PART(s->loss1, B),  RR__ATK_PART(s->cc, B),     RR__ATK_PART(s->lower, B),
+        RR__ATK_PART(s->upper, B),  RR__ATK_PART(s->obest, B),  RR__ATK_PART(s->best, B),
+        RR__ATK_PART(s->prev, B),   RR__ATK_PART(s->act, B),    RR__ATK_PART(s->live, B),
+        RR__ATK_PART(s->found, B)};
+    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Seeds c * d hinge / dz, and the hinge per row.
 static void cw_seeds(void *ctx, size_t b0, size_t nb, const float *z, float *seeds)
 {
-    cw_state *s = ctx;
+    cw *s = ctx;
     const int K = s->a->K;
-    const double kappa = s->a->p.confidence;
     for (size_t r = 0; r < nb; r++) {
         const size_t b = s->act[b0 + r];
         const float *zr = z + r * (size_t)K;
         float *sr = seeds + r * (size_t)K;
         memset(sr, 0, (size_t)K * sizeof(float));
-        const int64_t t = rr__atk_class(s->a, b);
-        int jo = -1;
-        for (int k = 0; k < K; k++)
-            if (k != t && (jo < 0 || zr[k] > zr[jo]))
-                jo = k;
-        const double real = zr[t], other = zr[jo];
-        const double h = s->a->targets ? other - real + kappa : real - other + kappa;
+        int jo;
+        const double h = rr__atk_margin(s->a, b, zr, &jo);
         s->loss1[b0 + r] = (float)(h > 0 ? h : 0);
         if (h > 0) {
-            const double c = s->cconst[b];
+            const int64_t t = rr__atk_class(s->a, b);
+            const double c = s->cc[b];
             sr[t] = (float)(s->a->targets ? -c : c);
             sr[jo] = (float)(s->a->targets ? c : -c);
         }
@@ -79,216 +85,244 @@ static bool cw_compare(const rr__atk *a, size_t b, const float *z)
     return a->targets ? best == t : best != t;
 }
 
-rr_status rr__attack_cw(rr__atk *a, bool elastic)
+// The clean input as C&W sees it: through the tanh box (atanh then tanh) when there is one.
+static inline double cw_orig(const cw *s, float x0)
 {
-    const size_t B = a->B, D = a->D, K = (size_t)a->K;
-    const int steps = a->p.max_iter, bsteps = a->p.binary_search_steps;
-    const int every = steps / 10 > 0 ? steps / 10 : 1;
-    const bool repeat = bsteps >= 10;
-    const double beta = elastic ? a->p.beta : 0.0;
-    const double bm = a->has_range ? 0.5 * ((double)a->hi - a->lo) : 1.0;
-    const double bp = a->has_range ? 0.5 * ((double)a->hi + a->lo) : 0.0;
-    rr_attack_result *out = a->out;
-    // Per sample: w / x_k, Adam m and v / y_k, the gathered rows and their gradients.
-    float *w = rr__atk_alloc(a, B * D), *m1 = rr__atk_alloc(a, B * D);
-    float *m2 = rr__atk_alloc(a, B * D), *xs = rr__atk_alloc(a, B * D);
-    float *g = rr__atk_alloc(a, B * D), *z = rr__atk_alloc(a, B * K);
-    float *loss1 = rr__atk_alloc(a, B);
-    double *dbl = (double *)rr__atk_alloc(a, 2 * 6 * B);
-    size_t *act = (size_t *)rr__atk_alloc(a, 2 * B);
-    int *steps_b = (int *)rr__atk_alloc(a, 2 * B);
-    rr_status st =
-        (w && m1 && m2 && xs && g && z && loss1 && dbl && act && steps_b) ? RR_OK : RR_ENOMEM;
+    return s->a->has_range ? tanh(atanh(((double)x0 - s->bp) / s->bm * 0.999999)) * s->bm + s->bp
+                           : x0;
+}
+
+// Row j after the loss's evaluation at its point xs[j] (logits z[j]): abort early (false: the
+// sample stops), the iteration count, and the smallest success.
+static bool judge_row(cw *s, size_t j, int it)
+{
+    rr__atk *a = s->a;
+    const size_t D = a->D, K = (size_t)a->K, b = s->act[j];
+    const float *x0 = a->x0 + b * D, *xr = s->xs + j * D, *zr = s->z + j * K;
+    double l2 = 0.0, l1 = 0.0;
+    for (size_t i = 0; i < D; i++) {
+        const double orig = s->elastic ? x0[i] : cw_orig(s, x0[i]);
+        const double d = (double)xr[i] - orig;
+        l2 += d * d;
+        l1 += fabs(d);
+    }
+    double hinge;
+    if (s->elastic) {
+        const double hh = rr__atk_margin(a, b, zr, NULL);
+        hinge = hh > 0 ? hh : 0;
+    } else {
+        hinge = s->loss1[j];
+    }
+    const double loss = l2 + s->cc[b] * hinge + s->beta * l1;
+    if (it % s->every == 0) {
+        if (loss > s->prev[b] * 0.9999) {
+            s->live[b] = false;
+            return false;
+        }
+        s->prev[b] = loss;
+    }
+    a->out->iterations[b]++;
+    const double dist = s->elastic ? s->beta * l1 + l2 : l2;
+    if (cw_compare(a, b, zr)) {
+        if (dist < s->best[b]) {
+            s->best[b] = dist;
+            s->found[b] = true;
+        }
+        if (dist < s->obest[b]) {
+            s->obest[b] = dist;
+            memcpy(a->out->adversarial + b * D, xr, D * sizeof(float));
+        }
+    }
+    return true;
+}
+
+// ---- C&W: Adam on the tanh variable ----
+
+// Row j's point newimg = tanh(w + atanh(x0)) (or x0 + w without a box).
+static void cw_point(const cw *s, size_t j)
+{
+    const rr__atk *a = s->a;
+    const size_t D = a->D, b = s->act[j];
+    const float *x0 = a->x0 + b * D, *w = s->w + b * D;
+    float *xr = s->xs + j * D;
+    if (a->has_range) {
+        for (size_t i = 0; i < D; i++) {
+            const double ti = atanh(((double)x0[i] - s->bp) / s->bm * 0.999999);
+            xr[i] = (float)(tanh((double)w[i] + ti) * s->bm + s->bp);
+        }
+    } else {
+        for (size_t i = 0; i < D; i++)
+            xr[i] = x0[i] + w[i];
+    }
+}
+
+// Adam on row j's w: dL/dnewimg = 2 (newimg - orig) + c dhinge, through the tanh.
+static void cw_adam(const cw *s, size_t j, int it)
+{
+    const rr__atk *a = s->a;
+    const size_t D = a->D, b = s->act[j];
+    const float *x0 = a->x0 + b * D, *xr = s->xs + j * D, *gr = s->g + j * D;
+    float *wb = s->w + b * D, *mb = s->m1 + b * D, *vb = s->m2 + b * D;
+    const double t1 = it + 1.0;
+    const double lr = a->p.learning_rate * sqrt(1.0 - pow(0.999, t1)) / (1.0 - pow(0.9, t1));
+    for (size_t i = 0; i < D; i++) {
+        double gi = 2.0 * ((double)xr[i] - cw_orig(s, x0[i])) + gr[i];
+        if (a->has_range) {
+            const double u = ((double)xr[i] - s->bp) / s->bm;
+            gi *= s->bm * (1.0 - u * u);
+        }
+        mb[i] = (float)(0.9 * mb[i] + 0.1 * gi);
+        vb[i] = (float)(0.999 * vb[i] + 0.001 * gi * gi);
+        wb[i] = (float)((double)wb[i] - lr * mb[i] / (sqrt((double)vb[i]) + 1e-8));
+    }
+}
+
+static rr_status cw_iter(cw *s, int it, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++)
+        cw_point(s, j);
+    rr_status st = rr__atk_grad_seeded(s->a, s->xs, n, cw_seeds, s, s->g, s->z);
     if (st != RR_OK)
-        goto out;
-    double *cc = dbl, *lower = dbl + B, *upper = dbl + 2 * B, *obest = dbl + 3 * B;
-    double *best = dbl + 4 * B, *prev = dbl + 5 * B;
-    bool *found = (bool *)(steps_b + B); // this binary step found a success
-    memcpy(out->adversarial, a->x0, B * D * sizeof(float));
+        return st;
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++)
+        if (judge_row(s, j, it))
+            cw_adam(s, j, it);
+    return RR_OK;
+}
+
+// ---- EAD: FISTA on the slack ----
+
+// FISTA step on row j's slack y_k (learning rate lr, momentum zt), shrinkage by beta, then
+// the new x_k in xs for its evaluation.
+static void ead_fista(const cw *s, size_t j, double lr, double zt)
+{
+    const rr__atk *a = s->a;
+    const size_t D = a->D, b = s->act[j];
+    const double beta = s->beta;
+    const float *x0 = a->x0 + b * D, *gr = s->g + j * D;
+    float *xk = s->w + b * D, *yk = s->m1 + b * D, *xr = s->xs + j * D;
+    for (size_t i = 0; i < D; i++) {
+        const double y = (double)yk[i] - lr * (gr[i] + 2.0 * ((double)yk[i] - x0[i]));
+        const double d = y - x0[i];
+        double xn = x0[i];
+        if (d > beta)
+            xn = y - beta;
+        else if (d < -beta)
+            xn = y + beta;
+        if (a->has_range)
+            xn = xn < a->lo ? a->lo : (xn > a->hi ? a->hi : xn);
+        const float xf = (float)xn;
+        yk[i] = (float)(xf + zt * ((double)xf - xk[i]));
+        xk[i] = xf;
+        xr[i] = xf;
+    }
+}
+
+static rr_status ead_iter(cw *s, int it, size_t n)
+{
+    rr__atk *a = s->a;
+    // The loss is differentiated at the slack y_k.
+    rr__atk_gather(s->m1, s->act, n, a->D, s->xs);
+    rr_status st = rr__atk_grad_seeded(a, s->xs, n, cw_seeds, s, s->g, s->z);
+    if (st != RR_OK)
+        return st;
+    const double lr = a->p.learning_rate * sqrt(1.0 - (double)it / a->p.max_iter);
+    const double zt = (it + 1.0) / (it + 4.0);
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++)
+        ead_fista(s, j, lr, zt);
+    if ((st = rr__atk_forward(a, s->xs, n, s->z)) != RR_OK)
+        return st;
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++)
+        judge_row(s, j, it);
+    return RR_OK;
+}
+
+// ---- the binary search over c, shared ----
+
+typedef rr_status (*cw_iter_fn)(cw *s, int it, size_t n);
+
+// Resets the optimiser and the per-step state for a binary step.
+static void binary_reset(cw *s)
+{
+    rr__atk *a = s->a;
+    const size_t B = a->B, D = a->D;
+    if (s->elastic) {
+        memcpy(s->w, a->x0, B * D * sizeof(float));  // x_k
+        memcpy(s->m1, a->x0, B * D * sizeof(float)); // y_k
+    } else {
+        memset(s->w, 0, B * D * sizeof(float));
+        memset(s->m1, 0, B * D * sizeof(float));
+        memset(s->m2, 0, B * D * sizeof(float));
+    }
     for (size_t b = 0; b < B; b++) {
-        cc[b] = a->p.c;
-        lower[b] = 0.0;
-        upper[b] = 1e10;
-        obest[b] = 1e10;
-        out->iterations[b] = 0;
+        s->best[b] = 1e10;
+        s->found[b] = false;
+        s->prev[b] = 1e6;
+        s->live[b] = true;
+    }
+}
+
+static rr_status search(cw *s, cw_iter_fn iter)
+{
+    rr__atk *a = s->a;
+    const size_t B = a->B;
+    const int steps = a->p.max_iter, bsteps = a->p.binary_search_steps;
+    const bool repeat = bsteps >= 10;
+    memcpy(a->out->adversarial, a->x0, B * a->D * sizeof(float));
+    for (size_t b = 0; b < B; b++) {
+        s->cc[b] = a->p.c;
+        s->lower[b] = 0.0;
+        s->upper[b] = 1e10;
+        s->obest[b] = 1e10;
+        a->out->iterations[b] = 0;
     }
     a->progress_total = (double)bsteps * steps;
-    cw_state cs = {.a = a, .act = act, .cconst = cc, .loss1 = loss1};
-    // The box variable of the clean input, atanh((x - bp) / bm * 0.999999), is recomputed
-    // where needed rather than stored.
+    rr_status st = RR_OK;
     for (int bs = 0; bs < bsteps && st == RR_OK; bs++) {
         if (repeat && bs == bsteps - 1)
             for (size_t b = 0; b < B; b++)
-                cc[b] = upper[b];
-        // Reset the optimiser state.
-        if (elastic) {
-            memcpy(w, a->x0, B * D * sizeof(float));  // x_k
-            memcpy(m1, a->x0, B * D * sizeof(float)); // y_k
-        } else {
-            memset(w, 0, B * D * sizeof(float));
-            memset(m1, 0, B * D * sizeof(float));
-            memset(m2, 0, B * D * sizeof(float));
-        }
-        for (size_t b = 0; b < B; b++) {
-            best[b] = 1e10;
-            found[b] = false;
-            prev[b] = 1e6;
-            steps_b[b] = 1; // running
-        }
+                s->cc[b] = s->upper[b];
+        binary_reset(s);
         for (int it = 0; it < steps && st == RR_OK; it++) {
-            size_t n = 0;
-            for (size_t b = 0; b < B; b++)
-                if (steps_b[b])
-                    act[n++] = b;
+            const size_t n = rr__atk_active(s->live, true, B, s->act);
             if (n == 0)
                 break;
-                // The point the loss is differentiated at: C&W's newimg, EAD's slack y_k.
-#pragma omp parallel for schedule(static)
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                float *xr = xs + j * D;
-                const float *x0 = a->x0 + b * D;
-                if (elastic) {
-                    memcpy(xr, m1 + b * D, D * sizeof(float));
-                } else if (a->has_range) {
-                    for (size_t i = 0; i < D; i++) {
-                        const double ti = atanh(((double)x0[i] - bp) / bm * 0.999999);
-                        xr[i] = (float)(tanh((double)w[b * D + i] + ti) * bm + bp);
-                    }
-                } else {
-                    for (size_t i = 0; i < D; i++)
-                        xr[i] = x0[i] + w[b * D + i];
-                }
-            }
-            st = rr__atk_grad_seeded(a, xs, n, cw_seeds, &cs, g, z);
-            if (st != RR_OK)
-                break;
-            if (elastic) {
-                // FISTA step on the slack, then the new x_k in xs for its evaluation.
-                const double lr = a->p.learning_rate * sqrt(1.0 - (double)it / steps);
-                const double zt = (it + 1.0) / (it + 4.0);
-#pragma omp parallel for schedule(static)
-                for (size_t j = 0; j < n; j++) {
-                    const size_t b = act[j];
-                    const float *x0 = a->x0 + b * D;
-                    float *xk = w + b * D, *yk = m1 + b * D, *xr = xs + j * D;
-                    const float *gr = g + j * D;
-                    for (size_t i = 0; i < D; i++) {
-                        const double y =
-                            (double)yk[i] - lr * (gr[i] + 2.0 * ((double)yk[i] - x0[i]));
-                        const double d = y - x0[i];
-                        double xn = x0[i];
-                        if (d > beta)
-                            xn = y - beta;
-                        else if (d < -beta)
-                            xn = y + beta;
-                        if (a->has_range)
-                            xn = xn < a->lo ? a->lo : (xn > a->hi ? a->hi : xn);
-                        const float xf = (float)xn;
-                        yk[i] = (float)(xf + zt * ((double)xf - xk[i]));
-                        xk[i] = xf;
-                        xr[i] = xf;
-                    }
-                }
-                st = rr__atk_forward(a, xs, n, z);
-                if (st != RR_OK)
-                    break;
-            }
-#pragma omp parallel for schedule(static)
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                const float *x0 = a->x0 + b * D, *xr = xs + j * D, *zr = z + j * K;
-                double l2 = 0.0, l1 = 0.0;
-                for (size_t i = 0; i < D; i++) {
-                    const double orig =
-                        a->has_range && !elastic
-                            ? tanh(atanh(((double)x0[i] - bp) / bm * 0.999999)) * bm + bp
-                            : x0[i];
-                    const double d = (double)xr[i] - orig;
-                    l2 += d * d;
-                    l1 += fabs(d);
-                }
-                double hinge;
-                if (elastic) {
-                    const int64_t t = rr__atk_class(a, b);
-                    const double o = other_max(zr, (int)K, t);
-                    const double hh =
-                        a->targets ? o - zr[t] + a->p.confidence : zr[t] - o + a->p.confidence;
-                    hinge = hh > 0 ? hh : 0;
-                } else {
-                    hinge = loss1[j];
-                }
-                const double loss = l2 + cc[b] * hinge + beta * l1;
-                if (it % every == 0) {
-                    if (loss > prev[b] * 0.9999) {
-                        steps_b[b] = 0;
-                        continue;
-                    }
-                    prev[b] = loss;
-                }
-                out->iterations[b]++;
-                const double dist = elastic ? beta * l1 + l2 : l2;
-                if (cw_compare(a, b, zr)) {
-                    if (dist < best[b]) {
-                        best[b] = dist;
-                        found[b] = true;
-                    }
-                    if (dist < obest[b]) {
-                        obest[b] = dist;
-                        memcpy(out->adversarial + b * D, xr, D * sizeof(float));
-                    }
-                }
-                if (!elastic) {
-                    // Adam on w: dL/dnewimg = 2 (newimg - orig) + c dhinge, through the tanh.
-                    float *wb = w + b * D, *mb = m1 + b * D, *vb = m2 + b * D;
-                    const float *gr = g + j * D;
-                    const double t1 = it + 1.0;
-                    const double lr =
-                        a->p.learning_rate * sqrt(1.0 - pow(0.999, t1)) / (1.0 - pow(0.9, t1));
-                    for (size_t i = 0; i < D; i++) {
-                        const double orig =
-                            a->has_range
-                                ? tanh(atanh(((double)x0[i] - bp) / bm * 0.999999)) * bm + bp
-                                : x0[i];
-                        double gi = 2.0 * ((double)xr[i] - orig) + gr[i];
-                        if (a->has_range) {
-                            const double u = ((double)xr[i] - bp) / bm;
-                            gi *= bm * (1.0 - u * u);
-                        }
-                        mb[i] = (float)(0.9 * mb[i] + 0.1 * gi);
-                        vb[i] = (float)(0.999 * vb[i] + 0.001 * gi * gi);
-                        wb[i] = (float)((double)wb[i] - lr * mb[i] / (sqrt((double)vb[i]) + 1e-8));
-                    }
-                }
-            }
-            if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
-                break;
+            if ((st = iter(s, it, n)) == RR_OK)
+                st = rr__atk_poll(a, 1.0);
         }
-        // Binary search over c.
-        for (size_t b = 0; b < B; b++) {
-            if (found[b]) {
-                upper[b] = fmin(upper[b], cc[b]);
-                if (upper[b] < 1e9)
-                    cc[b] = (lower[b] + upper[b]) / 2;
-            } else {
-                lower[b] = fmax(lower[b], cc[b]);
-                if (upper[b] < 1e9)
-                    cc[b] = (lower[b] + upper[b]) / 2;
-                else
-                    cc[b] *= 10;
-            }
-        }
+        for (size_t b = 0; b < B; b++)
+            rr__atk_csearch(s->found[b], &s->lower[b], &s->upper[b], &s->cc[b]);
     }
-out:
-    rr_aligned_free(w);
-    rr_aligned_free(m1);
-    rr_aligned_free(m2);
-    rr_aligned_free(xs);
-    rr_aligned_free(g);
-    rr_aligned_free(z);
-    rr_aligned_free(loss1);
-    rr_aligned_free(dbl);
-    rr_aligned_free(act);
-    rr_aligned_free(steps_b);
     return st;
+}
+
+static rr_status attack(rr__atk *a, bool elastic, cw_iter_fn iter)
+{
+    const int steps = a->p.max_iter;
+    cw s = {.a = a,
+            .elastic = elastic,
+            .beta = elastic ? a->p.beta : 0.0,
+            .bm = a->has_range ? 0.5 * ((double)a->hi - a->lo) : 1.0,
+            .bp = a->has_range ? 0.5 * ((double)a->hi + a->lo) : 0.0,
+            .every = steps / 10 > 0 ? steps / 10 : 1};
+    void *block = carve(&s, a->B, a->D, (size_t)a->K);
+    if (!block)
+        return RR_ENOMEM;
+    const rr_status st = search(&s, iter);
+    rr_aligned_free(block);
+    return st;
+}
+
+rr_status rr__attack_cw(rr__atk *a)
+{
+    return attack(a, false, cw_iter);
+}
+
+rr_status rr__attack_ead(rr__atk *a)
+{
+    return attack(a, true, ead_iter);
 }

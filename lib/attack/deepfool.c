@@ -15,142 +15,173 @@
 #include "attack/attack_impl.h"
 #include "core/tensor.h"
 
+// Scratch, carved from one block.
+typedef struct df {
+    rr__atk *a;
+    float *rtot, *xs; // [B, D] accumulated step per sample, iterates of the running rows
+    float *J, *z;     // [B, K, D] Jacobians of the rows, [B, K] logits per sample
+    int *cand;        // [B, C] the label, then the candidates
+    int *order;       // [K] classes by logit (for the candidates)
+    size_t *act;      // [B] sample of each running row
+    bool *done;       // [B]
+} df;
+
+static void *carve(df *f, size_t B, size_t D, size_t K, size_t C)
+{
+    const rr__atk_part parts[] = {RR__ATK_PART(f->rtot, B * D),  RR__ATK_PART(f->xs, B * D),
+                                  RR__ATK_PART(f->J, B * K * D), RR__ATK_PART(f->z, B * K),
+                                  RR__ATK_PART(f->cand, B * C),  RR__ATK_PART(f->order, K),
+                                  RR__ATK_PART(f->act, B),       RR__ATK_PART(f->done, B)};
+    return rr__atk_carve(f->a, parts, sizeof parts / sizeof parts[0]);
+}
+
+// Sample b's candidates from its logits at x0: the label, then the C - 1 other classes with the
+// largest logits (ties: the lower class first).
+static void candidates(df *f, size_t b)
+{
+    const rr__atk *a = f->a;
+    const size_t K = (size_t)a->K;
+    const int C = a->p.candidates;
+    int *cb = f->cand + b * (size_t)C;
+    cb[0] = (int)a->labels[b];
+    rr__atk_rank(f->z + b * K, (int)K, f->order);
+    for (size_t k = 0, n = 1; n < (size_t)C; k++)
+        if (f->order[k] != cb[0])
+            cb[n++] = f->order[k];
+}
+
+// Row j's step toward the closest linearised boundary among its candidates; false when no
+// candidate has a non-zero w (the sample stops).
+static bool step_row(df *f, size_t j, int it)
+{
+    rr__atk *a = f->a;
+    const size_t D = a->D, K = (size_t)a->K, b = f->act[j];
+    const int C = a->p.candidates;
+    const bool linf = a->p.norm == RR_NORM_LINF;
+    const float *Jb = f->J + j * K * D;
+    const int *cb = f->cand + b * (size_t)C;
+    const int c = cb[0];
+    const float *zb = f->z + b * K; // logits of this sample at the current iterate
+    double best = INFINITY;
+    int kbest = -1;
+    for (int q = 1; q < C; q++) {
+        const int k = cb[q];
+        double nw = 0.0;
+        for (size_t i = 0; i < D; i++) {
+            const double w = (double)Jb[k * D + i] - Jb[c * D + i];
+            nw += linf ? fabs(w) : w * w;
+        }
+        if (!linf)
+            nw = sqrt(nw);
+        if (nw == 0.0)
+            continue;
+        const double pert = fabs((double)zb[k] - zb[c]) / nw;
+        if (pert < best) {
+            best = pert;
+            kbest = k;
+        }
+    }
+    if (kbest < 0)
+        return false;
+    float *rb = f->rtot + b * D, *xb = a->out->adversarial + b * D;
+    const float *x0 = a->x0 + b * D;
+    const double os = a->p.overshoot;
+    double nw = 0.0;
+    if (!linf) {
+        for (size_t i = 0; i < D; i++) {
+            const double w = (double)Jb[kbest * D + i] - Jb[c * D + i];
+            nw += w * w;
+        }
+        nw = sqrt(nw);
+    }
+    for (size_t i = 0; i < D; i++) {
+        const double w = (double)Jb[kbest * D + i] - Jb[c * D + i];
+        const double r =
+            linf ? (best + 1e-4) * (w > 0 ? 1.0 : (w < 0 ? -1.0 : 0.0)) : (best + 1e-4) * w / nw;
+        rb[i] = (float)((double)rb[i] + r);
+        xb[i] = (float)((double)x0[i] + (1.0 + os) * (double)rb[i]);
+    }
+    rr__atk_clip(a, xb, D);
+    a->out->iterations[b] = it + 1;
+    return true;
+}
+
+// The running samples at iteration it (prediction still the label, it < max_iter) into act.
+static size_t running(df *f, int it)
+{
+    const rr__atk *a = f->a;
+    const size_t K = (size_t)a->K;
+    size_t n = 0;
+    for (size_t b = 0; b < a->B; b++) {
+        if (f->done[b])
+            continue;
+        if (rr__atk_argmax(f->z + b * K, (int)K) != a->labels[b] || it == a->p.max_iter)
+            f->done[b] = true;
+        else
+            f->act[n++] = b;
+    }
+    return n;
+}
+
+// Logits at the new iterates of the n rows' samples that moved; *moved gets their number.
+static rr_status moved_logits(df *f, size_t n, size_t *moved)
+{
+    rr__atk *a = f->a;
+    const size_t D = a->D, K = (size_t)a->K;
+    size_t m2 = 0;
+    for (size_t j = 0; j < n; j++)
+        if (!f->done[f->act[j]])
+            f->act[m2++] = f->act[j];
+    *moved = m2;
+    if (m2 == 0)
+        return RR_OK;
+    rr__atk_gather(a->out->adversarial, f->act, m2, D, f->xs);
+    rr_status st = rr__atk_forward(a, f->xs, m2, f->J); // J is free: reuse it for the logits
+    if (st != RR_OK)
+        return st;
+    for (size_t j = 0; j < m2; j++)
+        memcpy(f->z + f->act[j] * K, f->J + j * K, K * sizeof(float));
+    return RR_OK;
+}
+
 rr_status rr__attack_deepfool(rr__atk *a)
 {
     const size_t B = a->B, D = a->D, K = (size_t)a->K;
-    const int C = a->p.candidates;
-    const bool linf = a->p.norm == RR_NORM_LINF;
-    const double os = a->p.overshoot;
-    rr_attack_result *out = a->out;
-    float *rtot = rr__atk_alloc(a, B * D), *xs = rr__atk_alloc(a, B * D);
-    float *J = rr__atk_alloc(a, B * K * D), *z = rr__atk_alloc(a, B * K);
-    int *cand = (int *)rr__atk_alloc(a, B * (size_t)C);
-    size_t *act = (size_t *)rr__atk_alloc(a, 2 * B); // size_t fits in two floats
-    unsigned char *done = (unsigned char *)rr__atk_alloc(a, B);
-    rr_status st = (rtot && xs && J && z && cand && act && done) ? RR_OK : RR_ENOMEM;
-    if (st != RR_OK)
-        goto out;
-    memset(rtot, 0, B * D * sizeof(float));
-    memcpy(out->adversarial, a->x0, B * D * sizeof(float));
-    memset(done, 0, B);
+    df f = {.a = a};
+    void *block = carve(&f, B, D, K, (size_t)a->p.candidates);
+    if (!block)
+        return RR_ENOMEM;
+    memset(f.rtot, 0, B * D * sizeof(float));
+    memcpy(a->out->adversarial, a->x0, B * D * sizeof(float));
+    memset(f.done, 0, B);
     // Candidates from the logits at x0.
-    st = rr__atk_forward(a, a->x0, B, z);
+    rr_status st = rr__atk_forward(a, a->x0, B, f.z);
     if (st != RR_OK)
         goto out;
     for (size_t b = 0; b < B; b++) {
-        const float *zb = z + b * K;
-        int *cb = cand + b * (size_t)C;
-        const int c = (int)a->labels[b];
-        cb[0] = c;
-        for (int n = 1; n < C; n++) { // the next largest logit (C and K are small)
-            int best = -1;
-            for (int k = 0; k < (int)K; k++) {
-                bool taken = false;
-                for (int q = 0; q < n; q++)
-                    taken = taken || cb[q] == k;
-                if (!taken && (best < 0 || zb[k] > zb[best]))
-                    best = k;
-            }
-            cb[n] = best;
-        }
-        out->iterations[b] = 0;
+        candidates(&f, b);
+        a->out->iterations[b] = 0;
     }
     a->progress_total = a->p.max_iter;
     for (int it = 0;; it++) {
-        // Running samples: prediction still c.
-        size_t n = 0;
-        for (size_t b = 0; b < B; b++) {
-            if (done[b])
-                continue;
-            if (rr__atk_argmax(z + b * K, (int)K) != a->labels[b] || it == a->p.max_iter)
-                done[b] = 1;
-            else
-                act[n++] = b;
-        }
+        size_t n = running(&f, it);
         if (n == 0)
             break;
-        for (size_t j = 0; j < n; j++)
-            memcpy(xs + j * D, out->adversarial + act[j] * D, D * sizeof(float));
-        st = rr__atk_jacobian(a, xs, n, J, NULL);
-        if (st != RR_OK)
+        rr__atk_gather(a->out->adversarial, f.act, n, D, f.xs);
+        if ((st = rr__atk_jacobian(a, f.xs, n, f.J, NULL)) != RR_OK)
             break;
 #pragma omp parallel for schedule(dynamic, 1)
-        for (size_t j = 0; j < n; j++) {
-            const size_t b = act[j];
-            const float *Jb = J + j * K * D;
-            const int *cb = cand + b * (size_t)C;
-            const int c = cb[0];
-            const float *zb = z + b * K; // logits of this sample at the current iterate
-            double best = INFINITY;
-            int kbest = -1;
-            for (int q = 1; q < C; q++) {
-                const int k = cb[q];
-                double nw = 0.0;
-                for (size_t i = 0; i < D; i++) {
-                    const double w = (double)Jb[k * D + i] - Jb[c * D + i];
-                    nw += linf ? fabs(w) : w * w;
-                }
-                if (!linf)
-                    nw = sqrt(nw);
-                if (nw == 0.0)
-                    continue;
-                const double pert = fabs((double)zb[k] - zb[c]) / nw;
-                if (pert < best) {
-                    best = pert;
-                    kbest = k;
-                }
-            }
-            if (kbest < 0) {
-                done[b] = 1;
-                continue;
-            }
-            float *rb = rtot + b * D, *xb = out->adversarial + b * D;
-            const float *x0 = a->x0 + b * D;
-            double nw = 0.0;
-            if (!linf) {
-                for (size_t i = 0; i < D; i++) {
-                    const double w = (double)Jb[kbest * D + i] - Jb[c * D + i];
-                    nw += w * w;
-                }
-                nw = sqrt(nw);
-            }
-            for (size_t i = 0; i < D; i++) {
-                const double w = (double)Jb[kbest * D + i] - Jb[c * D + i];
-                const double r = linf ? (best + 1e-4) * (w > 0 ? 1.0 : (w < 0 ? -1.0 : 0.0))
-                                      : (best + 1e-4) * w / nw;
-                rb[i] = (float)((double)rb[i] + r);
-                xb[i] = (float)((double)x0[i] + (1.0 + os) * (double)rb[i]);
-            }
-            rr__atk_clip(a, xb, D);
-            out->iterations[b] = it + 1;
-        }
+        for (size_t j = 0; j < n; j++)
+            if (!step_row(&f, j, it))
+                f.done[f.act[j]] = true;
         if (a->p.trace)
-            memcpy(a->p.trace + (size_t)it * B * D, rtot, B * D * sizeof(float));
+            memcpy(a->p.trace + (size_t)it * B * D, f.rtot, B * D * sizeof(float));
         if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
             break;
-        // Logits at the new iterates of the samples that moved.
-        size_t m2 = 0;
-        for (size_t j = 0; j < n; j++)
-            if (!done[act[j]]) {
-                act[m2] = act[j];
-                memcpy(xs + m2 * D, out->adversarial + act[j] * D, D * sizeof(float));
-                m2++;
-            }
-        if (m2 == 0)
+        if ((st = moved_logits(&f, n, &n)) != RR_OK || n == 0)
             break;
-        st = rr__atk_forward(a, xs, m2, J); // J is free: reuse it for the logits
-        if (st != RR_OK)
-            break;
-        for (size_t j = 0; j < m2; j++)
-            memcpy(z + act[j] * K, J + j * K, K * sizeof(float));
     }
 out:
-    rr_aligned_free(rtot);
-    rr_aligned_free(xs);
-    rr_aligned_free(J);
-    rr_aligned_free(z);
-    rr_aligned_free(cand);
-    rr_aligned_free(act);
-    rr_aligned_free(done);
+    rr_aligned_free(block);
     return st;
 }

@@ -20,11 +20,10 @@
 // (AutoAttack runs FAB-T so), a sample stops at the first target whose result is within
 // epsilon and counts as broken only then; otherwise it returns x0 (AutoAttack's perturb).
 // Samples misclassified at x0 are not attacked. Batched: one VJP and one forward per step for
-// all running samples, projections per sample under OpenMP with per-thread scratch; nothing
-// is allocated inside the step loop.
+// all running samples, projections (fab_projection.c) per sample under OpenMP with per-thread
+// scratch; nothing is allocated inside the step loop.
 #include <math.h>
 #include <omp.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "attack/attack_impl.h"
@@ -38,84 +37,20 @@
 #define FAB_ETA       1.05
 #define FAB_BETA      0.9
 
-typedef struct brk {
-    double r; // the step length lambda at which the coordinate reaches the box
-    double a; // its weight in the hyperplane equation: |w_i| (linf) or w_i^2 (l2)
-} brk;
-
-static int cmp_brk(const void *p, const void *q)
-{
-    const double a = ((const brk *)p)->r, b = ((const brk *)q)->r;
-    return (a > b) - (a < b);
-}
-
-// ---- projection onto a hyperplane inside the box ----
-
-// d [D] = the smallest step (linf or l2) from t with w . d = -c and t + d inside input_range:
-// coordinates move against sign(c w_i), linf by min(lambda, room_i), l2 by min(lambda |w_i|,
-// room_i) (room_i the distance to the box that way), with the lambda at which the constraint
-// holds; h(lambda) = sum_i a_i min(lambda, r_i) is piecewise linear and increasing, so the
-// breakpoints sorted once give it exactly. When the box does not let the hyperplane be reached,
-// every coordinate goes to the box (the corner FAB's projections return). Coordinates with
-// w_i = 0 stay, and for l2 also those with |w_i| (hi - lo) <= 1e-8: FAB's projection_l2 on
-// the box [0, 1], where w is scaled by hi - lo. Returns ||d|| in the norm.
-static double project(const rr__atk *a, const float *t, const float *w, double c, double *d,
-                      brk *scr)
-{
-    const size_t D = a->D;
-    const bool linf = a->p.norm == RR_NORM_LINF;
-    const double sg = c < 0 ? -1.0 : 1.0;
-    const double tiny = linf ? 0.0 : 1e-8 / (a->has_range ? (double)a->hi - a->lo : 1.0);
-    c = fabs(c);
-    size_t m = 0;
-    double A = 0.0;
-    for (size_t i = 0; i < D; i++) {
-        const double wi = sg * (double)w[i];
-        if (fabs(wi) <= tiny)
-            continue;
-        const double room =
-            a->has_range ? (wi > 0 ? (double)t[i] - a->lo : a->hi - (double)t[i]) : INFINITY;
-        const double wt = linf ? fabs(wi) : wi * wi;
-        scr[m].r = linf ? room : room / fabs(wi);
-        scr[m].a = wt;
-        A += wt;
-        m++;
-    }
-    double lam = INFINITY;
-    if (m > 0) {
-        qsort(scr, m, sizeof *scr, cmp_brk);
-        double S = 0.0; // sum of a_k r_k over the coordinates already at the box
-        for (size_t k = 0; k < m; k++) {
-            if (c - S <= scr[k].r * A) {
-                lam = (c - S) / A;
-                break;
-            }
-            S += scr[k].a * scr[k].r;
-            A -= scr[k].a;
-        }
-    }
-    double n = 0.0;
-    for (size_t i = 0; i < D; i++) {
-        const double wi = sg * (double)w[i];
-        double di = 0.0;
-        if (fabs(wi) > tiny) {
-            const double room =
-                a->has_range ? (wi > 0 ? (double)t[i] - a->lo : a->hi - (double)t[i]) : INFINITY;
-            const double len = linf ? lam : lam * fabs(wi);
-            di = (wi > 0 ? -1.0 : 1.0) * (len < room ? len : room);
-        }
-        d[i] = di;
-        n = linf ? fmax(n, fabs(di)) : n + di * di;
-    }
-    return linf ? n : sqrt(n);
-}
-
 // ---- the attack ----
 
+// Scratch, carved from one block (rr__atk_carve).
 typedef struct fab {
     rr__atk *a;
-    const size_t *act; // [n] sample of each running row
-    const int64_t *tg; // [n] target of each running row
+    float *x1, *xa, *best, *g; // [B, D] iterates, clean inputs, run's best, gradients of the rows
+    float *z;                  // [B, K] logits of the rows
+    int *order;                // [B, K] classes by clean logit (rr__atk_rank)
+    int64_t *tg;               // [B] target of each running row
+    double *res, *bestn;       // [B] run's best norm per row, overall best per sample
+    size_t *act;               // [B] sample of each running row
+    bool *run;                 // [B] sample still attacked
+    rr__fab_brk *brk;          // [threads, D] breakpoints
+    double *dd;                // [threads, 2 D] the steps d1, d2
 } fab;
 
 // Seeds e_t - e_y: the VJP is grad(z_t - z_y).
@@ -162,159 +97,171 @@ static void random_start(const rr__atk *a, size_t b, uint64_t run, const float *
     rr__atk_clip(a, x1, D);
 }
 
+static void *carve(fab *f, size_t B, size_t D, size_t K)
+{
+    const size_t T = (size_t)omp_get_max_threads();
+    const rr__atk_part parts[] = {
+        RR__ATK_PART(f->x1, B * D),    RR__ATK_PART(f->xa, B * D), RR__ATK_PART(f->best, B * D),
+        RR__ATK_PART(f->g, B * D),     RR__ATK_PART(f->z, B * K),  RR__ATK_PART(f->order, B * K),
+        RR__ATK_PART(f->tg, B),        RR__ATK_PART(f->res, B),    RR__ATK_PART(f->bestn, B),
+        RR__ATK_PART(f->act, B),       RR__ATK_PART(f->run, B),    RR__ATK_PART(f->brk, T * D),
+        RR__ATK_PART(f->dd, T * 2 * D)};
+    return rr__atk_carve(f->a, parts, sizeof parts / sizeof parts[0]);
+}
+
+// The clean logits: which samples run (classified right), and their classes by logit.
+static rr_status clean(fab *f)
+{
+    rr__atk *a = f->a;
+    const size_t B = a->B, K = (size_t)a->K;
+    rr_status st = rr__atk_forward(a, a->x0, B, f->z);
+    if (st != RR_OK)
+        return st;
+    for (size_t b = 0; b < B; b++) {
+        const float *zb = f->z + b * K;
+        f->run[b] = rr__atk_argmax(zb, (int)K) == a->labels[b];
+        f->bestn[b] = INFINITY;
+        a->out->iterations[b] = 0;
+        // Rank 1 is the label of a sample that is run; targets are ranks 2 .. NT + 1.
+        rr__atk_rank(zb, (int)K, f->order + b * K);
+    }
+    return RR_OK;
+}
+
+// The n running rows of target ti, restart r (run rho): clean inputs, targets, starts.
+static void start_rows(fab *f, size_t n, int ti, int r, int rho)
+{
+    const rr__atk *a = f->a;
+    const size_t D = a->D, K = (size_t)a->K;
+    rr__atk_gather(a->x0, f->act, n, D, f->xa);
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = f->act[j];
+        f->tg[j] = f->order[b * K + (size_t)ti + 1];
+        f->res[j] = INFINITY;
+        if (r == 0)
+            memcpy(f->x1 + j * D, f->xa + j * D, D * sizeof(float));
+        else
+            random_start(a, b, (uint64_t)rho, f->xa + j * D, f->x1 + j * D);
+    }
+}
+
+// Row j's step: the projections of x1 and x0 onto the linearised boundary, blended.
+static void step_row(const fab *f, size_t j)
+{
+    const rr__atk *a = f->a;
+    const size_t D = a->D, K = (size_t)a->K, th = (size_t)omp_get_thread_num();
+    rr__fab_brk *brk = f->brk + th * D;
+    double *d1 = f->dd + th * 2 * D, *d2 = d1 + D;
+    const float *w = f->g + j * D, *zj = f->z + j * K, *x0 = f->xa + j * D;
+    float *xj = f->x1 + j * D;
+    // The hyperplane f + w . (u - x1) = 0: its offset at x1 is f, at x0 f + w . (x0 - x1).
+    const double fv = (double)zj[f->tg[j]] - (double)zj[a->labels[f->act[j]]];
+    double c0 = fv;
+    for (size_t i = 0; i < D; i++)
+        c0 += (double)w[i] * ((double)x0[i] - (double)xj[i]);
+    const double a1 = fmax(rr__fab_project(a, xj, w, fv, d1, brk), 1e-8);
+    const double a2 = fmax(rr__fab_project(a, x0, w, c0, d2, brk), 1e-8);
+    double al = a1 / (a1 + a2);
+    al = al < 0 ? 0 : (al > FAB_ALPHA_MAX ? FAB_ALPHA_MAX : al);
+    for (size_t i = 0; i < D; i++)
+        xj[i] = (float)(((double)xj[i] + FAB_ETA * d1[i]) * (1.0 - al) +
+                        ((double)x0[i] + FAB_ETA * d2[i]) * al);
+    rr__atk_clip(a, xj, D);
+}
+
+// Row j after its step: a misclassified iterate closer than the run's best becomes it; then
+// the step back toward x0.
+static void keep_row(const fab *f, size_t j)
+{
+    const rr__atk *a = f->a;
+    const size_t D = a->D, K = (size_t)a->K;
+    if (rr__atk_argmax(f->z + j * K, (int)K) == a->labels[f->act[j]])
+        return;
+    float *xj = f->x1 + j * D;
+    const float *x0 = f->xa + j * D;
+    const double tn = dist(a, xj, x0);
+    if (tn < f->res[j]) {
+        f->res[j] = tn;
+        memcpy(f->best + j * D, xj, D * sizeof(float));
+    }
+    for (size_t i = 0; i < D; i++)
+        xj[i] = (float)((double)x0[i] + ((double)xj[i] - (double)x0[i]) * FAB_BETA);
+}
+
+// One run of `steps` over the n running rows (trace rows rho * steps ..).
+static rr_status run_steps(fab *f, size_t n, int rho)
+{
+    rr__atk *a = f->a;
+    const size_t D = a->D;
+    const int steps = a->p.steps;
+    for (int t = 0; t < steps; t++) {
+        rr_status st = rr__atk_grad_seeded(a, f->x1, n, fab_seeds, f, f->g, f->z);
+        if (st != RR_OK)
+            return st;
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+        for (size_t j = 0; j < n; j++)
+            step_row(f, j);
+        if ((st = rr__atk_forward(a, f->x1, n, f->z)) != RR_OK)
+            return st;
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+        for (size_t j = 0; j < n; j++)
+            keep_row(f, j);
+        if (a->p.trace)
+            rr__atk_scatter(f->x1, f->act, n, D,
+                            a->p.trace + ((size_t)rho * steps + (size_t)t) * a->B * D);
+        if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
+            return st;
+    }
+    return RR_OK;
+}
+
+// Keeps the smallest adversarial over the runs; bounded: a sample stops once within epsilon.
+static void keep_runs(fab *f, size_t n)
+{
+    rr__atk *a = f->a;
+    const size_t D = a->D;
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = f->act[j];
+        a->out->iterations[b] += a->p.steps;
+        if (f->res[j] < f->bestn[b]) {
+            f->bestn[b] = f->res[j];
+            memcpy(a->out->adversarial + b * D, f->best + j * D, D * sizeof(float));
+        }
+        if (isfinite(a->p.epsilon) && f->bestn[b] <= a->p.epsilon)
+            f->run[b] = false;
+    }
+}
+
 rr_status rr__attack_fab(rr__atk *a)
 {
-    const size_t B = a->B, D = a->D, K = (size_t)a->K;
-    const int steps = a->p.steps, R = a->p.restarts;
+    const size_t B = a->B, D = a->D;
+    const int R = a->p.restarts;
     const int NT = a->K - 1 < 9 ? a->K - 1 : 9;
     const double eps = a->p.epsilon;
-    rr_attack_result *out = a->out;
-    const size_t nthreads = (size_t)omp_get_max_threads();
-    float *x1 = rr__atk_alloc(a, B * D), *xa = rr__atk_alloc(a, B * D);
-    float *best = rr__atk_alloc(a, B * D), *g = rr__atk_alloc(a, B * D);
-    float *z = rr__atk_alloc(a, B * K);
-    int64_t *rank = (int64_t *)rr__atk_alloc(a, 2 * B * (size_t)(NT > 0 ? NT : 1));
-    int64_t *tg = (int64_t *)rr__atk_alloc(a, 2 * B);
-    double *res = (double *)rr__atk_alloc(a, 2 * B), *bestn = (double *)rr__atk_alloc(a, 2 * B);
-    size_t *act = (size_t *)rr__atk_alloc(a, 2 * B);
-    unsigned char *run = (unsigned char *)rr__atk_alloc(a, B);
-    // Per thread: the breakpoints [D] and the two steps d1, d2 [D] each.
-    double *scr = (double *)rr__atk_alloc(a, 2 * nthreads * 4 * D);
-    rr_status st = (x1 && xa && best && g && z && rank && tg && res && bestn && act && run && scr)
-                       ? RR_OK
-                       : RR_ENOMEM;
-    if (st != RR_OK)
-        goto out;
-    memcpy(out->adversarial, a->x0, B * D * sizeof(float));
-    if ((st = rr__atk_forward(a, a->x0, B, z)) != RR_OK)
-        goto out;
-    for (size_t b = 0; b < B; b++) {
-        const float *zb = z + b * K;
-        run[b] = rr__atk_argmax(zb, (int)K) == a->labels[b];
-        bestn[b] = INFINITY;
-        out->iterations[b] = 0;
-        // Rank 1 is the label of a sample that is run; targets are ranks 2 .. NT + 1.
-        int64_t *rb = rank + b * (size_t)NT;
-        for (int q = 0; q <= NT; q++) {
-            int64_t pick = -1;
-            for (size_t k = 0; k < K; k++) {
-                bool taken = false;
-                for (int p = 0; p < q; p++)
-                    taken =
-                        taken || (p == 0 ? (int64_t)k == a->labels[b] : rb[p - 1] == (int64_t)k);
-                if (!taken && (pick < 0 || zb[k] > zb[pick]))
-                    pick = (int64_t)k;
-            }
-            if (q > 0)
-                rb[q - 1] = pick;
-        }
-    }
-    a->progress_total = (double)NT * R * steps;
-    fab f = {.a = a, .act = act, .tg = tg};
-    for (int ti = 0; ti < NT; ti++) {
-        for (int r = 0; r < R; r++) {
-            const int rho = ti * R + r; // the run's index (trace rows rho * steps ..)
-            size_t n = 0;
-            for (size_t b = 0; b < B; b++)
-                if (run[b])
-                    act[n++] = b;
+    fab f = {.a = a};
+    void *block = carve(&f, B, D, (size_t)a->K);
+    if (!block)
+        return RR_ENOMEM;
+    memcpy(a->out->adversarial, a->x0, B * D * sizeof(float));
+    rr_status st = clean(&f);
+    a->progress_total = (double)NT * R * a->p.steps;
+    for (int ti = 0; ti < NT && st == RR_OK; ti++) {
+        for (int r = 0; r < R && st == RR_OK; r++) {
+            const size_t n = rr__atk_active(f.run, true, B, f.act);
             if (n == 0)
                 goto out;
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                memcpy(xa + j * D, a->x0 + b * D, D * sizeof(float));
-                tg[j] = rank[b * (size_t)NT + (size_t)ti];
-                res[j] = INFINITY;
-                if (r == 0)
-                    memcpy(x1 + j * D, xa + j * D, D * sizeof(float));
-                else
-                    random_start(a, b, (uint64_t)rho, xa + j * D, x1 + j * D);
-            }
-            for (int t = 0; t < steps; t++) {
-                st = rr__atk_grad_seeded(a, x1, n, fab_seeds, &f, g, z);
-                if (st != RR_OK)
-                    goto out;
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-                for (size_t j = 0; j < n; j++) {
-                    const size_t b = act[j];
-                    double *s = scr + (size_t)omp_get_thread_num() * 4 * D;
-                    double *d1 = s + 2 * D, *d2 = s + 3 * D;
-                    const float *w = g + j * D, *zj = z + j * K;
-                    float *xj = x1 + j * D;
-                    const float *x0 = xa + j * D;
-                    // The hyperplane f + w . (u - x1) = 0: its offset at x1 is f, at x0
-                    // f + w . (x0 - x1).
-                    const double fv = (double)zj[tg[j]] - (double)zj[a->labels[b]];
-                    double c0 = fv;
-                    for (size_t i = 0; i < D; i++)
-                        c0 += (double)w[i] * ((double)x0[i] - (double)xj[i]);
-                    const double a1 = fmax(project(a, xj, w, fv, d1, (brk *)s), 1e-8);
-                    const double a2 = fmax(project(a, x0, w, c0, d2, (brk *)s), 1e-8);
-                    double al = a1 / (a1 + a2);
-                    al = al < 0 ? 0 : (al > FAB_ALPHA_MAX ? FAB_ALPHA_MAX : al);
-                    for (size_t i = 0; i < D; i++)
-                        xj[i] = (float)(((double)xj[i] + FAB_ETA * d1[i]) * (1.0 - al) +
-                                        ((double)x0[i] + FAB_ETA * d2[i]) * al);
-                    rr__atk_clip(a, xj, D);
-                }
-                if ((st = rr__atk_forward(a, x1, n, z)) != RR_OK)
-                    goto out;
-                    // A misclassified iterate closer than the run's best becomes it; then step
-                    // back.
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-                for (size_t j = 0; j < n; j++) {
-                    const size_t b = act[j];
-                    if (rr__atk_argmax(z + j * K, (int)K) == a->labels[b])
-                        continue;
-                    float *xj = x1 + j * D;
-                    const float *x0 = xa + j * D;
-                    const double tn = dist(a, xj, x0);
-                    if (tn < res[j]) {
-                        res[j] = tn;
-                        memcpy(best + j * D, xj, D * sizeof(float));
-                    }
-                    for (size_t i = 0; i < D; i++)
-                        xj[i] = (float)((double)x0[i] + ((double)xj[i] - (double)x0[i]) * FAB_BETA);
-                }
-                if (a->p.trace) {
-                    float *row = a->p.trace + ((size_t)rho * steps + (size_t)t) * B * D;
-                    for (size_t j = 0; j < n; j++)
-                        memcpy(row + act[j] * D, x1 + j * D, D * sizeof(float));
-                }
-                if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
-                    goto out;
-            }
-            // Keep the smallest adversarial over the runs; bounded: stop once within epsilon.
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                out->iterations[b] += steps;
-                if (res[j] < bestn[b]) {
-                    bestn[b] = res[j];
-                    memcpy(out->adversarial + b * D, best + j * D, D * sizeof(float));
-                }
-                if (isfinite(eps) && bestn[b] <= eps)
-                    run[b] = 0;
-            }
+            start_rows(&f, n, ti, r, ti * R + r);
+            if ((st = run_steps(&f, n, ti * R + r)) == RR_OK)
+                keep_runs(&f, n);
         }
     }
 out:
     // Bounded: a result outside epsilon does not count, and x0 is returned.
     if (st == RR_OK)
         for (size_t b = 0; b < B; b++)
-            if (isfinite(bestn[b]) && !(bestn[b] <= eps))
-                memcpy(out->adversarial + b * D, a->x0 + b * D, D * sizeof(float));
-    rr_aligned_free(x1);
-    rr_aligned_free(xa);
-    rr_aligned_free(best);
-    rr_aligned_free(g);
-    rr_aligned_free(z);
-    rr_aligned_free(rank);
-    rr_aligned_free(tg);
-    rr_aligned_free(res);
-    rr_aligned_free(bestn);
-    rr_aligned_free(act);
-    rr_aligned_free(run);
-    rr_aligned_free(scr);
+            if (isfinite(f.bestn[b]) && !(f.bestn[b] <= eps))
+                memcpy(a->out->adversarial + b * D, a->x0 + b * D, D * sizeof(float));
+    rr_aligned_free(block);
     return st;
 }

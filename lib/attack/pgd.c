@@ -122,10 +122,14 @@ rr_status rr__attack_pgd(rr__atk *a)
     rr_attack_result *out = a->out;
     const int64_t *cls = a->targets ? a->targets : a->labels;
     const double gsign = a->targets ? -1.0 : 1.0;
-    float *cur = rr__atk_alloc(a, B * D), *g = rr__atk_alloc(a, B * D);
-    float *z = rr__atk_alloc(a, B * K), *best_loss = rr__atk_alloc(a, B);
-    float *loss = rr__atk_alloc(a, B);
-    rr_status st = (cur && g && z && best_loss && loss) ? RR_OK : RR_ENOMEM;
+    float *cur, *g, *z, *best_loss, *loss;
+    const rr__atk_part parts[] = {RR__ATK_PART(cur, B * D), RR__ATK_PART(g, B * D),
+                                  RR__ATK_PART(z, B * K), RR__ATK_PART(best_loss, B),
+                                  RR__ATK_PART(loss, B)};
+    void *block = rr__atk_carve(a, parts, sizeof parts / sizeof parts[0]);
+    if (!block)
+        return RR_ENOMEM;
+    rr_status st = RR_OK;
     a->progress_total = (double)steps * restarts;
     for (int r = 0; r < restarts && st == RR_OK; r++) {
         if (a->p.start)
@@ -172,10 +176,6 @@ rr_status rr__attack_pgd(rr__atk *a)
             }
         }
     }
-    rr_aligned_free(cur);
-    rr_aligned_free(g);
-    rr_aligned_free(z);
-    rr_aligned_free(best_loss);
-    rr_aligned_free(loss);
+    rr_aligned_free(block);
     return st;
 }

@@ -48,6 +48,14 @@ typedef struct sq {
     int eta_s;
     double *scratch; // per thread: [2 D + C] doubles (l2)
     size_t scratch_n;
+    // Scratch, carved from one block.
+    float *xb, *xs;      // [B, D] best point per sample, candidates of the running rows
+    float *z;            // [B, K] logits of the rows
+    double *mmin, *lmin; // [B] margin and loss at the best point
+    double *eta_buf;     // [max(D, (H / 5)^2)] the l2 pattern
+    rr_rng *rng;         // [B] the samples' streams
+    size_t *act;         // [B] sample of each running row
+    bool *run;           // [B] attacked (classified right at x, not broken yet)
 } sq;
 
 static int isqrt_sz(size_t n)
@@ -342,12 +350,137 @@ static void margin_loss(const rr__atk *a, size_t b, const float *z, double *marg
     *loss = mx + log(se) - (double)z[y];
 }
 
+static void *carve(sq *q, size_t B, size_t D, size_t K, bool l2)
+{
+    // eta holds s^2 <= D values while stepping, and (H / 5)^2 at an l2 start.
+    const size_t s0 = (size_t)(q->H / 5 > 0 ? q->H / 5 : 1);
+    const size_t T = (size_t)omp_get_max_threads();
+    const rr__atk_part parts[] = {
+        RR__ATK_PART(q->xb, B * D), RR__ATK_PART(q->xs, B * D),
+        RR__ATK_PART(q->z, B * K),  RR__ATK_PART(q->mmin, B),
+        RR__ATK_PART(q->lmin, B),   RR__ATK_PART(q->eta_buf, D > s0 * s0 ? D : s0 * s0),
+        RR__ATK_PART(q->rng, B),    RR__ATK_PART(q->act, B),
+        RR__ATK_PART(q->run, B),    RR__ATK_PART(q->scratch, l2 ? T * q->scratch_n : 0)};
+    return rr__atk_carve(q->a, parts, sizeof parts / sizeof parts[0]);
+}
+
+// Restart r's start (stripes for linf, the grid of eta squares for l2) on the n running
+// samples, one query: their best points, margins and losses.
+static rr_status restart_start(sq *q, size_t n, int r)
+{
+    rr__atk *a = q->a;
+    const size_t D = a->D, K = (size_t)a->K;
+    const bool l2 = a->p.norm == RR_NORM_L2;
+    if (l2) {
+        q->eta_s = q->flat ? isqrt_sz(D) / 5 : q->H / 5;
+        q->eta_s = q->eta_s < 1 ? 1 : q->eta_s;
+        eta_fill(q->eta_buf, q->eta_s);
+    }
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = q->act[j];
+        rr_rng_init(&q->rng[b], a->p.seed + 0x9E3779B97F4A7C15ull * (uint64_t)r,
+                    rr__atk_stream(a, b));
+        if (l2)
+            l2_start(q, q->eta_s, &q->rng[b],
+                     q->scratch + (size_t)omp_get_thread_num() * q->scratch_n, a->x0 + b * D,
+                     q->xs + j * D);
+        else
+            linf_start(q, &q->rng[b], a->x0 + b * D, q->xs + j * D);
+    }
+    rr_status st = rr__atk_forward(a, q->xs, n, q->z);
+    if (st != RR_OK)
+        return st;
+    rr__atk_scatter(q->xs, q->act, n, D, q->xb);
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = q->act[j];
+        margin_loss(a, b, q->z + j * K, &q->mmin[b], &q->lmin[b]);
+        a->out->iterations[b]++;
+    }
+    return RR_OK;
+}
+
+// Query it on the samples still unbroken; *n gets their number (0: nothing left to query).
+static rr_status query(sq *q, int it, size_t *n_out)
+{
+    rr__atk *a = q->a;
+    const size_t B = a->B, D = a->D, K = (size_t)a->K;
+    const bool l2 = a->p.norm == RR_NORM_L2;
+    size_t n = 0;
+    for (size_t b = 0; b < B; b++)
+        if (q->run[b] && q->mmin[b] > 0.0)
+            q->act[n++] = b;
+    *n_out = n;
+    if (n == 0)
+        return RR_OK;
+    const int s = side_at(q, it);
+    if (l2 && s != q->eta_s) {
+        q->eta_s = s;
+        eta_fill(q->eta_buf, s);
+    }
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = q->act[j];
+        if (l2)
+            l2_step(q, s, &q->rng[b], q->scratch + (size_t)omp_get_thread_num() * q->scratch_n,
+                    a->x0 + b * D, q->xb + b * D, q->xs + j * D);
+        else
+            linf_step(q, s, &q->rng[b], a->x0 + b * D, q->xb + b * D, q->xs + j * D);
+    }
+    rr_status st = rr__atk_forward(a, q->xs, n, q->z);
+    if (st != RR_OK)
+        return st;
+        // Keep the candidate when the loss improved or the sample is broken.
+#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
+    for (size_t j = 0; j < n; j++) {
+        const size_t b = q->act[j];
+        double m, l;
+        margin_loss(a, b, q->z + j * K, &m, &l);
+        const bool better = l < q->lmin[b];
+        if (better)
+            q->lmin[b] = l;
+        if (better || m <= 0.0) {
+            q->mmin[b] = m;
+            memcpy(q->xb + b * D, q->xs + j * D, D * sizeof(float));
+        }
+        a->out->iterations[b]++;
+    }
+    if (a->p.trace)
+        memcpy(a->p.trace + (size_t)it * B * D, q->xb, B * D * sizeof(float));
+    return rr__atk_poll(a, 1.0);
+}
+
+// Restart r: the start, then up to Q queries.
+static rr_status restart(sq *q, size_t n, int r)
+{
+    rr__atk *a = q->a;
+    const size_t B = a->B, D = a->D;
+    const int Q = a->p.queries;
+    rr_status st = restart_start(q, n, r);
+    int it = 0;
+    for (; it < Q && st == RR_OK; it++) {
+        if ((st = query(q, it, &n)) != RR_OK || n == 0)
+            break;
+    }
+    if (st != RR_OK)
+        return st;
+    if (a->p.trace)
+        for (int t = it; t < Q; t++)
+            memcpy(a->p.trace + (size_t)t * B * D, q->xb, B * D * sizeof(float));
+    a->progress_done += (double)(Q - it);
+    // A broken sample keeps its point and leaves the later restarts.
+    for (size_t b = 0; b < B; b++)
+        if (q->run[b] && q->mmin[b] <= 0.0) {
+            memcpy(a->out->adversarial + b * D, q->xb + b * D, D * sizeof(float));
+            q->run[b] = false;
+        }
+    return RR_OK;
+}
+
 rr_status rr__attack_square(rr__atk *a)
 {
     const size_t B = a->B, D = a->D, K = (size_t)a->K;
-    const int Q = a->p.queries, R = a->p.restarts;
     const bool l2 = a->p.norm == RR_NORM_L2;
-    rr_attack_result *out = a->out;
     sq q = {.a = a, .eps = a->p.epsilon, .C = 1, .H = 1, .W = (int)D, .flat = true};
     const rr_shape *shp = rr_model_input_shape(a->m);
     if (shp->ndim == 3) {
@@ -357,132 +490,27 @@ rr_status rr__attack_square(rr__atk *a)
         q.flat = false;
     }
     q.side = isqrt_sz(D);
-    const size_t nthreads = (size_t)omp_get_max_threads();
     q.scratch_n = 2 * D + (size_t)q.C;
-    float *xb = rr__atk_alloc(a, B * D), *xs = rr__atk_alloc(a, B * D);
-    float *z = rr__atk_alloc(a, B * K);
-    double *mmin = (double *)rr__atk_alloc(a, 2 * B), *lmin = (double *)rr__atk_alloc(a, 2 * B);
-    // eta holds s^2 <= D values while stepping, and (H / 5)^2 at an l2 start.
-    const size_t s0 = (size_t)(q.H / 5 > 0 ? q.H / 5 : 1);
-    double *eta = (double *)rr__atk_alloc(a, 2 * (D > s0 * s0 ? D : s0 * s0));
-    double *scratch = l2 ? (double *)rr__atk_alloc(a, 2 * nthreads * q.scratch_n) : NULL;
-    rr_rng *rng = (rr_rng *)rr__atk_alloc(a, 2 * B);
-    size_t *act = (size_t *)rr__atk_alloc(a, 2 * B);
-    unsigned char *run = (unsigned char *)rr__atk_alloc(a, B);
-    rr_status st = (xb && xs && z && mmin && lmin && eta && (scratch || !l2) && rng && act && run)
-                       ? RR_OK
-                       : RR_ENOMEM;
-    if (st != RR_OK)
-        goto out;
-    q.eta = eta;
-    q.scratch = scratch;
-    memcpy(out->adversarial, a->x0, B * D * sizeof(float));
-    memcpy(xb, a->x0, B * D * sizeof(float));
+    void *block = carve(&q, B, D, K, l2);
+    if (!block)
+        return RR_ENOMEM;
+    q.eta = q.eta_buf;
+    memcpy(a->out->adversarial, a->x0, B * D * sizeof(float));
+    memcpy(q.xb, a->x0, B * D * sizeof(float));
     // Only the samples the model gets right at x are attacked (AutoAttack's perturb).
-    if ((st = rr__atk_forward(a, a->x0, B, z)) != RR_OK)
-        goto out;
-    for (size_t b = 0; b < B; b++) {
-        run[b] = !rr__atk_hit(a, b, rr__atk_argmax(z + b * K, (int)K));
-        out->iterations[b] = 0;
-    }
-    a->progress_total = (double)Q * R;
-    for (int r = 0; r < R; r++) {
-        size_t n = 0;
-        for (size_t b = 0; b < B; b++)
-            if (run[b])
-                act[n++] = b;
+    rr_status st = rr__atk_forward(a, a->x0, B, q.z);
+    if (st == RR_OK)
+        for (size_t b = 0; b < B; b++) {
+            q.run[b] = !rr__atk_hit(a, b, rr__atk_argmax(q.z + b * K, (int)K));
+            a->out->iterations[b] = 0;
+        }
+    a->progress_total = (double)a->p.queries * a->p.restarts;
+    for (int r = 0; r < a->p.restarts && st == RR_OK; r++) {
+        const size_t n = rr__atk_active(q.run, true, B, q.act);
         if (n == 0)
             break;
-        // Start: stripes (linf) or the grid of eta squares (l2), one query.
-        if (l2) {
-            q.eta_s = q.flat ? isqrt_sz(D) / 5 : q.H / 5;
-            q.eta_s = q.eta_s < 1 ? 1 : q.eta_s;
-            eta_fill(eta, q.eta_s);
-        }
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-        for (size_t j = 0; j < n; j++) {
-            const size_t b = act[j];
-            rr_rng_init(&rng[b], a->p.seed + 0x9E3779B97F4A7C15ull * (uint64_t)r,
-                        rr__atk_stream(a, b));
-            if (l2)
-                l2_start(&q, q.eta_s, &rng[b], scratch + (size_t)omp_get_thread_num() * q.scratch_n,
-                         a->x0 + b * D, xs + j * D);
-            else
-                linf_start(&q, &rng[b], a->x0 + b * D, xs + j * D);
-        }
-        if ((st = rr__atk_forward(a, xs, n, z)) != RR_OK)
-            goto out;
-        for (size_t j = 0; j < n; j++) {
-            const size_t b = act[j];
-            memcpy(xb + b * D, xs + j * D, D * sizeof(float));
-            margin_loss(a, b, z + j * K, &mmin[b], &lmin[b]);
-            out->iterations[b]++;
-        }
-        int it = 0;
-        for (; it < Q; it++) {
-            n = 0;
-            for (size_t b = 0; b < B; b++)
-                if (run[b] && mmin[b] > 0.0)
-                    act[n++] = b;
-            if (n == 0)
-                break;
-            const int s = side_at(&q, it);
-            if (l2 && s != q.eta_s) {
-                q.eta_s = s;
-                eta_fill(eta, s);
-            }
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                if (l2)
-                    l2_step(&q, s, &rng[b], scratch + (size_t)omp_get_thread_num() * q.scratch_n,
-                            a->x0 + b * D, xb + b * D, xs + j * D);
-                else
-                    linf_step(&q, s, &rng[b], a->x0 + b * D, xb + b * D, xs + j * D);
-            }
-            if ((st = rr__atk_forward(a, xs, n, z)) != RR_OK)
-                goto out;
-                // Keep the candidate when the loss improved or the sample is broken.
-#pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
-            for (size_t j = 0; j < n; j++) {
-                const size_t b = act[j];
-                double m, l;
-                margin_loss(a, b, z + j * K, &m, &l);
-                const bool better = l < lmin[b];
-                if (better)
-                    lmin[b] = l;
-                if (better || m <= 0.0) {
-                    mmin[b] = m;
-                    memcpy(xb + b * D, xs + j * D, D * sizeof(float));
-                }
-                out->iterations[b]++;
-            }
-            if (a->p.trace)
-                memcpy(a->p.trace + (size_t)it * B * D, xb, B * D * sizeof(float));
-            if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
-                goto out;
-        }
-        if (a->p.trace)
-            for (int t = it; t < Q; t++)
-                memcpy(a->p.trace + (size_t)t * B * D, xb, B * D * sizeof(float));
-        a->progress_done += (double)(Q - it);
-        // A broken sample keeps its point and leaves the later restarts.
-        for (size_t b = 0; b < B; b++)
-            if (run[b] && mmin[b] <= 0.0) {
-                memcpy(out->adversarial + b * D, xb + b * D, D * sizeof(float));
-                run[b] = 0;
-            }
+        st = restart(&q, n, r);
     }
-out:
-    rr_aligned_free(xb);
-    rr_aligned_free(xs);
-    rr_aligned_free(z);
-    rr_aligned_free(mmin);
-    rr_aligned_free(lmin);
-    rr_aligned_free(eta);
-    rr_aligned_free(scratch);
-    rr_aligned_free(rng);
-    rr_aligned_free(act);
-    rr_aligned_free(run);
+    rr_aligned_free(block);
     return st;
 }

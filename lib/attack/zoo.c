@@ -15,15 +15,41 @@
 
 #define ZOO_PARALLEL 128
 
+// Scratch, carved from one block, and the constants of the attack.
+typedef struct zoo {
+    rr__atk *a;
+    size_t P, R, sb; // coordinates per iteration, evaluation rows per sample, samples per block
+    float *cur, *m1, *m2; // [B, D] iterates and the coordinates' Adam m, v
+    float *ev, *z;        // [sb R, D] evaluation rows and [max(sb R, B), K] their logits
+    int *coords;          // [sb, P] the block's coordinates
+    int *tcount;          // [B, D] Adam steps per coordinate
+    double *cc, *lower, *upper, *obest, *prev; // [B]
+    bool *run, *found;                         // [B]
+} zoo;
+
+static void *carve(zoo *s, size_t B, size_t D, size_t K)
+{
+    const size_t rows = s->sb * s->R;
+    const rr__atk_part parts[] = {RR__ATK_PART(s->cur, B * D),
+                                  RR__ATK_PART(s->m1, B * D),
+                                  RR__ATK_PART(s->m2, B * D),
+                                  RR__ATK_PART(s->ev, rows * D),
+                                  RR__ATK_PART(s->z, (rows > B ? rows : B) * K),
+                                  RR__ATK_PART(s->coords, s->sb * s->P),
+                                  RR__ATK_PART(s->tcount, B * D),
+                                  RR__ATK_PART(s->cc, B),
+                                  RR__ATK_PART(s->lower, B),
+                                  RR__ATK_PART(s->upper, B),
+                                  RR__ATK_PART(s->obest, B),
+                                  RR__ATK_PART(s->prev, B),
+                                  RR__ATK_PART(s->run, B),
+                                  RR__ATK_PART(s->found, B)};
+    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+}
+
 static double zoo_loss(const rr__atk *a, size_t b, const float *z, double l2, double c)
 {
-    const int K = a->K;
-    const int64_t t = rr__atk_class(a, b);
-    double o = -INFINITY;
-    for (int k = 0; k < K; k++)
-        if (k != t && z[k] > o)
-            o = z[k];
-    const double h = a->targets ? o - z[t] + a->p.confidence : z[t] - o + a->p.confidence;
+    const double h = rr__atk_margin(a, b, z, NULL);
     return l2 + c * (h > 0 ? h : 0);
 }
 
@@ -32,192 +58,205 @@ static bool zoo_hit(const rr__atk *a, size_t b, const float *z)
     return rr__atk_hit(a, b, rr__atk_argmax(z, a->K));
 }
 
+static double l2_from(const float *x, const float *x0, size_t D)
+{
+    double l2 = 0.0;
+    for (size_t i = 0; i < D; i++) {
+        const double d = (double)x[i] - x0[i];
+        l2 += d * d;
+    }
+    return l2;
+}
+
+// Sample b's P distinct coordinates of iteration (bs, it) into cj, repeats rejected, and its
+// evaluation rows into e [R, D]: x, then x + h e_i, x - h e_i per coordinate.
+static void eval_rows(const zoo *s, size_t b, int bs, int it, int *cj, float *e)
+{
+    const rr__atk *a = s->a;
+    const size_t D = a->D, P = s->P;
+    const double h = a->p.h;
+    rr_rng rng;
+    rr_rng_init(&rng, a->p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(bs * a->p.max_iter + it + 1)),
+                rr__atk_stream(a, b));
+    for (size_t q = 0; q < P; q++) {
+        for (;;) {
+            const int c = (int)(rr_rng_next(&rng) % D);
+            bool dup = false;
+            for (size_t r = 0; r < q && !dup; r++)
+                dup = cj[r] == c;
+            if (!dup) {
+                cj[q] = c;
+                break;
+            }
+        }
+    }
+    const float *xb = s->cur + b * D;
+    memcpy(e, xb, D * sizeof(float));
+    for (size_t q = 0; q < P; q++) {
+        float *ep = e + (1 + 2 * q) * D, *em = ep + D;
+        memcpy(ep, xb, D * sizeof(float));
+        memcpy(em, xb, D * sizeof(float));
+        ep[cj[q]] = (float)(xb[cj[q]] + h);
+        em[cj[q]] = (float)(xb[cj[q]] - h);
+    }
+}
+
+// Coordinate ADAM (ART: beta1 0.9, beta2 0.999, eps 1e-8) on sample b's coordinates cj from
+// its evaluation rows e and their logits zr, at loss offset l2.
+static void adam(zoo *s, size_t b, const int *cj, const float *e, const float *zr, double l2)
+{
+    const rr__atk *a = s->a;
+    const size_t D = a->D, K = (size_t)a->K;
+    const double h = a->p.h;
+    const float *x0 = a->x0 + b * D;
+    float *xb = s->cur + b * D;
+    for (size_t q = 0; q < s->P; q++) {
+        const int i = cj[q];
+        const float *ep = e + (1 + 2 * q) * D, *em = ep + D;
+        double l2p = l2, l2m = l2;
+        const double dp = (double)ep[i] - x0[i], dm = (double)em[i] - x0[i],
+                     d0 = (double)xb[i] - x0[i];
+        l2p += dp * dp - d0 * d0;
+        l2m += dm * dm - d0 * d0;
+        const double fp = zoo_loss(a, b, zr + (1 + 2 * q) * K, l2p, s->cc[b]);
+        const double fm = zoo_loss(a, b, zr + (2 + 2 * q) * K, l2m, s->cc[b]);
+        const double g = (fp - fm) / (2.0 * h);
+        const size_t k = b * D + (size_t)i;
+        s->m1[k] = (float)(0.9 * s->m1[k] + 0.1 * g);
+        s->m2[k] = (float)(0.999 * s->m2[k] + 0.001 * g * g);
+        const int t = ++s->tcount[k];
+        const double mh = s->m1[k] / (1.0 - pow(0.9, t));
+        const double vh = s->m2[k] / (1.0 - pow(0.999, t));
+        double v = (double)xb[i] - a->p.learning_rate * mh / (sqrt(vh) + 1e-8);
+        if (a->has_range)
+            v = v < a->lo ? a->lo : (v > a->hi ? a->hi : v);
+        xb[i] = (float)v;
+    }
+}
+
+// Sample b after the forward pass of its evaluation rows e (logits zr): abort early, the
+// smallest success, then the coordinates' step.
+static void update(zoo *s, size_t b, int it, const int *cj, const float *e, const float *zr)
+{
+    rr__atk *a = s->a;
+    const size_t D = a->D;
+    const int steps = a->p.max_iter, every = steps / 10 > 0 ? steps / 10 : 1;
+    float *xb = s->cur + b * D;
+    const double l2 = l2_from(xb, a->x0 + b * D, D);
+    const double loss = zoo_loss(a, b, zr, l2, s->cc[b]);
+    if (it % every == 0) {
+        if (loss > s->prev[b] * 0.9999) {
+            s->run[b] = false;
+            return;
+        }
+        s->prev[b] = loss;
+    }
+    a->out->iterations[b]++;
+    if (zoo_hit(a, b, zr)) {
+        s->found[b] = true;
+        if (l2 < s->obest[b]) {
+            s->obest[b] = l2;
+            memcpy(a->out->adversarial + b * D, xb, D * sizeof(float));
+        }
+    }
+    adam(s, b, cj, e, zr, l2);
+}
+
+// One iteration on the running samples of the block s0 .. s0 + ns.
+static rr_status block_iter(zoo *s, size_t s0, size_t ns, int bs, int it)
+{
+    rr__atk *a = s->a;
+    const size_t D = a->D, K = (size_t)a->K, R = s->R;
+    size_t rows = 0;
+    for (size_t j = 0; j < ns; j++)
+        if (s->run[s0 + j]) {
+            eval_rows(s, s0 + j, bs, it, s->coords + j * s->P, s->ev + rows * D);
+            rows += R;
+        }
+    if (rows == 0)
+        return RR_OK;
+    rr_status st = rr__atk_forward(a, s->ev, rows, s->z);
+    if (st != RR_OK)
+        return st;
+    size_t r0 = 0;
+    for (size_t j = 0; j < ns; j++)
+        if (s->run[s0 + j]) {
+            update(s, s0 + j, it, s->coords + j * s->P, s->ev + r0 * D, s->z + r0 * K);
+            r0 += R;
+        }
+    return RR_OK;
+}
+
+// The end of a binary step: the final iterate counts too, then the search over c.
+static rr_status binary_end(zoo *s)
+{
+    rr__atk *a = s->a;
+    const size_t B = a->B, D = a->D, K = (size_t)a->K;
+    rr_status st = rr__atk_forward(a, s->cur, B, s->z);
+    if (st != RR_OK)
+        return st;
+    for (size_t b = 0; b < B; b++) {
+        const double l2 = l2_from(s->cur + b * D, a->x0 + b * D, D);
+        if (zoo_hit(a, b, s->z + b * K)) {
+            s->found[b] = true;
+            if (l2 < s->obest[b]) {
+                s->obest[b] = l2;
+                memcpy(a->out->adversarial + b * D, s->cur + b * D, D * sizeof(float));
+            }
+        }
+        rr__atk_csearch(s->found[b], &s->lower[b], &s->upper[b], &s->cc[b]);
+    }
+    return RR_OK;
+}
+
+static void binary_reset(zoo *s)
+{
+    const rr__atk *a = s->a;
+    const size_t B = a->B, D = a->D;
+    memcpy(s->cur, a->x0, B * D * sizeof(float));
+    memset(s->m1, 0, B * D * sizeof(float));
+    memset(s->m2, 0, B * D * sizeof(float));
+    memset(s->tcount, 0, B * D * sizeof(int));
+    for (size_t b = 0; b < B; b++) {
+        s->run[b] = true;
+        s->found[b] = false;
+        s->prev[b] = 1e30;
+    }
+}
+
 rr_status rr__attack_zoo(rr__atk *a)
 {
-    const size_t B = a->B, D = a->D, K = (size_t)a->K;
-    const size_t P = D < ZOO_PARALLEL ? D : ZOO_PARALLEL;
-    const size_t R = 2 * P + 1; // evaluation rows per sample: x, then x +- h e_i
-    const double h = a->p.h;
+    const size_t B = a->B, D = a->D;
     const int steps = a->p.max_iter, bsteps = a->p.binary_search_steps;
-    const int every = steps / 10 > 0 ? steps / 10 : 1;
-    rr_attack_result *out = a->out;
+    zoo s = {.a = a, .P = D < ZOO_PARALLEL ? D : ZOO_PARALLEL};
+    s.R = 2 * s.P + 1;
     // Samples per evaluation block: bounded so that the block stays within ~64 MiB.
-    size_t sb = ((size_t)16 << 20) / (R * D + 1);
-    sb = sb < 1 ? 1 : (sb > B ? B : sb);
-    float *cur = rr__atk_alloc(a, B * D), *m1 = rr__atk_alloc(a, B * D);
-    float *m2 = rr__atk_alloc(a, B * D), *ev = rr__atk_alloc(a, sb * R * D);
-    float *z = rr__atk_alloc(a, (sb * R > B ? sb * R : B) * K);
-    int *coords = (int *)rr__atk_alloc(a, sb * P);
-    int *tcount = (int *)rr__atk_alloc(a, B * D);
-    double *dbl = (double *)rr__atk_alloc(a, 2 * 5 * B);
-    unsigned char *run = (unsigned char *)rr__atk_alloc(a, 2 * B);
-    rr_status st =
-        (cur && m1 && m2 && ev && z && coords && tcount && dbl && run) ? RR_OK : RR_ENOMEM;
-    if (st != RR_OK)
-        goto out;
-    double *cc = dbl, *lower = dbl + B, *upper = dbl + 2 * B, *obest = dbl + 3 * B,
-           *prev = dbl + 4 * B;
-    unsigned char *found = run + B;
-    memcpy(out->adversarial, a->x0, B * D * sizeof(float));
+    s.sb = ((size_t)16 << 20) / (s.R * D + 1);
+    s.sb = s.sb < 1 ? 1 : (s.sb > B ? B : s.sb);
+    void *block = carve(&s, B, D, (size_t)a->K);
+    if (!block)
+        return RR_ENOMEM;
+    memcpy(a->out->adversarial, a->x0, B * D * sizeof(float));
     for (size_t b = 0; b < B; b++) {
-        cc[b] = a->p.c;
-        lower[b] = 0;
-        upper[b] = 1e10;
-        obest[b] = 1e10;
-        out->iterations[b] = 0;
+        s.cc[b] = a->p.c;
+        s.lower[b] = 0;
+        s.upper[b] = 1e10;
+        s.obest[b] = 1e10;
+        a->out->iterations[b] = 0;
     }
     a->progress_total = (double)bsteps * steps;
+    rr_status st = RR_OK;
     for (int bs = 0; bs < bsteps && st == RR_OK; bs++) {
-        memcpy(cur, a->x0, B * D * sizeof(float));
-        memset(m1, 0, B * D * sizeof(float));
-        memset(m2, 0, B * D * sizeof(float));
-        memset(tcount, 0, B * D * sizeof(int));
-        for (size_t b = 0; b < B; b++) {
-            run[b] = 1;
-            found[b] = 0;
-            prev[b] = 1e30;
-        }
+        binary_reset(&s);
         for (int it = 0; it < steps && st == RR_OK; it++) {
-            for (size_t s0 = 0; s0 < B && st == RR_OK; s0 += sb) {
-                const size_t ns = B - s0 < sb ? B - s0 : sb;
-                // Evaluation rows of the block's running samples.
-                size_t rows = 0;
-                for (size_t j = 0; j < ns; j++) {
-                    const size_t b = s0 + j;
-                    if (!run[b])
-                        continue;
-                    rr_rng rng;
-                    rr_rng_init(
-                        &rng, a->p.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(bs * steps + it + 1)),
-                        rr__atk_stream(a, b));
-                    int *cj = coords + j * P;
-                    // P distinct coordinates, repeats rejected.
-                    for (size_t q = 0; q < P; q++) {
-                        for (;;) {
-                            const int c = (int)(rr_rng_next(&rng) % D);
-                            bool dup = false;
-                            for (size_t r = 0; r < q && !dup; r++)
-                                dup = cj[r] == c;
-                            if (!dup) {
-                                cj[q] = c;
-                                break;
-                            }
-                        }
-                    }
-                    const float *xb = cur + b * D;
-                    float *e = ev + rows * D;
-                    memcpy(e, xb, D * sizeof(float));
-                    for (size_t q = 0; q < P; q++) {
-                        float *ep = e + (1 + 2 * q) * D, *em = ep + D;
-                        memcpy(ep, xb, D * sizeof(float));
-                        memcpy(em, xb, D * sizeof(float));
-                        ep[cj[q]] = (float)(xb[cj[q]] + h);
-                        em[cj[q]] = (float)(xb[cj[q]] - h);
-                    }
-                    rows += R;
-                }
-                if (rows == 0)
-                    continue;
-                st = rr__atk_forward(a, ev, rows, z);
-                if (st != RR_OK)
-                    break;
-                size_t r0 = 0;
-                for (size_t j = 0; j < ns; j++) {
-                    const size_t b = s0 + j;
-                    if (!run[b])
-                        continue;
-                    const float *x0 = a->x0 + b * D, *e = ev + r0 * D, *zr = z + r0 * K;
-                    float *xb = cur + b * D;
-                    double l2 = 0.0;
-                    for (size_t i = 0; i < D; i++) {
-                        const double d = (double)xb[i] - x0[i];
-                        l2 += d * d;
-                    }
-                    const double loss = zoo_loss(a, b, zr, l2, cc[b]);
-                    if (it % every == 0) {
-                        if (loss > prev[b] * 0.9999) {
-                            run[b] = 0;
-                            r0 += R;
-                            continue;
-                        }
-                        prev[b] = loss;
-                    }
-                    out->iterations[b]++;
-                    if (zoo_hit(a, b, zr)) {
-                        found[b] = 1;
-                        if (l2 < obest[b]) {
-                            obest[b] = l2;
-                            memcpy(out->adversarial + b * D, xb, D * sizeof(float));
-                        }
-                    }
-                    // Coordinate ADAM (ART: beta1 0.9, beta2 0.999, eps 1e-8).
-                    const int *cj = coords + j * P;
-                    for (size_t q = 0; q < P; q++) {
-                        const int i = cj[q];
-                        const float *ep = e + (1 + 2 * q) * D, *em = ep + D;
-                        double l2p = l2, l2m = l2;
-                        const double dp = (double)ep[i] - x0[i], dm = (double)em[i] - x0[i],
-                                     d0 = (double)xb[i] - x0[i];
-                        l2p += dp * dp - d0 * d0;
-                        l2m += dm * dm - d0 * d0;
-                        const double fp = zoo_loss(a, b, zr + (1 + 2 * q) * K, l2p, cc[b]);
-                        const double fm = zoo_loss(a, b, zr + (2 + 2 * q) * K, l2m, cc[b]);
-                        const double g = (fp - fm) / (2.0 * h);
-                        const size_t k = b * D + (size_t)i;
-                        m1[k] = (float)(0.9 * m1[k] + 0.1 * g);
-                        m2[k] = (float)(0.999 * m2[k] + 0.001 * g * g);
-                        const int t = ++tcount[k];
-                        const double mh = m1[k] / (1.0 - pow(0.9, t));
-                        const double vh = m2[k] / (1.0 - pow(0.999, t));
-                        double v = (double)xb[i] - a->p.learning_rate * mh / (sqrt(vh) + 1e-8);
-                        if (a->has_range)
-                            v = v < a->lo ? a->lo : (v > a->hi ? a->hi : v);
-                        xb[i] = (float)v;
-                    }
-                    r0 += R;
-                }
-            }
+            for (size_t s0 = 0; s0 < B && st == RR_OK; s0 += s.sb)
+                st = block_iter(&s, s0, B - s0 < s.sb ? B - s0 : s.sb, bs, it);
             if (st == RR_OK)
                 st = rr__atk_poll(a, 1.0);
         }
-        if (st != RR_OK)
-            break;
-        // The final iterate counts too.
-        st = rr__atk_forward(a, cur, B, z);
-        if (st != RR_OK)
-            break;
-        for (size_t b = 0; b < B; b++) {
-            double l2 = 0.0;
-            for (size_t i = 0; i < D; i++) {
-                const double d = (double)cur[b * D + i] - a->x0[b * D + i];
-                l2 += d * d;
-            }
-            if (zoo_hit(a, b, z + b * K)) {
-                found[b] = 1;
-                if (l2 < obest[b]) {
-                    obest[b] = l2;
-                    memcpy(out->adversarial + b * D, cur + b * D, D * sizeof(float));
-                }
-            }
-            if (found[b]) {
-                upper[b] = fmin(upper[b], cc[b]);
-                if (upper[b] < 1e9)
-                    cc[b] = (lower[b] + upper[b]) / 2;
-            } else {
-                lower[b] = fmax(lower[b], cc[b]);
-                cc[b] = upper[b] < 1e9 ? (lower[b] + upper[b]) / 2 : cc[b] * 10;
-            }
-        }
+        if (st == RR_OK)
+            st = binary_end(&s);
     }
-out:
-    rr_aligned_free(cur);
-    rr_aligned_free(m1);
-    rr_aligned_free(m2);
-    rr_aligned_free(ev);
-    rr_aligned_free(z);
-    rr_aligned_free(coords);
-    rr_aligned_free(tcount);
-    rr_aligned_free(dbl);
-    rr_aligned_free(run);
+    rr_aligned_free(block);
     return st;
 }
