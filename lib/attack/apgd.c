@@ -335,16 +335,17 @@ static rr_status one_run(rr__atk *a, bufs *s, size_t n, int R, const int *at, in
         const size_t row = (size_t)R * (size_t)steps + (size_t)i;
 #pragma omp parallel for schedule(static)
         for (size_t j = 0; j < n; j++) {
-            if (a->p.trace_eta)
-                a->p.trace_eta[row * B + s->idx[j]] = (float)s->eta[j];
+            if (a->hooks.trace_eta)
+                a->hooks.trace_eta[row * B + s->idx[j]] = (float)s->eta[j];
             if (a->p.norm == RR_NORM_LINF)
                 step_linf(a, s->xa + j * D, s->xo + j * D, a->x0 + s->idx[j] * D, s->g + j * D,
                           s->eta[j], mom);
             else
                 step_l2(a, s->xa + j * D, s->xo + j * D, a->x0 + s->idx[j] * D, s->g + j * D,
                         s->eta[j], mom);
-            if (a->p.trace)
-                memcpy(a->p.trace + (row * B + s->idx[j]) * D, s->xa + j * D, D * sizeof(float));
+            if (a->hooks.trace)
+                memcpy(a->hooks.trace + (row * B + s->idx[j]) * D, s->xa + j * D,
+                       D * sizeof(float));
         }
         st = rr__atk_grad_seeded(a, s->xa, n, seeds, &ctx, s->g, NULL);
         if (st != RR_OK)
@@ -401,8 +402,8 @@ rr_status rr__attack_apgd(rr__atk *a)
                 const size_t b = s.idx[j];
                 s.ys[j] = a->labels[b];
                 s.ts[j] = dlr ? s.order[b * K + (size_t)tg + 1] : -1;
-                if (a->p.start) {
-                    memcpy(s.xa + j * D, a->p.start + b * D, D * sizeof(float));
+                if (a->hooks.start) {
+                    memcpy(s.xa + j * D, a->hooks.start + b * D, D * sizeof(float));
                     rr__atk_clip(a, s.xa + j * D, D);
                 } else {
                     random_start(a, b, R, s.xa + j * D);

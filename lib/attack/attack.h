@@ -97,20 +97,6 @@ typedef struct rr_attack_params {
     double p_init;             // square: initial fraction of features in a square (0.8)
     int max_steps;             // the largest value any count may take (0 = 10000)
     rr_control control;        // abort polled every step; progress: fraction of the steps done
-    // Test hooks: a start point [B, D] replacing PGD's and APGD's random start (restarts must
-    // be 1; apgd_t starts every target's run there), and a trace [steps, B, D] receiving after
-    // every step the iterate (PGD / BIM; rows of samples that stopped repeat) or, for
-    // DeepFool, the accumulated r_tot before overshoot. APGD writes [R * steps, B, D], R =
-    // restarts (apgd_ce) or n * restarts (apgd_t, target-major): the iterate after each step,
-    // before a checkpoint moves it back to the best point; and trace_eta [R * steps, B] the
-    // step size each step used. Rows of samples not attacked in a run (already
-    // misclassified) are left as they are in trace and 0 in trace_eta.
-    // Square: [queries, B, D], the best point after each iteration (restarts must be 1).
-    // FAB-T: [n_targets * restarts * steps, B, D], the iterate after each step of each run
-    // (after the backward step), run-major; rows of samples outside a run are left alone.
-    const float *start;
-    float *trace;
-    float *trace_eta;
 } rr_attack_params;
 
 typedef struct rr_attack_result {

@@ -8,6 +8,29 @@
 #include "attack/attack.h"
 #include "core/rng.h"
 
+// Test hooks (tests/probe/attack_probe.c drives them; not part of the public API): a start point
+// [B, D] replacing PGD's and APGD's random start (restarts must be 1; apgd_t starts every target's
+// run there), and a trace [steps, B, D] receiving after every step the iterate (PGD / BIM; rows of
+// samples that stopped repeat) or, for DeepFool, the accumulated r_tot before overshoot. APGD
+// writes [R * steps, B, D], R = restarts (apgd_ce) or n * restarts (apgd_t, target-major): the
+// iterate after each step, before a checkpoint moves it back to the best point; and trace_eta [R *
+// steps, B] the step size each step used. Rows of samples not attacked in a run (already
+// misclassified) are left as they are in trace and 0 in trace_eta.
+// Square: [queries, B, D], the best point after each iteration (restarts must be 1).
+// FAB-T: [n_targets * restarts * steps, B, D], the iterate after each step of each run
+// (after the backward step), run-major; rows of samples outside a run are left alone.
+typedef struct rr__attack_hooks {
+    const float *start;
+    float *trace;
+    float *trace_eta;
+} rr__attack_hooks;
+
+// rr_attack with test hooks (NULL: none, as rr_attack). Errors as rr_attack, and RR_EINVAL
+// (field "start" / "trace") for hooks the resolved attack cannot take, RR_ENONFINITE ("start").
+rr_status rr__attack_hooked(const rr_model *m, rr_workspace *ws, const float *x,
+                            const int64_t *labels, size_t B, const rr_attack_params *p,
+                            const rr__attack_hooks *hooks, rr_attack_result *out, rr_error *err);
+
 typedef struct rr__atk {
     const rr_model *m;
     rr_workspace *ws;
@@ -17,6 +40,7 @@ typedef struct rr__atk {
     const int64_t *labels;  // [B]
     const int64_t *targets; // [B] when targeted, else NULL
     rr_attack_params p;     // resolved
+    rr__attack_hooks hooks; // all NULL but in tests
     bool has_range;
     float lo, hi;
     rr_attack_result *out;

@@ -236,7 +236,7 @@ static rr_status check_ranges(const rr_attack_params *in, const rr_attack_params
     return RR_OK;
 }
 
-// Targets, traces and start points the attack cannot take.
+// Targets the attack cannot take.
 static rr_status check_combinations(const rr_attack_params *o, rr_error *err)
 {
     // Untargeted attacks, and those that choose their own targets (the classes ranked 2nd to
@@ -250,12 +250,8 @@ static rr_status check_combinations(const rr_attack_params *o, rr_error *err)
                                   "by the clean logits, n = min(9, K - 1))"
                                 : "%s is untargeted",
                             rr_attack_name_string(o->name));
-    if (o->trace && o->restarts > 1 && o->name == RR_ATTACK_SQUARE)
-        return rr_error_set(err, RR_EINVAL, "trace", "a square trace needs restarts = 1");
     if (o->targeted && !o->target_labels)
         return rr_error_set(err, RR_EINVAL, "target_labels", "targeted requires target_labels");
-    if (o->start && o->restarts > 1)
-        return rr_error_set(err, RR_EINVAL, "start", "a start point needs restarts = 1");
     return RR_OK;
 }
 
@@ -461,11 +457,30 @@ rr_status rr__atk_finalize(rr__atk *a)
 rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const int64_t *labels,
                     size_t B, const rr_attack_params *p, rr_attack_result *out, rr_error *err)
 {
+    return rr__attack_hooked(m, ws, x, labels, B, p, NULL, out, err);
+}
+
+// The hooks the resolved attack o can take.
+static rr_status check_hooks(const rr_attack_params *o, const rr__attack_hooks *h, rr_error *err)
+{
+    if (h->trace && o->restarts > 1 && o->name == RR_ATTACK_SQUARE)
+        return rr_error_set(err, RR_EINVAL, "trace", "a square trace needs restarts = 1");
+    if (h->start && o->restarts > 1)
+        return rr_error_set(err, RR_EINVAL, "start", "a start point needs restarts = 1");
+    return RR_OK;
+}
+
+rr_status rr__attack_hooked(const rr_model *m, rr_workspace *ws, const float *x,
+                            const int64_t *labels, size_t B, const rr_attack_params *p,
+                            const rr__attack_hooks *hooks, rr_attack_result *out, rr_error *err)
+{
     rr__atk a = {.m = m, .ws = ws, .B = B, .x0 = x, .labels = labels, .out = out, .err = err};
     a.D = rr_model_input_size(m);
     a.K = rr_model_num_classes(m);
+    if (hooks)
+        a.hooks = *hooks;
     rr_status st = rr_attack_resolve(p, a.K, &a.p, err);
-    if (st != RR_OK)
+    if (st != RR_OK || (st = check_hooks(&a.p, &a.hooks, err)) != RR_OK)
         return st;
     out->gradient_calls = out->forward_calls = 0;
     if (B == 0)
@@ -482,7 +497,7 @@ rr_status rr_attack(const rr_model *m, rr_workspace *ws, const float *x, const i
                                 "target_labels[%zu] = %lld is out of range [0, %d)", b,
                                 (long long)a.p.target_labels[b], a.K);
     }
-    if (a.p.start && !rr_all_finite(a.p.start, B * a.D))
+    if (a.hooks.start && !rr_all_finite(a.hooks.start, B * a.D))
         return rr_error_set(err, RR_ENONFINITE, "start", "start contains NaN or Inf");
     a.targets = a.p.targeted ? a.p.target_labels : NULL;
     a.has_range = rr_model_input_range(m, &a.lo, &a.hi);

@@ -174,8 +174,8 @@ rr_status rr__attack_deepfool(rr__atk *a)
         for (size_t j = 0; j < n; j++)
             if (!step_row(&f, j, it))
                 f.done[f.act[j]] = true;
-        if (a->p.trace)
-            memcpy(a->p.trace + (size_t)it * B * D, f.rtot, B * D * sizeof(float));
+        if (a->hooks.trace)
+            memcpy(a->hooks.trace + (size_t)it * B * D, f.rtot, B * D * sizeof(float));
         if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
             break;
         if ((st = moved_logits(&f, n, &n)) != RR_OK || n == 0)

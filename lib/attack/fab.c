@@ -207,9 +207,9 @@ static rr_status run_steps(fab *f, size_t n, int rho)
 #pragma omp parallel for schedule(static) if (n * D >= PAR_MIN)
         for (size_t j = 0; j < n; j++)
             keep_row(f, j);
-        if (a->p.trace)
+        if (a->hooks.trace)
             rr__atk_scatter(f->x1, f->act, n, D,
-                            a->p.trace + ((size_t)rho * steps + (size_t)t) * a->B * D);
+                            a->hooks.trace + ((size_t)rho * steps + (size_t)t) * a->B * D);
         if ((st = rr__atk_poll(a, 1.0)) != RR_OK)
             return st;
     }

@@ -132,8 +132,8 @@ rr_status rr__attack_pgd(rr__atk *a)
     rr_status st = RR_OK;
     a->progress_total = (double)steps * restarts;
     for (int r = 0; r < restarts && st == RR_OK; r++) {
-        if (a->p.start)
-            memcpy(cur, a->p.start, B * D * sizeof(float));
+        if (a->hooks.start)
+            memcpy(cur, a->hooks.start, B * D * sizeof(float));
         else if (a->p.random_start)
 #pragma omp parallel for schedule(static)
             for (size_t b = 0; b < B; b++)
@@ -149,8 +149,8 @@ rr_status rr__attack_pgd(rr__atk *a)
                 step(a, cur + b * D, g + b * D, a->p.step_size, gsign);
                 project(a, cur + b * D, a->x0 + b * D, a->p.epsilon);
             }
-            if (a->p.trace)
-                memcpy(a->p.trace + (size_t)t * B * D, cur, B * D * sizeof(float));
+            if (a->hooks.trace)
+                memcpy(a->hooks.trace + (size_t)t * B * D, cur, B * D * sizeof(float));
             st = rr__atk_poll(a, 1.0);
         }
         if (st != RR_OK)

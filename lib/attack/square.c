@@ -445,8 +445,8 @@ static rr_status query(sq *q, int it, size_t *n_out)
         }
         a->out->iterations[b]++;
     }
-    if (a->p.trace)
-        memcpy(a->p.trace + (size_t)it * B * D, q->xb, B * D * sizeof(float));
+    if (a->hooks.trace)
+        memcpy(a->hooks.trace + (size_t)it * B * D, q->xb, B * D * sizeof(float));
     return rr__atk_poll(a, 1.0);
 }
 
@@ -464,9 +464,9 @@ static rr_status restart(sq *q, size_t n, int r)
     }
     if (st != RR_OK)
         return st;
-    if (a->p.trace)
+    if (a->hooks.trace)
         for (int t = it; t < Q; t++)
-            memcpy(a->p.trace + (size_t)t * B * D, q->xb, B * D * sizeof(float));
+            memcpy(a->hooks.trace + (size_t)t * B * D, q->xb, B * D * sizeof(float));
     a->progress_done += (double)(Q - it);
     // A broken sample keeps its point and leaves the later restarts.
     for (size_t b = 0; b < B; b++)

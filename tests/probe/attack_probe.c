@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "relureg.h"
+#include "attack/attack_impl.h" // rr__attack_hooked: start and trace
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -117,22 +118,22 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     p.p_init = num(o, "p_init");
     p.targeted = tgt != NULL;
     p.target_labels = tgt;
-    p.start = start;
+    rr__attack_hooks hooks = {.start = start};
     const int tsteps = inum(o, "trace");
     float *trace = NULL, *trace_eta = NULL;
     if (tsteps > 0) {
         trace = calloc((size_t)tsteps * B * D, sizeof(float));
         trace_eta = calloc((size_t)tsteps * B, sizeof(float));
-        p.trace = trace;
+        hooks.trace = trace;
         if (p.name == RR_ATTACK_APGD_CE || p.name == RR_ATTACK_APGD_T)
-            p.trace_eta = trace_eta;
+            hooks.trace_eta = trace_eta;
     }
     bool *succ = malloc(B);
     float *l2 = malloc(B * 4), *linf = malloc(B * 4);
     int *iters = malloc(B * sizeof(int));
     int64_t *it64 = malloc(B * 8);
     rr_attack_result r = {adv, succ, l2, linf, pred, iters, 0, 0, NULL};
-    if (rr_attack(m, ws, x, y, B, &p, &r, &err))
+    if (rr__attack_hooked(m, ws, x, y, B, &p, &hooks, &r, &err))
         die("attack", &err);
     for (size_t b = 0; b < B; b++) {
         flag[b] = succ[b];
@@ -149,7 +150,7 @@ static void run_attack(rr_model *m, rr_workspace *ws, json_t *o, const char *nor
     if (trace) {
         int64_t sh3[3] = {tsteps, (int64_t)B, (int64_t)D};
         rr_st_writer_add(w, "trace", RR_DTYPE_F32, sh3, 3, trace, &err);
-        if (p.trace_eta)
+        if (hooks.trace_eta)
             rr_st_writer_add(w, "trace_eta", RR_DTYPE_F32, sh3, 2, trace_eta, &err);
     }
     write_out(w, path, &err);
