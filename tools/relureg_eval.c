@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,6 +321,48 @@ static bool samples_read(const json_t *j, size_t n, size_t neps, rr_robustness_s
 
 // ---- run ----
 
+// The report's parameters from the config: the attack and its options, sample_offset the
+// global index of the first row. Returns the attack.
+static rr_attack_name report_params(const config *c, size_t sample_offset, rr_robustness_params *p)
+{
+    rr_attack_name an = RR_ATTACK_PGD;
+    rr_attack_name_parse(c->attack, &an);
+    *p = (rr_robustness_params){.norm = strcmp(c->norm, "l2") == 0 ? RR_NORM_L2 : RR_NORM_LINF,
+                                .epsilons = c->eps,
+                                .n_eps = c->neps,
+                                .sample_offset = sample_offset,
+                                .block = c->block};
+    rr_attack_params_init(&p->attack, an);
+    p->attack.seed = c->seed;
+    p->attack.steps = c->steps;
+    p->attack.restarts = c->restarts;
+    p->attack.queries = c->queries;
+    p->attack.step_size = c->step_size;
+    if (c->suite)
+        p->attack.suite = strcmp(c->suite, "fast") == 0 ? RR_SUITE_FAST : RR_SUITE_STANDARD;
+    return an;
+}
+
+// Shard I of N (rows [lo, hi) of ds) as a part file's document: the config, the rows and a
+// sha256 of their images and labels, timing and call counts, and the per-sample outcomes.
+static json_t *part_json(const config *c, json_t *cfg, const rr_dataset *ds, size_t lo, size_t hi,
+                         size_t I, size_t N, double secs, const rr_robustness_result *r)
+{
+    const size_t D = ds->rows * ds->cols, B = hi - lo;
+    sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, ds->images + lo * D, B * D * sizeof(float));
+    sha256_update(&h, ds->labels + lo, B * sizeof(int64_t));
+    char slice_sha[65];
+    sha256_final_hex(&h, slice_sha);
+    return json_pack("{s:s, s:O, s:I, s:I, s:[I, I], s:s, s:s, s:f, s:I, s:I, s:o}", "format",
+                     PART_FORMAT, "config", cfg, "shard", (json_int_t)I, "shards", (json_int_t)N,
+                     "rows", (json_int_t)lo, (json_int_t)hi, "slice_sha256", slice_sha, "model",
+                     c->model, "seconds", secs, "gradient_calls", (json_int_t)r->gradient_calls,
+                     "forward_calls", (json_int_t)r->forward_calls, "samples",
+                     samples_json(r->samples, B, c->neps));
+}
+
 static int run(const config *c, long shards, long shard, const char *out_dir, const char *report)
 {
     rr_error err = {0};
@@ -347,21 +390,8 @@ static int run(const config *c, long shards, long shard, const char *out_dir, co
     const size_t N = shards > 0 ? (size_t)shards : 1, I = shards > 0 ? (size_t)shard : 0;
     const size_t lo = shard_bound(c->offset, n, c->block, N, I),
                  hi = shard_bound(c->offset, n, c->block, N, I + 1), B = hi - lo;
-    rr_attack_name an;
-    rr_attack_name_parse(c->attack, &an);
-    rr_robustness_params p = {.norm = strcmp(c->norm, "l2") == 0 ? RR_NORM_L2 : RR_NORM_LINF,
-                              .epsilons = c->eps,
-                              .n_eps = c->neps,
-                              .sample_offset = c->offset + lo,
-                              .block = c->block};
-    rr_attack_params_init(&p.attack, an);
-    p.attack.seed = c->seed;
-    p.attack.steps = c->steps;
-    p.attack.restarts = c->restarts;
-    p.attack.queries = c->queries;
-    p.attack.step_size = c->step_size;
-    if (c->suite)
-        p.attack.suite = strcmp(c->suite, "fast") == 0 ? RR_SUITE_FAST : RR_SUITE_STANDARD;
+    rr_robustness_params p;
+    const rr_attack_name an = report_params(c, c->offset + lo, &p);
     s = malloc((B ? B : 1) * sizeof *s);
     ra = malloc(c->neps * sizeof *ra);
     mine = malloc((B ? B : 1) * sizeof *mine);
@@ -390,18 +420,7 @@ static int run(const config *c, long shards, long shard, const char *out_dir, co
         fprintf(stderr, "relureg-eval: %zu samples in %.2f s\n", n, secs);
         goto done;
     }
-    sha256 h;
-    sha256_init(&h);
-    sha256_update(&h, ds.images + lo * D, B * D * sizeof(float));
-    sha256_update(&h, ds.labels + lo, B * sizeof(int64_t));
-    char slice_sha[65];
-    sha256_final_hex(&h, slice_sha);
-    doc = json_pack("{s:s, s:O, s:I, s:I, s:[I, I], s:s, s:s, s:f, s:I, s:I, s:o}", "format",
-                    PART_FORMAT, "config", cfg, "shard", (json_int_t)I, "shards", (json_int_t)N,
-                    "rows", (json_int_t)lo, (json_int_t)hi, "slice_sha256", slice_sha, "model",
-                    c->model, "seconds", secs, "gradient_calls", (json_int_t)r.gradient_calls,
-                    "forward_calls", (json_int_t)r.forward_calls, "samples",
-                    samples_json(s, B, c->neps));
+    doc = part_json(c, cfg, &ds, lo, hi, I, N, secs, &r);
     char path[4096];
     snprintf(path, sizeof path, "%s/part-%zu-of-%zu.json", out_dir, I, N);
     rc = write_json(doc, path);
@@ -423,114 +442,125 @@ done:
 
 // ---- merge ----
 
-static int merge(const char *dir, const char *report)
+// Loads dir's part-I-of-N.json files (one N, all of them present) into (*parts)[I]; returns
+// 0, else 1 after a message (*parts then holds what was read, to release).
+static int read_parts(const char *dir, json_t ***parts, long *N)
 {
+    *parts = NULL;
+    *N = -1;
     DIR *d = opendir(dir);
     if (!d)
         return fail("%s: %s", dir, strerror(errno));
-    // The parts present: part-I-of-N.json, one N.
-    long N = -1;
     size_t found = 0;
-    json_t **parts = NULL;
-    int rc = 1;
+    int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while (rc == 0 && (de = readdir(d))) {
         long i, n;
         int end = 0;
         if (sscanf(de->d_name, "part-%ld-of-%ld.json%n", &i, &n, &end) != 2 || de->d_name[end] != 0)
             continue;
         if (n < 1 || n > 1000000 || i < 0 || i >= n) {
-            closedir(d);
-            return fail("%s/%s: not a part name", dir, de->d_name);
-        }
-        if (N < 0) {
-            N = n;
-            parts = calloc((size_t)N, sizeof *parts);
-            if (!parts) {
-                closedir(d);
-                return fail("out of memory");
+            rc = fail("%s/%s: not a part name", dir, de->d_name);
+        } else if (*N < 0 && (*parts = calloc((size_t)n, sizeof **parts)) == NULL) {
+            rc = fail("out of memory");
+        } else if (*N >= 0 && n != *N) {
+            rc = fail("%s holds parts of %ld and of %ld shards", dir, *N, n);
+        } else {
+            *N = n;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            json_error_t je;
+            json_t *j = json_load_file(path, 0, &je);
+            if (!j) {
+                rc = fail("%s: %s", path, je.text);
+            } else {
+                json_decref((*parts)[i]);
+                (*parts)[i] = j;
+                found++;
             }
-        } else if (n != N) {
-            closedir(d);
-            fail("%s holds parts of %ld and of %ld shards", dir, N, n);
-            goto done;
         }
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        json_error_t je;
-        json_t *j = json_load_file(path, 0, &je);
-        if (!j) {
-            closedir(d);
-            fail("%s: %s", path, je.text);
-            goto done;
-        }
-        json_decref(parts[i]);
-        parts[i] = j;
-        found++;
     }
     closedir(d);
-    if (N < 0)
+    if (rc != 0)
+        return rc;
+    if (*N < 0)
         return fail("%s holds no part-I-of-N.json", dir);
-    for (long i = 0; i < N; i++)
-        if (!parts[i]) {
-            fail("%s: part-%ld-of-%ld.json is missing (%zu of %ld parts present)", dir, i, N, found,
-                 N);
-            goto done;
-        }
-    json_t *cfg = json_object_get(parts[0], "config");
-    const json_t *eps = json_object_get(cfg, "epsilons");
-    const json_t *data = json_object_get(cfg, "data");
-    const size_t n = (size_t)json_integer_value(json_object_get(data, "samples")),
-                 off = (size_t)json_integer_value(json_object_get(data, "offset")),
-                 G = (size_t)json_integer_value(json_object_get(cfg, "block")),
-                 neps = json_array_size(eps);
-    if (!json_is_object(cfg) || neps < 1 || neps > 64 || G < 1) {
-        fail("part-0-of-%ld.json: no config", N);
-        goto done;
-    }
-    rr_robustness_sample *s = malloc((n ? n : 1) * sizeof *s);
-    double *ra = malloc(neps * sizeof *ra), *mine = malloc((n ? n : 1) * sizeof *mine), e[64];
-    int *bb = malloc((n ? n : 1) * sizeof *bb);
-    for (size_t k = 0; k < neps; k++)
-        e[k] = json_number_value(json_array_get(eps, k));
+    for (long i = 0; i < *N; i++)
+        if (!(*parts)[i])
+            return fail("%s: part-%ld-of-%ld.json is missing (%zu of %ld parts present)", dir, i,
+                        *N, found, *N);
+    return 0;
+}
+
+// The per-sample outcomes of the N parts, checked against part 0's config and in row order,
+// into s [n]; their call counts summed into *gc and *fc. Returns 0, else 1 after a message.
+static int gather_parts(json_t **parts, long N, const json_t *cfg, size_t n, size_t off, size_t G,
+                        size_t neps, rr_robustness_sample *s, long *gc, long *fc)
+{
     size_t at = 0;
-    long gc = 0, fc = 0;
-    for (long i = 0; i < N && s && ra && mine && bb; i++) {
+    *gc = *fc = 0;
+    for (long i = 0; i < N; i++) {
         const json_t *p = parts[i];
         const json_t *rows = json_object_get(p, "rows");
         const size_t lo = (size_t)json_integer_value(json_array_get(rows, 0)),
                      hi = (size_t)json_integer_value(json_array_get(rows, 1));
         const char *fmt = json_string_value(json_object_get(p, "format"));
         if (!fmt || strcmp(fmt, PART_FORMAT) != 0 ||
-            json_integer_value(json_object_get(p, "shard")) != i) {
-            fail("part-%ld-of-%ld.json: not a part of format %s for shard %ld", i, N, PART_FORMAT,
-                 i);
-            goto bad;
-        }
-        if (!json_equal(json_object_get(p, "config"), cfg)) {
-            fail("part-%ld-of-%ld.json: its config differs from part-0-of-%ld.json's (another "
-                 "model, data range, attack or epsilons)",
-                 i, N, N);
-            goto bad;
-        }
+            json_integer_value(json_object_get(p, "shard")) != i)
+            return fail("part-%ld-of-%ld.json: not a part of format %s for shard %ld", i, N,
+                        PART_FORMAT, i);
+        if (!json_equal(json_object_get(p, "config"), cfg))
+            return fail("part-%ld-of-%ld.json: its config differs from part-0-of-%ld.json's "
+                        "(another model, data range, attack or epsilons)",
+                        i, N, N);
         const size_t want = shard_bound(off, n, G, (size_t)N, (size_t)i + 1);
-        if (lo != at || hi != want) {
-            fail("part-%ld-of-%ld.json: rows [%zu, %zu), expected [%zu, %zu)", i, N, lo, hi, at,
-                 want);
-            goto bad;
-        }
-        if (!samples_read(json_object_get(p, "samples"), hi - lo, neps, s + lo)) {
-            fail("part-%ld-of-%ld.json: malformed per-sample results", i, N);
-            goto bad;
-        }
-        gc += (long)json_integer_value(json_object_get(p, "gradient_calls"));
-        fc += (long)json_integer_value(json_object_get(p, "forward_calls"));
+        if (lo != at || hi != want)
+            return fail("part-%ld-of-%ld.json: rows [%zu, %zu), expected [%zu, %zu)", i, N, lo, hi,
+                        at, want);
+        if (!samples_read(json_object_get(p, "samples"), hi - lo, neps, s + lo))
+            return fail("part-%ld-of-%ld.json: malformed per-sample results", i, N);
+        *gc += (long)json_integer_value(json_object_get(p, "gradient_calls"));
+        *fc += (long)json_integer_value(json_object_get(p, "forward_calls"));
         at = hi;
     }
+    return 0;
+}
+
+static int merge(const char *dir, const char *report)
+{
+    json_t **parts = NULL;
+    long N = -1;
+    int rc = read_parts(dir, &parts, &N);
+    json_t *cfg = rc == 0 ? json_object_get(parts[0], "config") : NULL;
+    const json_t *eps = json_object_get(cfg, "epsilons");
+    const json_t *data = json_object_get(cfg, "data");
+    const size_t n = (size_t)json_integer_value(json_object_get(data, "samples")),
+                 off = (size_t)json_integer_value(json_object_get(data, "offset")),
+                 G = (size_t)json_integer_value(json_object_get(cfg, "block")),
+                 neps = json_array_size(eps);
+    rr_robustness_sample *s = NULL;
+    double *ra = NULL, *mine = NULL, e[64];
+    int *bb = NULL;
+    if (rc != 0)
+        goto done;
+    rc = 1;
+    if (!json_is_object(cfg) || neps < 1 || neps > 64 || G < 1) {
+        fail("part-0-of-%ld.json: no config", N);
+        goto done;
+    }
+    s = malloc((n ? n : 1) * sizeof *s);
+    ra = malloc(neps * sizeof *ra);
+    mine = malloc((n ? n : 1) * sizeof *mine);
+    bb = malloc((n ? n : 1) * sizeof *bb);
     if (!s || !ra || !mine || !bb) {
         fail("out of memory");
-        goto bad;
+        goto done;
     }
+    for (size_t k = 0; k < neps; k++)
+        e[k] = json_number_value(json_array_get(eps, k));
+    long gc, fc;
+    if (gather_parts(parts, N, cfg, n, off, G, neps, s, &gc, &fc) != 0)
+        goto done;
     rr_error err = {0};
     rr_robustness_result r = {.robust_accuracy = ra,
                               .per_sample_min_epsilon = mine,
@@ -539,7 +569,7 @@ static int merge(const char *dir, const char *report)
                               .forward_calls = fc};
     if (rr_robustness_summarize(s, n, e, neps, &r, &err)) {
         fail("%s", err.msg);
-        goto bad;
+        goto done;
     }
     rr_attack_name an;
     const char *aname =
@@ -550,12 +580,11 @@ static int merge(const char *dir, const char *report)
     json_decref(doc);
     if (rc == 0)
         fprintf(stderr, "relureg-eval: merged %ld parts, %zu samples\n", N, n);
-bad:
+done:
     free(s);
     free(ra);
     free(mine);
     free(bb);
-done:
     for (long i = 0; i < N; i++)
         json_decref(parts[i]);
     free(parts);
@@ -564,30 +593,56 @@ done:
 
 // ---- main ----
 
-enum {
-    O_MODEL = 256,
-    O_DATA,
-    O_SPLIT,
-    O_OFFSET,
-    O_LIMIT,
-    O_ATTACK,
-    O_SUITE,
-    O_STEPS,
-    O_STEP_SIZE,
-    O_RESTARTS,
-    O_QUERIES,
-    O_SEED,
-    O_NORM,
-    O_EPSILONS,
-    O_SHARDS,
-    O_SHARD,
-    O_OUT,
-    O_REPORT,
-    O_THREADS,
-    O_BATCH,
-    O_BLOCK,
-    O_HELP
+// The command line: the evaluation's config, and where its shard and outputs go.
+typedef struct args {
+    config c;
+    long offset, limit, steps, restarts, queries, threads, batch, block, shards, shard;
+    const char *out_dir, *report;
+} args;
+
+typedef enum arg_kind {
+    A_STR,    // stored as is
+    A_CHOICE, // one of the words of `choices`
+    A_COUNT,  // an integer in [lo, hi] (long)
+    A_POS,    // a finite number > 0 (double)
+    A_U64,    // an integer >= 0 (uint64_t)
+    A_ATTACK, // an attack name of librelureg
+    A_EPS,    // 1 to 64 comma-separated numbers >= 0
+} arg_kind;
+
+#define F(field) offsetof(args, field)
+static const struct arg_spec {
+    const char *name;
+    arg_kind kind;
+    size_t off;
+    long lo, hi;
+    const char *choices;
+} ARGS[] = {
+    {"model", A_STR, F(c.model), 0, 0, NULL},
+    {"data", A_STR, F(c.data), 0, 0, NULL},
+    {"split", A_CHOICE, F(c.split), 0, 0, "test train"},
+    {"offset", A_COUNT, F(offset), 0, 1000000000, NULL},
+    {"limit", A_COUNT, F(limit), 0, 1000000000, NULL},
+    {"attack", A_ATTACK, F(c.attack), 0, 0, NULL},
+    {"suite", A_CHOICE, F(c.suite), 0, 0, "standard fast"},
+    {"steps", A_COUNT, F(steps), 1, 1000000, NULL},
+    {"step-size", A_POS, F(c.step_size), 0, 0, NULL},
+    {"restarts", A_COUNT, F(restarts), 1, 1000000, NULL},
+    {"queries", A_COUNT, F(queries), 1, 1000000, NULL},
+    {"seed", A_U64, F(c.seed), 0, 0, NULL},
+    {"norm", A_CHOICE, F(c.norm), 0, 0, "linf l2"},
+    {"epsilons", A_EPS, F(c), 0, 0, NULL},
+    {"shards", A_COUNT, F(shards), 1, 1000000, NULL},
+    {"shard", A_COUNT, F(shard), 0, 1000000, NULL},
+    {"out", A_STR, F(out_dir), 0, 0, NULL},
+    {"report", A_STR, F(report), 0, 0, NULL},
+    {"threads", A_COUNT, F(threads), 1, 4096, NULL},
+    {"batch", A_COUNT, F(batch), 1, 1 << 20, NULL},
+    {"block", A_COUNT, F(block), 1, 1 << 20, NULL},
 };
+#undef F
+#define N_ARGS   (sizeof ARGS / sizeof ARGS[0])
+#define OPT_BASE 256 // getopt_long's value for row i of ARGS: OPT_BASE + i
 
 static bool parse_count(const char *s, long lo, long hi, long *v)
 {
@@ -595,6 +650,128 @@ static bool parse_count(const char *s, long lo, long hi, long *v)
     errno = 0;
     *v = strtol(s, &end, 10);
     return *s && !*end && !errno && *v >= lo && *v <= hi;
+}
+
+// Whether word is one of the space-separated words of list.
+static bool is_word_in(const char *word, const char *list)
+{
+    const size_t n = strlen(word);
+    for (const char *p = list; *p;) {
+        const size_t m = strcspn(p, " ");
+        if (m == n && strncmp(p, word, n) == 0)
+            return true;
+        p += m + (p[m] == ' ');
+    }
+    return false;
+}
+
+// Stores v as option row r asks; returns -1, else the exit status after a message.
+static int set_arg(args *a, const struct arg_spec *r, const char *v)
+{
+    void *field = (char *)a + r->off;
+    char *end;
+    switch (r->kind) {
+        case A_STR:
+            *(const char **)field = v;
+            return -1;
+        case A_CHOICE: {
+            if (is_word_in(v, r->choices)) {
+                *(const char **)field = v;
+                return -1;
+            }
+            const size_t first = strcspn(r->choices, " ");
+            return bad_usage("--%s must be %.*s or %s", r->name, (int)first, r->choices,
+                             r->choices + first + 1);
+        }
+        case A_COUNT:
+            if (parse_count(v, r->lo, r->hi, (long *)field))
+                return -1;
+            return bad_usage("--%s must be an integer >= %ld", r->name, r->lo);
+        case A_POS:
+            *(double *)field = strtod(v, &end);
+            if (*end || !(*(double *)field > 0) || !isfinite(*(double *)field))
+                return bad_usage("--%s must be a number > 0", r->name);
+            return -1;
+        case A_U64:
+            errno = 0;
+            *(uint64_t *)field = strtoull(v, &end, 10);
+            if (!*v || *end || errno || *v == '-')
+                return bad_usage("--%s must be an integer >= 0", r->name);
+            return -1;
+        case A_ATTACK: {
+            rr_attack_name an;
+            if (!rr_attack_name_parse(v, &an))
+                return bad_usage("--attack: unknown attack %s", v);
+            *(const char **)field = v;
+            return -1;
+        }
+        case A_EPS:
+            if (!parse_epsilons(v, &a->c))
+                return bad_usage("--epsilons must be 1 to 64 comma-separated numbers >= 0");
+            return -1;
+    }
+    return -1;
+}
+
+// Fills *a from argv[2..]; returns -1 to go on, else the exit status.
+static int parse_args(int argc, char **argv, args *a)
+{
+    *a = (args){.c = {.data = DEFAULT_DATA,
+                      .split = "test",
+                      .attack = "pgd",
+                      .norm = "linf",
+                      .step_size = NAN,
+                      .eps = {0.05, 0.1, 0.2},
+                      .neps = 3},
+                .batch = 256,
+                .block = RR_ROBUSTNESS_BLOCK,
+                .shard = -1};
+    struct option longs[N_ARGS + 2];
+    for (size_t i = 0; i < N_ARGS; i++)
+        longs[i] = (struct option){ARGS[i].name, 1, NULL, OPT_BASE + (int)i};
+    longs[N_ARGS] = (struct option){"help", 0, NULL, OPT_BASE + (int)N_ARGS};
+    longs[N_ARGS + 1] = (struct option){0, 0, 0, 0};
+    optind = 2;
+    int o, rc;
+    while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        if (o == OPT_BASE + (int)N_ARGS) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (o < OPT_BASE || o > OPT_BASE + (int)N_ARGS) {
+            fputs(usage, stderr);
+            return 2;
+        }
+        if ((rc = set_arg(a, &ARGS[o - OPT_BASE], optarg)) >= 0)
+            return rc;
+    }
+    config *c = &a->c;
+    c->offset = (size_t)a->offset, c->limit = (size_t)a->limit;
+    c->steps = (int)a->steps, c->restarts = (int)a->restarts, c->queries = (int)a->queries;
+    c->threads = (int)a->threads, c->batch = (size_t)a->batch, c->block = (size_t)a->block;
+    return -1;
+}
+
+// The shard of a run with --shards: --shard or JOB_COMPLETION_INDEX, below --shards, and its
+// output directory; returns -1 to go on, else the exit status.
+static int check_shard(args *a)
+{
+    if (a->shards <= 0)
+        return a->shard >= 0 || a->out_dir ? bad_usage("--shard and --out go with --shards N") : -1;
+    if (a->shard < 0 && a->shards == 1)
+        a->shard = 0;
+    if (a->shard < 0) {
+        const char *ix = getenv("JOB_COMPLETION_INDEX");
+        if (!ix || !parse_count(ix, 0, 1000000, &a->shard))
+            return bad_usage("--shards needs --shard I or JOB_COMPLETION_INDEX");
+    }
+    if (a->shard >= a->shards)
+        return bad_usage("shard %ld is not below --shards %ld", a->shard, a->shards);
+    if (!a->out_dir)
+        return bad_usage("--shards needs --out DIR");
+    if (mkdir(a->out_dir, 0777) != 0 && errno != EEXIST)
+        return fail("%s: %s", a->out_dir, strerror(errno));
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -607,170 +784,22 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    const bool is_merge = strcmp(argv[1], "merge") == 0;
-    config c = {.data = DEFAULT_DATA,
-                .split = "test",
-                .attack = "pgd",
-                .norm = "linf",
-                .step_size = NAN,
-                .batch = 256,
-                .block = RR_ROBUSTNESS_BLOCK,
-                .eps = {0.05, 0.1, 0.2},
-                .neps = 3};
-    long shards = 0, shard = -1;
-    const char *out_dir = NULL, *report = NULL;
-    static const struct option longs[] = {{"model", 1, 0, O_MODEL},
-                                          {"data", 1, 0, O_DATA},
-                                          {"split", 1, 0, O_SPLIT},
-                                          {"offset", 1, 0, O_OFFSET},
-                                          {"limit", 1, 0, O_LIMIT},
-                                          {"attack", 1, 0, O_ATTACK},
-                                          {"suite", 1, 0, O_SUITE},
-                                          {"steps", 1, 0, O_STEPS},
-                                          {"step-size", 1, 0, O_STEP_SIZE},
-                                          {"restarts", 1, 0, O_RESTARTS},
-                                          {"queries", 1, 0, O_QUERIES},
-                                          {"seed", 1, 0, O_SEED},
-                                          {"norm", 1, 0, O_NORM},
-                                          {"epsilons", 1, 0, O_EPSILONS},
-                                          {"shards", 1, 0, O_SHARDS},
-                                          {"shard", 1, 0, O_SHARD},
-                                          {"out", 1, 0, O_OUT},
-                                          {"report", 1, 0, O_REPORT},
-                                          {"threads", 1, 0, O_THREADS},
-                                          {"batch", 1, 0, O_BATCH},
-                                          {"block", 1, 0, O_BLOCK},
-                                          {"help", 0, 0, O_HELP},
-                                          {0, 0, 0, 0}};
-    optind = 2;
-    int o;
-    long v;
-    rr_attack_name an;
-    while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        switch (o) {
-            case O_MODEL:
-                c.model = optarg;
-                break;
-            case O_DATA:
-                c.data = optarg;
-                break;
-            case O_SPLIT:
-                if (strcmp(optarg, "test") != 0 && strcmp(optarg, "train") != 0)
-                    return bad_usage("--split must be test or train");
-                c.split = optarg;
-                break;
-            case O_OFFSET:
-            case O_LIMIT:
-                if (!parse_count(optarg, 0, 1000000000, &v))
-                    return bad_usage("--%s must be an integer >= 0",
-                                     o == O_OFFSET ? "offset" : "limit");
-                *(o == O_OFFSET ? &c.offset : &c.limit) = (size_t)v;
-                break;
-            case O_ATTACK:
-                if (!rr_attack_name_parse(optarg, &an))
-                    return bad_usage("--attack: unknown attack %s", optarg);
-                c.attack = optarg;
-                break;
-            case O_SUITE:
-                if (strcmp(optarg, "standard") != 0 && strcmp(optarg, "fast") != 0)
-                    return bad_usage("--suite must be standard or fast");
-                c.suite = optarg;
-                break;
-            case O_STEPS:
-            case O_RESTARTS:
-            case O_QUERIES:
-                if (!parse_count(optarg, 1, 1000000, &v))
-                    return bad_usage("--%s must be an integer >= 1", longs[o - O_MODEL].name);
-                *(o == O_STEPS ? &c.steps : o == O_RESTARTS ? &c.restarts : &c.queries) = (int)v;
-                break;
-            case O_STEP_SIZE: {
-                char *end;
-                c.step_size = strtod(optarg, &end);
-                if (*end || !(c.step_size > 0) || !isfinite(c.step_size))
-                    return bad_usage("--step-size must be a number > 0");
-                break;
-            }
-            case O_SEED: {
-                char *end;
-                errno = 0;
-                c.seed = strtoull(optarg, &end, 10);
-                if (!*optarg || *end || errno || *optarg == '-')
-                    return bad_usage("--seed must be an integer >= 0");
-                break;
-            }
-            case O_NORM:
-                if (strcmp(optarg, "linf") != 0 && strcmp(optarg, "l2") != 0)
-                    return bad_usage("--norm must be linf or l2");
-                c.norm = optarg;
-                break;
-            case O_EPSILONS:
-                if (!parse_epsilons(optarg, &c))
-                    return bad_usage("--epsilons must be 1 to 64 comma-separated numbers >= 0");
-                break;
-            case O_SHARDS:
-                if (!parse_count(optarg, 1, 1000000, &shards))
-                    return bad_usage("--shards must be an integer >= 1");
-                break;
-            case O_SHARD:
-                if (!parse_count(optarg, 0, 1000000, &shard))
-                    return bad_usage("--shard must be an integer >= 0");
-                break;
-            case O_OUT:
-                out_dir = optarg;
-                break;
-            case O_REPORT:
-                report = optarg;
-                break;
-            case O_THREADS:
-                if (!parse_count(optarg, 1, 4096, &v))
-                    return bad_usage("--threads must be an integer >= 1");
-                c.threads = (int)v;
-                break;
-            case O_BATCH:
-                if (!parse_count(optarg, 1, 1 << 20, &v))
-                    return bad_usage("--batch must be an integer >= 1");
-                c.batch = (size_t)v;
-                break;
-            case O_BLOCK:
-                if (!parse_count(optarg, 1, 1 << 20, &v))
-                    return bad_usage("--block must be an integer >= 1");
-                c.block = (size_t)v;
-                break;
-            case O_HELP:
-                fputs(usage, stdout);
-                return 0;
-            default:
-                fputs(usage, stderr);
-                return 2;
-        }
-    }
-    if (is_merge) {
+    args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    if (strcmp(argv[1], "merge") == 0) {
         if (optind != argc - 1)
             return bad_usage("merge takes one directory (relureg-eval merge DIR [--report FILE])");
-        return merge(argv[optind], report);
+        return merge(argv[optind], a.report);
     }
     if (optind != argc)
         return bad_usage("unexpected argument %s", argv[optind]);
-    if (!c.model)
+    if (!a.c.model)
         return bad_usage("--model is required");
-    if (shards > 0) {
-        if (shard < 0 && shards == 1)
-            shard = 0;
-        if (shard < 0) {
-            const char *ix = getenv("JOB_COMPLETION_INDEX");
-            if (!ix || !parse_count(ix, 0, 1000000, &shard))
-                return bad_usage("--shards needs --shard I or JOB_COMPLETION_INDEX");
-        }
-        if (shard >= shards)
-            return bad_usage("shard %ld is not below --shards %ld", shard, shards);
-        if (!out_dir)
-            return bad_usage("--shards needs --out DIR");
-        if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
-            return fail("%s: %s", out_dir, strerror(errno));
-    } else if (shard >= 0 || out_dir) {
-        return bad_usage("--shard and --out go with --shards N");
-    }
-    if (c.threads > 0)
-        rr_set_num_threads(c.threads);
-    return run(&c, shards, shard, out_dir, report);
+    if ((rc = check_shard(&a)) >= 0)
+        return rc;
+    if (a.c.threads > 0)
+        rr_set_num_threads(a.c.threads);
+    return run(&a.c, a.shards, a.shard, a.out_dir, a.report);
 }
