@@ -10,37 +10,6 @@
 #include "nn/loss.h"
 #include "nn/passes.h"
 
-static const char *const NAMES[] = {
-    [RR_ATTACK_FGSM] = "fgsm",
-    [RR_ATTACK_PGD] = "pgd",
-    [RR_ATTACK_BIM] = "bim",
-    [RR_ATTACK_DEEPFOOL] = "deepfool",
-    [RR_ATTACK_CW_L2] = "cw_l2",
-    [RR_ATTACK_JSMA] = "jsma",
-    [RR_ATTACK_EAD] = "ead",
-    [RR_ATTACK_ZOO] = "zoo",
-    [RR_ATTACK_APGD_CE] = "apgd_ce",
-    [RR_ATTACK_APGD_T] = "apgd_t",
-    [RR_ATTACK_FAB_T] = "fab_t",
-    [RR_ATTACK_SQUARE] = "square",
-    [RR_ATTACK_AUTOATTACK] = "autoattack",
-};
-
-const char *rr_attack_name_string(rr_attack_name n)
-{
-    return (unsigned)n < sizeof NAMES / sizeof NAMES[0] ? NAMES[n] : NULL;
-}
-
-bool rr_attack_name_parse(const char *s, rr_attack_name *out)
-{
-    for (size_t i = 0; s && i < sizeof NAMES / sizeof NAMES[0]; i++)
-        if (NAMES[i] && !strcmp(NAMES[i], s)) {
-            *out = (rr_attack_name)i;
-            return true;
-        }
-    return false;
-}
-
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name)
 {
     memset(p, 0, sizeof *p);
