@@ -165,12 +165,11 @@ typedef struct rr_attack_option {
     const char *range; // NUMBER: the range as error messages write it ("> 0"), else NULL
 } rr_attack_option;
 
-// How an attack uses one of its options (rr_attack_use.flags).
-#define RR_ATTACK_USE_IF_SET 0x1u // answered only when set: a finite number, a count > 0
-#define RR_ATTACK_USE_REPORT_SETS                                                                  \
-    0x2u // a robustness report sets it (epsilon: each of its
-         // epsilons), so a report's attack neither takes nor
-         // answers it
+// How an attack uses one of its options (rr_attack_use.flags). IF_SET: answered only when set
+// (a finite number, a count > 0). REPORT_SETS: a robustness report sets it (epsilon: each of
+// its epsilons), so a report's attack neither takes nor answers it.
+#define RR_ATTACK_USE_IF_SET      0x1u
+#define RR_ATTACK_USE_REPORT_SETS 0x2u
 
 typedef struct rr_attack_use {
     const rr_attack_option *option; // an entry of rr_attack_options
@@ -180,7 +179,7 @@ typedef struct rr_attack_use {
 // Who picks an attack's targets (math.md "Ranges").
 typedef enum rr_attack_targets {
     RR_ATTACK_TARGETS_GIVEN, // untargeted, or targeted at the caller's target_labels
-    RR_ATTACK_TARGETS_NONE,  // untargeted only
+    RR_ATTACK_TARGETS_NONE,  // untargeted only: deepfool, apgd_ce, autoattack
     RR_ATTACK_TARGETS_OWN,   // the classes ranked 2nd to (n+1)th by the clean logits
                              // (n = min(9, K - 1)): apgd_t, fab_t
 } rr_attack_targets;
@@ -203,13 +202,17 @@ const rr_attack_option *rr_attack_option_find(const char *name);
 size_t rr_attack_infos(const rr_attack_info **out);
 // The entry of attack n, NULL for none.
 const rr_attack_info *rr_attack_info_of(rr_attack_name n);
-// Whether attack n takes option o (o is in its uses); false for an unknown n or a NULL o.
+// Whether attack n takes option o (o is in its uses); false for an unknown n or a NULL o. An
+// option an attack does not take is still range-checked by rr_attack_resolve when given, and
+// otherwise ignored (apgd_*, autoattack refuse step_size; only autoattack takes suite).
 bool rr_attack_takes(rr_attack_name n, const rr_attack_option *o);
 
 // Every option at "default" in *p (caller storage), control empty.
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
 // Resolves defaults for a model with K classes and checks ranges into *out (caller storage;
-// answers echo it). RR_EINVAL naming the option out of range.
+// answers echo it). RR_EINVAL naming the option out of range (rr_attack_option's lo, hi,
+// range; counts in [1, max_steps]), or "targeted" / "target_labels" for an attack whose
+// targets are not RR_ATTACK_TARGETS_GIVEN.
 rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *out,
                             rr_error *err);
 

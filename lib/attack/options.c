@@ -87,18 +87,13 @@ const rr_attack_option *rr_attack_option_find(const char *name)
 
 // ---- attacks ----
 
-#define USE(o)                                                                                     \
-    {                                                                                              \
-        &OPTIONS[O_##o], 0                                                                         \
-    }
-#define IF_SET(o)                                                                                  \
-    {                                                                                              \
-        &OPTIONS[O_##o], RR_ATTACK_USE_IF_SET                                                      \
-    }
-#define EPSILON                                                                                    \
-    {                                                                                              \
-        &OPTIONS[O_EPSILON], RR_ATTACK_USE_REPORT_SETS                                             \
-    }
+// An option an attack takes; answered only when set; epsilon, which a report sets. (clang-format
+// would spread each braced initializer over three lines.)
+// clang-format off
+#define USE(o)    {&OPTIONS[O_##o], 0}
+#define IF_SET(o) {&OPTIONS[O_##o], RR_ATTACK_USE_IF_SET}
+#define EPSILON   {&OPTIONS[O_EPSILON], RR_ATTACK_USE_REPORT_SETS}
+// clang-format on
 #define CW_FAMILY                                                                                  \
     USE(BINARY_SEARCH_STEPS), USE(MAX_ITER), USE(LEARNING_RATE), USE(C), USE(CONFIDENCE)
 #define PGD_FAMILY USE(NORM), EPSILON, USE(STEP_SIZE), USE(STEPS), USE(RANDOM_START), USE(RESTARTS)
@@ -124,10 +119,9 @@ static const rr_attack_use SQUARE[] = {USE(NORM), EPSILON, USE(QUERIES), USE(P_I
 static const rr_attack_use AUTOATTACK[] = {
     USE(NORM), EPSILON, USE(SUITE), USE(STAGES), IF_SET(STEPS), IF_SET(RESTARTS), IF_SET(QUERIES)};
 
-#define ROW(id, name, targets, uses)                                                               \
-    {                                                                                              \
-        id, name, targets, uses, sizeof uses / sizeof uses[0]                                      \
-    }
+// clang-format off
+#define ROW(id, name, targets, uses) {id, name, targets, uses, sizeof uses / sizeof uses[0]}
+// clang-format on
 
 // In api.md's order. autoattack is untargeted (rr_attack_resolve refuses targets), like
 // deepfool and apgd_ce.
