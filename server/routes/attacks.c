@@ -10,24 +10,15 @@
 #include <string.h>
 
 #include "../pool.h"
+#include "attack_members.h"
 #include "routes.h"
 
 // ---- the attacks and their options ----
 
 // The attacks, their options and which attack takes what are librelureg's table (attack.h,
 // rr_attack_infos / rr_attack_options): it drives the parsing and the echo below. What stays
-// here is transport: the JSON members a request may carry (in api.md's order, which the lists
-// in error messages follow) and the lane an attack runs in (cost.c, rrd_cost_long_attack).
-
-// The members of a request: every option a client may set (not stages).
-#define OPTION_MEMBERS                                                                             \
-    "overshoot max_iter binary_search_steps learning_rate c confidence theta gamma beta h "        \
-    "queries p_init suite"
-#define ATTACKS_MEMBERS                                                                            \
-    "inputs labels version async timeout_ms attack norm epsilon step_size steps random_start "     \
-    "restarts targeted target_labels seed " OPTION_MEMBERS
-#define REPORT_ATTACK_MEMBERS                                                                      \
-    "attack norm step_size steps random_start restarts seed " OPTION_MEMBERS
+// here is transport: the JSON members a request may carry (attack_members.h) and the lane an
+// attack runs in (cost.c, rrd_cost_long_attack).
 
 // "fgsm, pgd, ..., autoattack" into buf.
 static const char *attack_names(char *buf, size_t cap)
