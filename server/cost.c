@@ -221,6 +221,28 @@ double rrd_cost_passes_attack(const rr_attack_params *ap, int K)
     return 1;
 }
 
+bool rrd_cost_long_attack(rr_attack_name n)
+{
+    switch (n) {
+        case RR_ATTACK_CW_L2:
+        case RR_ATTACK_EAD:
+        case RR_ATTACK_ZOO:
+        case RR_ATTACK_AUTOATTACK:
+            return true;
+        case RR_ATTACK_FGSM:
+        case RR_ATTACK_PGD:
+        case RR_ATTACK_BIM:
+        case RR_ATTACK_DEEPFOOL:
+        case RR_ATTACK_JSMA:
+        case RR_ATTACK_APGD_CE:
+        case RR_ATTACK_APGD_T:
+        case RR_ATTACK_FAB_T:
+        case RR_ATTACK_SQUARE:
+            return false;
+    }
+    return false;
+}
+
 double rrd_cost_passes_certify(int K)
 {
     return 8 + 25.0 * K;

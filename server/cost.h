@@ -46,6 +46,9 @@ double rrd_cost_passes_attack(const rr_attack_params *ap, int K);
 double rrd_cost_passes_certify(int K);
 double rrd_cost_passes_regs(const rr_reg_spec *specs, size_t n, bool grad_inputs, bool grad_params,
                             int K);
+// Whether an /attacks request of this attack always runs in the batch lane, whatever its
+// estimate (C&W, EAD, ZOO and AutoAttack: their cost follows the data more than their options).
+bool rrd_cost_long_attack(rr_attack_name n);
 // "attacks/pgd", ... into cls (cap bytes).
 void rrd_cost_class_attack(char *cls, size_t cap, const char *route, const rr_attack_params *ap);
 

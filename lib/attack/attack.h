@@ -117,14 +117,88 @@ typedef struct rr_attack_result {
 size_t rr_autoattack_stages(rr_autoattack_suite s, const rr_attack_name **stages);
 
 // The API name of an attack ("pgd", "apgd_ce", "autoattack", ...; api.md), NULL for none;
-// and the attack of a name (false when there is none).
+// and the attack of a name (false when there is none). Both read the table below.
 const char *rr_attack_name_string(rr_attack_name n);
 bool rr_attack_name_parse(const char *s, rr_attack_name *out);
+
+// ---- the attacks and their options: one table (options.c) ----
+//
+// What the API (api.md) exposes of rr_attack_params, and which attack takes what. The daemon
+// parses a request's options, checks its targets and echoes the resolved options from it, and
+// rr_attack_resolve checks ranges and targets with it. Everything here is read-only, static
+// and owned by the library: pointers stay valid for the life of the process, and any thread
+// may read them at any time.
+
+// How an option is held in rr_attack_params and written in the API.
+typedef enum rr_attack_option_type {
+    RR_ATTACK_OPTION_NUMBER, // double; RR_ATTACK_DEFAULT (NaN) = the attack's default. The API
+                             // takes a finite number; [lo, hi] (lo excluded when lo_open) is
+                             // checked by rr_attack_resolve
+    RR_ATTACK_OPTION_COUNT,  // int in [1, max_steps]; <= 0 = the attack's default
+    RR_ATTACK_OPTION_BOOL,   // int: 0 false, 1 true; < 0 = the attack's default
+    RR_ATTACK_OPTION_NORM,   // rr_norm: "linf" | "l2"
+    RR_ATTACK_OPTION_SUITE,  // rr_autoattack_suite: "standard" | "fast"
+    RR_ATTACK_OPTION_STAGES, // answered, never set: the suite's stages (rr_autoattack_stages),
+                             // a list of attack names; offset is the suite's
+} rr_attack_option_type;
+
+typedef struct rr_attack_option {
+    const char *name; // the API's name ("epsilon")
+    rr_attack_option_type type;
+    size_t offset;     // of its field in rr_attack_params
+    double lo, hi;     // NUMBER: the range math.md "Ranges" gives (hi may be +inf)
+    bool lo_open;      // NUMBER: lo itself is out of range
+    const char *range; // NUMBER: the range as error messages write it ("> 0"), else NULL
+} rr_attack_option;
+
+// How an attack uses one of its options (rr_attack_use.flags). IF_SET: answered only when set
+// (a finite number, a count > 0). REPORT_SETS: a robustness report sets it (epsilon: each of
+// its epsilons), so a report's attack neither takes nor answers it.
+#define RR_ATTACK_USE_IF_SET      0x1u
+#define RR_ATTACK_USE_REPORT_SETS 0x2u
+
+typedef struct rr_attack_use {
+    const rr_attack_option *option; // an entry of rr_attack_options
+    unsigned flags;                 // RR_ATTACK_USE_*
+} rr_attack_use;
+
+// Who picks an attack's targets (math.md "Ranges").
+typedef enum rr_attack_targets {
+    RR_ATTACK_TARGETS_GIVEN, // untargeted, or targeted at the caller's target_labels
+    RR_ATTACK_TARGETS_NONE,  // untargeted only: deepfool, apgd_ce, autoattack
+    RR_ATTACK_TARGETS_OWN,   // the classes ranked 2nd to (n+1)th by the clean logits
+                             // (n = min(9, K - 1)): apgd_t, fab_t
+} rr_attack_targets;
+
+typedef struct rr_attack_info {
+    rr_attack_name id;
+    const char *name; // the API's name ("pgd")
+    rr_attack_targets targets;
+    const rr_attack_use *uses; // [n_uses]: the options it takes, in the order answers echo them
+    size_t n_uses;
+} rr_attack_info;
+
+// Every option in *out ([count], read-only), in the order a request's options are read and
+// checked (so that of several bad options the same one is named first); returns the count.
+size_t rr_attack_options(const rr_attack_option **out);
+// The option named `name` (an entry of rr_attack_options), NULL for none.
+const rr_attack_option *rr_attack_option_find(const char *name);
+// Every attack in *out ([count], read-only), in api.md's order (the order lists of attack
+// names in messages follow); returns the count.
+size_t rr_attack_infos(const rr_attack_info **out);
+// The entry of attack n, NULL for none.
+const rr_attack_info *rr_attack_info_of(rr_attack_name n);
+// Whether attack n takes option o (o is in its uses); false for an unknown n or a NULL o. An
+// option an attack does not take is still range-checked by rr_attack_resolve when given, and
+// otherwise ignored (apgd_*, autoattack refuse step_size; only autoattack takes suite).
+bool rr_attack_takes(rr_attack_name n, const rr_attack_option *o);
 
 // Every option at "default" in *p (caller storage), control empty.
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name);
 // Resolves defaults for a model with K classes and checks ranges into *out (caller storage;
-// answers echo it). RR_EINVAL naming the option out of range.
+// answers echo it). RR_EINVAL naming the option out of range (rr_attack_option's lo, hi,
+// range; counts in [1, max_steps]), or "targeted" / "target_labels" for an attack whose
+// targets are not RR_ATTACK_TARGETS_GIVEN.
 rr_status rr_attack_resolve(const rr_attack_params *in, int K, rr_attack_params *out,
                             rr_error *err);
 

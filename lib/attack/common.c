@@ -1,5 +1,6 @@
-// rr_attack: option defaults and ranges, the oracle calls with their counters, projections,
-// and the per-sample result (attack.h).
+// rr_attack: option defaults, ranges and targets (the ranges and targets from the attacks'
+// table, options.c), the oracle calls with their counters, projections, and the per-sample
+// result (attack.h).
 #include <math.h>
 #include <string.h>
 
@@ -9,37 +10,6 @@
 #include "nn/jacobian.h"
 #include "nn/loss.h"
 #include "nn/passes.h"
-
-static const char *const NAMES[] = {
-    [RR_ATTACK_FGSM] = "fgsm",
-    [RR_ATTACK_PGD] = "pgd",
-    [RR_ATTACK_BIM] = "bim",
-    [RR_ATTACK_DEEPFOOL] = "deepfool",
-    [RR_ATTACK_CW_L2] = "cw_l2",
-    [RR_ATTACK_JSMA] = "jsma",
-    [RR_ATTACK_EAD] = "ead",
-    [RR_ATTACK_ZOO] = "zoo",
-    [RR_ATTACK_APGD_CE] = "apgd_ce",
-    [RR_ATTACK_APGD_T] = "apgd_t",
-    [RR_ATTACK_FAB_T] = "fab_t",
-    [RR_ATTACK_SQUARE] = "square",
-    [RR_ATTACK_AUTOATTACK] = "autoattack",
-};
-
-const char *rr_attack_name_string(rr_attack_name n)
-{
-    return (unsigned)n < sizeof NAMES / sizeof NAMES[0] ? NAMES[n] : NULL;
-}
-
-bool rr_attack_name_parse(const char *s, rr_attack_name *out)
-{
-    for (size_t i = 0; s && i < sizeof NAMES / sizeof NAMES[0]; i++)
-        if (NAMES[i] && !strcmp(NAMES[i], s)) {
-            *out = (rr_attack_name)i;
-            return true;
-        }
-    return false;
-}
 
 void rr_attack_params_init(rr_attack_params *p, rr_attack_name name)
 {
@@ -197,59 +167,51 @@ static rr_status resolve_defaults(rr_attack_params *o, int K, rr_error *err)
     return rr_error_set(err, RR_EINVAL, "attack", "unknown attack %d", (int)o->name);
 }
 
-// The ranges of the options given (in) as resolved (o).
+// The ranges of the options given (in) as resolved (o), in the order of the options' table:
+// its numbers (math.md "Ranges", when given), then its counts ([1, max_steps], when set).
 static rr_status check_ranges(const rr_attack_params *in, const rr_attack_params *o, rr_error *err)
 {
-    rr_status st = RR_OK;
-    const double inf = INFINITY;
-#define CHK(field, lo, open, hi, range)                                                            \
-    if (st == RR_OK && !isnan(in->field))                                                          \
-    st = check_double(o->field, lo, open, hi, #field, range, err)
-    // fab_t's resolved default is +inf (unbounded), which a second resolve must accept.
-    if (!(o->name == RR_ATTACK_FAB_T && o->epsilon == INFINITY))
-        CHK(epsilon, 0, false, inf, ">= 0");
-    CHK(step_size, 0, true, inf, "> 0");
-    CHK(overshoot, 0, false, inf, ">= 0");
-    CHK(learning_rate, 0, true, inf, "> 0");
-    CHK(c, 0, true, inf, "> 0");
-    CHK(confidence, 0, false, inf, ">= 0");
-    CHK(theta, -1, false, 1, "in [-1, 1]");
-    CHK(gamma, 0, true, 1, "in (0, 1]");
-    CHK(beta, 0, false, inf, ">= 0");
-    CHK(h, 0, true, inf, "> 0");
-    CHK(p_init, 0, true, 1, "in (0, 1]");
-#undef CHK
-    if (st != RR_OK)
-        return st;
-    const int mx = o->max_steps;
-    if (o->steps > 0 && (st = check_int(o->steps, mx, "steps", err)) != RR_OK)
-        return st;
-    if (o->restarts > 0 && (st = check_int(o->restarts, mx, "restarts", err)) != RR_OK)
-        return st;
-    if (o->max_iter > 0 && (st = check_int(o->max_iter, mx, "max_iter", err)) != RR_OK)
-        return st;
-    if (o->binary_search_steps > 0 &&
-        (st = check_int(o->binary_search_steps, mx, "binary_search_steps", err)) != RR_OK)
-        return st;
-    if (o->queries > 0 && (st = check_int(o->queries, mx, "queries", err)) != RR_OK)
-        return st;
+    const rr_attack_option *opts;
+    const size_t n = rr_attack_options(&opts);
+    for (size_t i = 0; i < n; i++) {
+        const rr_attack_option *op = &opts[i];
+        rr_status st = RR_OK;
+        if (op->type == RR_ATTACK_OPTION_NUMBER) {
+            const double given = *(const double *)((const char *)in + op->offset);
+            const double v = *(const double *)((const char *)o + op->offset);
+            // fab_t's resolved default is +inf (unbounded), which a second resolve must accept.
+            const bool unbounded = o->name == RR_ATTACK_FAB_T &&
+                                   op->offset == offsetof(rr_attack_params, epsilon) &&
+                                   v == INFINITY;
+            if (!isnan(given) && !unbounded)
+                st = check_double(v, op->lo, op->lo_open, op->hi, op->name, op->range, err);
+        } else if (op->type == RR_ATTACK_OPTION_COUNT) {
+            const int v = *(const int *)((const char *)o + op->offset);
+            if (v > 0)
+                st = check_int(v, o->max_steps, op->name, err);
+        }
+        if (st != RR_OK)
+            return st;
+    }
     return RR_OK;
 }
 
 // Targets the attack cannot take.
 static rr_status check_combinations(const rr_attack_params *o, rr_error *err)
 {
-    // Untargeted attacks, and those that choose their own targets (the classes ranked 2nd to
-    // (n+1)th by the clean logits, n = min(9, K - 1)), take neither targeted nor target_labels.
-    const bool own = o->name == RR_ATTACK_APGD_T || o->name == RR_ATTACK_FAB_T;
-    if ((o->targeted && o->name == RR_ATTACK_DEEPFOOL) ||
-        ((o->targeted || o->target_labels) &&
-         (own || o->name == RR_ATTACK_APGD_CE || o->name == RR_ATTACK_AUTOATTACK)))
+    // Untargeted attacks, and those that choose their own targets, take neither targeted nor
+    // target_labels (attack.h, rr_attack_targets); deepfool ignores target_labels without
+    // targeted.
+    const rr_attack_info *a = rr_attack_info_of(o->name);
+    const rr_attack_targets t = a ? a->targets : RR_ATTACK_TARGETS_GIVEN;
+    if (t != RR_ATTACK_TARGETS_GIVEN &&
+        (o->targeted || (o->target_labels && o->name != RR_ATTACK_DEEPFOOL)))
         return rr_error_set(err, RR_EINVAL, o->targeted ? "targeted" : "target_labels",
-                            own ? "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
+                            t == RR_ATTACK_TARGETS_OWN
+                                ? "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
                                   "by the clean logits, n = min(9, K - 1))"
                                 : "%s is untargeted",
-                            rr_attack_name_string(o->name));
+                            a->name);
     if (o->targeted && !o->target_labels)
         return rr_error_set(err, RR_EINVAL, "target_labels", "targeted requires target_labels");
     return RR_OK;

@@ -1,7 +1,7 @@
 // POST /v1/models/{name}/attacks, /certify and /robustness (api.md): adversarial batches,
-// linear-region certificates and robustness reports. Options are parsed and range-checked
-// here (422 before any compute starts) from one table of attack options, keyed by
-// librelureg's attack names, that also drives the echo; librelureg computes.
+// linear-region certificates and robustness reports. Options are parsed and checked here (422
+// before any compute starts) from librelureg's table of the attacks and their options
+// (attack.h), which also drives the echo; librelureg resolves and computes.
 #include <math.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -10,125 +10,25 @@
 #include <string.h>
 
 #include "../pool.h"
+#include "attack_members.h"
 #include "routes.h"
 
 // ---- the attacks and their options ----
 
-// How an option of rr_attack_params is read from a request and echoed in the answer.
-typedef enum opt_kind {
-    OPT_NUM,    // double: a finite number (float32 range)
-    OPT_INT,    // int: an integer in [1, --max-steps]
-    OPT_BOOL,   // int: true or false
-    OPT_NORM,   // rr_norm: "linf" or "l2"
-    OPT_SUITE,  // rr_autoattack_suite: "standard" or "fast" (autoattack only)
-    OPT_STAGES, // echoed only: the suite's stages
-} opt_kind;
-
-typedef struct attack_option {
-    const char *name; // the API's name
-    opt_kind kind;
-    size_t off; // of the field in rr_attack_params
-} attack_option;
-
-// Every option, in the order a request's are read (so that of several bad options the same one
-// is named first).
-static const attack_option OPTIONS[] = {
-    {"norm", OPT_NORM, offsetof(rr_attack_params, norm)},
-    {"epsilon", OPT_NUM, offsetof(rr_attack_params, epsilon)},
-    {"step_size", OPT_NUM, offsetof(rr_attack_params, step_size)},
-    {"overshoot", OPT_NUM, offsetof(rr_attack_params, overshoot)},
-    {"learning_rate", OPT_NUM, offsetof(rr_attack_params, learning_rate)},
-    {"c", OPT_NUM, offsetof(rr_attack_params, c)},
-    {"confidence", OPT_NUM, offsetof(rr_attack_params, confidence)},
-    {"theta", OPT_NUM, offsetof(rr_attack_params, theta)},
-    {"gamma", OPT_NUM, offsetof(rr_attack_params, gamma)},
-    {"beta", OPT_NUM, offsetof(rr_attack_params, beta)},
-    {"h", OPT_NUM, offsetof(rr_attack_params, h)},
-    {"p_init", OPT_NUM, offsetof(rr_attack_params, p_init)},
-    {"steps", OPT_INT, offsetof(rr_attack_params, steps)},
-    {"restarts", OPT_INT, offsetof(rr_attack_params, restarts)},
-    {"max_iter", OPT_INT, offsetof(rr_attack_params, max_iter)},
-    {"binary_search_steps", OPT_INT, offsetof(rr_attack_params, binary_search_steps)},
-    {"queries", OPT_INT, offsetof(rr_attack_params, queries)},
-    {"random_start", OPT_BOOL, offsetof(rr_attack_params, random_start)},
-    {"suite", OPT_SUITE, offsetof(rr_attack_params, suite)},
-    {"stages", OPT_STAGES, offsetof(rr_attack_params, suite)},
-};
-
-// Who picks an attack's targets.
-typedef enum targets { TARGETS_GIVEN, TARGETS_NONE, TARGETS_OWN } targets;
-
-// An attack (named by librelureg, rr_attack_name_string) as the routes serve it: the options
-// its answer echoes, resolved, in order ("name?": only when set, a finite number or a count
-// > 0; epsilon is left out of a report's echo), whether it always runs in the batch lane, and
-// its targets (api.md).
-typedef struct attack_kind {
-    rr_attack_name id;
-    const char *echo;
-    bool long_kind;
-    targets targets;
-} attack_kind;
-
-#define LP_NORM_EPS "norm epsilon "
-#define CW_FAMILY   "binary_search_steps max_iter learning_rate c confidence"
-
-// In api.md's order, which the lists in error messages follow. The names, defaults and ranges
-// stay librelureg's (rr_attack_name_string, rr_attack_resolve); what is here is how the API
-// reads and echoes them. (A librelureg-side table would change attack.h, which the rr_control
-// work is rewriting: it can move there once that lands.)
-static const attack_kind ATTACKS[] = {
-    {RR_ATTACK_FGSM, "norm epsilon", false, TARGETS_GIVEN},
-    {RR_ATTACK_PGD, LP_NORM_EPS "step_size steps random_start restarts", false, TARGETS_GIVEN},
-    {RR_ATTACK_BIM, LP_NORM_EPS "step_size steps random_start restarts", false, TARGETS_GIVEN},
-    {RR_ATTACK_DEEPFOOL, "norm overshoot max_iter", false, TARGETS_NONE},
-    {RR_ATTACK_CW_L2, CW_FAMILY, true, TARGETS_GIVEN},
-    {RR_ATTACK_JSMA, "theta gamma", false, TARGETS_GIVEN},
-    {RR_ATTACK_EAD, CW_FAMILY " beta", true, TARGETS_GIVEN},
-    {RR_ATTACK_ZOO, CW_FAMILY " h", true, TARGETS_GIVEN},
-    {RR_ATTACK_APGD_CE, LP_NORM_EPS "steps restarts", false, TARGETS_NONE},
-    {RR_ATTACK_APGD_T, LP_NORM_EPS "steps restarts", false, TARGETS_OWN},
-    {RR_ATTACK_FAB_T, "norm epsilon? steps restarts", false, TARGETS_OWN},
-    {RR_ATTACK_SQUARE, LP_NORM_EPS "queries p_init restarts", false, TARGETS_GIVEN},
-    {RR_ATTACK_AUTOATTACK, LP_NORM_EPS "suite stages steps? restarts? queries?", true,
-     TARGETS_GIVEN},
-};
-
-#define N_ATTACKS (sizeof ATTACKS / sizeof ATTACKS[0])
-
-// The members of a request: every option a client may set (not stages).
-#define OPTION_MEMBERS                                                                             \
-    "overshoot max_iter binary_search_steps learning_rate c confidence theta gamma beta h "        \
-    "queries p_init suite"
-#define ATTACKS_MEMBERS                                                                            \
-    "inputs labels version async timeout_ms attack norm epsilon step_size steps random_start "     \
-    "restarts targeted target_labels seed " OPTION_MEMBERS
-#define REPORT_ATTACK_MEMBERS                                                                      \
-    "attack norm step_size steps random_start restarts seed " OPTION_MEMBERS
-
-static const attack_kind *kind_of(rr_attack_name id)
-{
-    for (size_t i = 0; i < N_ATTACKS; i++)
-        if (ATTACKS[i].id == id)
-            return &ATTACKS[i];
-    return NULL;
-}
-
-static const attack_option *option_named(const char *name, size_t len)
-{
-    for (size_t i = 0; i < sizeof OPTIONS / sizeof OPTIONS[0]; i++)
-        if (strlen(OPTIONS[i].name) == len && strncmp(OPTIONS[i].name, name, len) == 0)
-            return &OPTIONS[i];
-    return NULL;
-}
+// The attacks, their options and which attack takes what are librelureg's table (attack.h,
+// rr_attack_infos / rr_attack_options): it drives the parsing and the echo below. What stays
+// here is transport: the JSON members a request may carry (attack_members.h) and the lane an
+// attack runs in (cost.c, rrd_cost_long_attack).
 
 // "fgsm, pgd, ..., autoattack" into buf.
 static const char *attack_names(char *buf, size_t cap)
 {
+    const rr_attack_info *ai;
+    const size_t n = rr_attack_infos(&ai);
     size_t used = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < N_ATTACKS && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "",
-                                 rr_attack_name_string(ATTACKS[i].id));
+    for (size_t i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", ai[i].name);
     return buf;
 }
 
@@ -144,12 +44,11 @@ static json_t *stage_array(const int *bb, size_t n)
 }
 
 typedef struct opts {
-    rr_attack_params ap;       // resolved
-    const attack_kind *attack; // the row of ap.name
-    int64_t *targets;          // owned
-    json_t *echo;              // the options as answered (resolved defaults, seed)
-    rr_norm norm;              // certify / robustness
-    double *eps;               // robustness
+    rr_attack_params ap; // resolved
+    int64_t *targets;    // owned
+    json_t *echo;        // the options as answered (resolved defaults, seed)
+    rr_norm norm;        // certify / robustness
+    double *eps;         // robustness
     size_t neps;
     size_t sample_offset; // robustness: the global index of inputs[0] (shards)
     bool per_sample;      // robustness: answer the per-sample outcomes too
@@ -188,14 +87,14 @@ static bool parse_norm(json_t *v, rr_norm *n, rr_norm dflt, rrd_out *out)
 // ---- parsing ----
 
 // The attack that "attack" names.
-static const attack_kind *parse_name(json_t *obj, rrd_out *out)
+static const rr_attack_info *parse_name(json_t *obj, rrd_out *out)
 {
     char names[200];
     const char *name = json_string_value(json_object_get(obj, "attack"));
     rr_attack_name id;
     if (!name) {
         rrd_invalid(out, "attack", "attack must be one of %s", attack_names(names, sizeof names));
-    } else if (!rr_attack_name_parse(name, &id) || kind_of(id) == NULL) {
+    } else if (!rr_attack_name_parse(name, &id)) {
         size_t m = 0;
         const char *near = rrd_suggest(name, attack_names(names, sizeof names), &m);
         if (near)
@@ -204,41 +103,41 @@ static const attack_kind *parse_name(json_t *obj, rrd_out *out)
         else
             rrd_invalid(out, "attack", "unknown attack '%.64s' (%s)", name, names);
     } else {
-        return kind_of(id);
+        return rr_attack_info_of(id);
     }
     return NULL;
 }
 
 // One option into its field of p (v present).
-static bool parse_option(const attack_option *op, json_t *v, int max_steps, rr_attack_params *p,
+static bool parse_option(const rr_attack_option *op, json_t *v, int max_steps, rr_attack_params *p,
                          rrd_out *out)
 {
-    void *field = (char *)p + op->off;
+    void *field = (char *)p + op->offset;
     const char *sv = json_string_value(v);
-    switch (op->kind) {
-        case OPT_NORM:
+    switch (op->type) {
+        case RR_ATTACK_OPTION_NORM:
             return parse_norm(v, field, RR_NORM_LINF, out);
-        case OPT_NUM:
+        case RR_ATTACK_OPTION_NUMBER:
             if (rrd_json_f32_overflow(v, op->name, out))
                 return false;
             if (!json_is_number(v) || !isfinite(json_number_value(v)))
                 return rrd_invalid(out, op->name, "%s must be a number", op->name);
             *(double *)field = json_number_value(v);
             return true;
-        case OPT_INT:
+        case RR_ATTACK_OPTION_COUNT:
             if (!json_is_integer(v) || json_integer_value(v) < 1 ||
                 json_integer_value(v) > max_steps)
                 return rrd_invalid(out, op->name, "%s must be an integer in [1, %d]", op->name,
                                    max_steps);
             *(int *)field = (int)json_integer_value(v);
             return true;
-        case OPT_BOOL:
+        case RR_ATTACK_OPTION_BOOL:
             if (!json_is_boolean(v))
                 return rrd_invalid(out, op->name, "%s must be true or false", op->name);
             *(int *)field = json_is_true(v);
             return true;
-        case OPT_SUITE:
-            if (p->name != RR_ATTACK_AUTOATTACK)
+        case RR_ATTACK_OPTION_SUITE:
+            if (!rr_attack_takes(p->name, op))
                 return rrd_invalid(out, "suite", "suite is an option of autoattack only");
             if (sv && !strcmp(sv, "standard"))
                 *(rr_autoattack_suite *)field = RR_SUITE_STANDARD;
@@ -247,17 +146,17 @@ static bool parse_option(const attack_option *op, json_t *v, int max_steps, rr_a
             else
                 return rrd_invalid(out, "suite", "suite must be \"standard\" or \"fast\"");
             return true;
-        case OPT_STAGES:
+        case RR_ATTACK_OPTION_STAGES:
             return true; // not a member: rrd_only_members refused it
     }
     return true;
 }
 
 // "targeted" and "target_labels" (B classes in [0, K)) into p; the labels go to o->targets.
-static bool parse_targets(json_t *obj, const attack_kind *a, size_t B, int K, rr_attack_params *p,
-                          opts *o, rrd_out *out)
+static bool parse_targets(json_t *obj, const rr_attack_info *a, size_t B, int K,
+                          rr_attack_params *p, opts *o, rrd_out *out)
 {
-    const char *name = rr_attack_name_string(a->id);
+    const char *name = a->name;
     json_t *tg = json_object_get(obj, "targeted"), *tl = json_object_get(obj, "target_labels");
     if (tg && !json_is_boolean(tg))
         return rrd_invalid(out, "targeted", "targeted must be true or false");
@@ -269,9 +168,11 @@ static bool parse_targets(json_t *obj, const attack_kind *a, size_t B, int K, rr
         return rrd_invalid(out, "target_labels", "target_labels needs \"targeted\": true");
     if (!json_is_true(tg))
         return true;
-    if (a->targets == TARGETS_NONE)
+    // autoattack's targets are refused by rr_attack_resolve, after the labels and the ranges
+    // are checked (which its answers have always named first).
+    if (a->targets == RR_ATTACK_TARGETS_NONE && a->id != RR_ATTACK_AUTOATTACK)
         return rrd_invalid(out, "targeted", "%s is untargeted", name);
-    if (a->targets == TARGETS_OWN)
+    if (a->targets == RR_ATTACK_TARGETS_OWN)
         return rrd_invalid(out, "targeted",
                            "%s chooses its own targets (the classes ranked 2nd to (n+1)th "
                            "by the clean logits, n = min(9, K - 1))",
@@ -299,25 +200,25 @@ static bool parse_targets(json_t *obj, const attack_kind *a, size_t B, int K, rr
 // ---- echo ----
 
 // An option's resolved value as answered; NULL when `if_set` and it is not set.
-static json_t *option_json(const attack_option *op, const rr_attack_params *a, bool if_set)
+static json_t *option_json(const rr_attack_option *op, const rr_attack_params *a, bool if_set)
 {
-    const void *field = (const char *)a + op->off;
-    switch (op->kind) {
-        case OPT_NORM:
+    const void *field = (const char *)a + op->offset;
+    switch (op->type) {
+        case RR_ATTACK_OPTION_NORM:
             return json_string(norm_name(*(const rr_norm *)field));
-        case OPT_NUM: {
+        case RR_ATTACK_OPTION_NUMBER: {
             const double v = *(const double *)field;
             return if_set && !isfinite(v) ? NULL : json_real(v);
         }
-        case OPT_INT: {
+        case RR_ATTACK_OPTION_COUNT: {
             const int v = *(const int *)field;
             return if_set && v <= 0 ? NULL : json_integer(v);
         }
-        case OPT_BOOL:
+        case RR_ATTACK_OPTION_BOOL:
             return json_boolean(*(const int *)field);
-        case OPT_SUITE:
+        case RR_ATTACK_OPTION_SUITE:
             return json_string(a->suite == RR_SUITE_FAST ? "fast" : "standard");
-        case OPT_STAGES: {
+        case RR_ATTACK_OPTION_STAGES: {
             const rr_attack_name *st;
             const size_t ns = rr_autoattack_stages(a->suite, &st);
             json_t *sa = json_array();
@@ -329,22 +230,18 @@ static json_t *option_json(const attack_option *op, const rr_attack_params *a, b
     return NULL;
 }
 
-// The attack's own options, resolved, in the order of its row; then targeted (not in a
-// report) and seed.
-static json_t *echo(const attack_kind *k, const rr_attack_params *a, bool in_report)
+// The attack's own options, resolved, in the order of its uses (but those a report sets, in a
+// report); then targeted (not in a report) and seed.
+static json_t *echo(const rr_attack_info *k, const rr_attack_params *a, bool in_report)
 {
-    json_t *e = json_pack("{s:s}", "attack", rr_attack_name_string(k->id));
-    for (const char *p = k->echo; *p;) {
-        const size_t n = strcspn(p, " ?");
-        const bool if_set = p[n] == '?';
-        const attack_option *op = option_named(p, n);
-        json_t *v = op && !(in_report && op->off == offsetof(rr_attack_params, epsilon))
-                        ? option_json(op, a, if_set)
-                        : NULL;
+    json_t *e = json_pack("{s:s}", "attack", k->name);
+    for (size_t i = 0; i < k->n_uses; i++) {
+        const rr_attack_use *u = &k->uses[i];
+        if (in_report && (u->flags & RR_ATTACK_USE_REPORT_SETS))
+            continue;
+        json_t *v = option_json(u->option, a, u->flags & RR_ATTACK_USE_IF_SET);
         if (v)
-            json_object_set_new(e, op->name, v);
-        p += n + (if_set ? 1 : 0);
-        p += strspn(p, " ");
+            json_object_set_new(e, u->option->name, v);
     }
     if (!in_report)
         json_object_set_new(e, "targeted", json_boolean(a->targeted));
@@ -360,14 +257,16 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
 {
     if (in_report && !rrd_only_members(obj, REPORT_ATTACK_MEMBERS, "the attack object", out))
         return false;
-    const attack_kind *a = parse_name(obj, out);
+    const rr_attack_info *a = parse_name(obj, out);
     if (a == NULL)
         return false;
     rr_attack_params p;
     rr_attack_params_init(&p, a->id);
-    for (size_t k = 0; k < sizeof OPTIONS / sizeof OPTIONS[0]; k++) {
-        json_t *v = json_object_get(obj, OPTIONS[k].name);
-        if (v && !parse_option(&OPTIONS[k], v, max_steps, &p, out))
+    const rr_attack_option *ops;
+    const size_t n_ops = rr_attack_options(&ops);
+    for (size_t k = 0; k < n_ops; k++) {
+        json_t *v = json_object_get(obj, ops[k].name);
+        if (v && !parse_option(&ops[k], v, max_steps, &p, out))
             return false;
     }
     p.seed = top_seed;
@@ -384,7 +283,6 @@ static bool parse_attack(json_t *obj, bool in_report, uint64_t top_seed, size_t 
         rrd_problem_from(out, err.code, &err);
         return false;
     }
-    o->attack = a;
     o->echo = echo(a, &o->ap, in_report);
     return true;
 }
@@ -510,7 +408,7 @@ static void cost_attacks(const rrd_compute *c, rrd_route_cost *q)
     rrd_cost_class_attack(q->cls, sizeof q->cls, "attacks", &o->ap);
     q->out_values = (double)c->B * (double)rr_model_input_size(c->entry->model);
     q->passes = rrd_cost_passes_attack(&o->ap, rr_model_num_classes(c->entry->model));
-    q->long_kind = o->attack->long_kind;
+    q->long_kind = rrd_cost_long_attack(o->ap.name);
 }
 
 const rrd_compute_route rrd_route_attacks = {
