@@ -61,16 +61,23 @@ static const char *usage =
     "env: JOB_COMPLETION_INDEX (the shard when --shard is not given)\n"
     "exit status: 0 done, 1 failed (model, data, I/O, a merge's parts), 2 usage error\n";
 
+// "relureg-eval: MESSAGE" on stderr; returns rc.
+static int vreport(int rc, const char *fmt, va_list ap)
+{
+    fputs("relureg-eval: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    return rc;
+}
+
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("relureg-eval: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    const int rc = vreport(1, fmt, ap);
     va_end(ap);
-    return 1;
+    return rc;
 }
 
 // A usage error: exit status 2 (the Indexed Job does not retry it, k8s/eval/job.yaml).
@@ -79,11 +86,9 @@ static int bad_usage(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("relureg-eval: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    const int rc = vreport(2, fmt, ap);
     va_end(ap);
-    return 2;
+    return rc;
 }
 
 // ---- numbers in JSON: doubles round-trip exactly (%.17g); NaN is null, +-inf "inf" ----

@@ -34,6 +34,23 @@ def class_means(data=DATA, n=3000):
     return [[v / 255.0 / max(counts[k], 1) for v in sums[k]] for k in range(10)]
 
 
+def model_file(arch, tensors):
+    """A model file: safetensors of float32 tensors [(name, shape, values)] with the
+    architecture in its metadata (model-format.md)."""
+    header, blobs, off = {"__metadata__": {"relureg.architecture": json.dumps(arch)}}, [], 0
+    for name, shape, vals in tensors:
+        b = array.array("f", vals)
+        if sys.byteorder != "little":
+            b.byteswap()
+        b = b.tobytes()
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-(8 + len(h)) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
 def model_bytes(data=DATA):
     M = class_means(data)
     c = [-0.5 * sum(v * v for v in m) for m in M]
@@ -49,19 +66,7 @@ def model_bytes(data=DATA):
                        {"type": "linear", "name": "3", "in_features": 20, "out_features": 10}]}
     tensors = [("1.weight", [20, 784], w1), ("1.bias", [20], b1), ("3.weight", [10, 20], w2),
                ("3.bias", [10], b2)]
-    header, blobs, off = {"__metadata__": {"relureg.architecture": json.dumps(arch)}}, [], 0
-    for name, shape, vals in tensors:
-        b = array.array("f", vals)
-        if sys.byteorder != "little":
-            b.byteswap()
-        b = b.tobytes()
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-(8 + len(h)) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
-
+    return model_file(arch, tensors)
 
 if __name__ == "__main__":
     with open(sys.argv[1], "wb") as f:

@@ -27,7 +27,6 @@ processes named relureg-a and relureg-b (--instance), and the test checks, print
 
 Standard library only (plus python3-yaml for the static part); exits non-zero on failure.
 """
-import array
 import http.client
 import json
 import os
@@ -36,13 +35,13 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+import eval_model  # noqa: E402
 import shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -302,23 +301,14 @@ def model_bytes(seed=7):
                        {"type": "linear", "name": "2", "in_features": H, "out_features": H},
                        {"type": "relu"},
                        {"type": "linear", "name": "4", "in_features": H, "out_features": K}]}
-    header, blobs, off = {"__metadata__": {"relureg.architecture": json.dumps(arch)}}, [], 0
+    tensors = []
     for name, shape in shapes:
         n = 1
         for s in shape:
             n *= s
         fan_in = shape[-1] if len(shape) == 2 else H
-        b = array.array("f", (rng.gauss(0, 1.5 / fan_in ** 0.5) for _ in range(n)))
-        if sys.byteorder != "little":
-            b.byteswap()
-        b = b.tobytes()
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-(8 + len(h)) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
-
+        tensors.append((name, shape, [rng.gauss(0, 1.5 / fan_in ** 0.5) for _ in range(n)]))
+    return eval_model.model_file(arch, tensors)
 
 def batch(B, seed):
     rng = random.Random(seed)
