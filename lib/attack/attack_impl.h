@@ -117,6 +117,10 @@ size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act);
 // Rows of D floats: dst[j] = src[act[j]] (gather) or dst[act[j]] = src[j] (scatter), j < n.
 void rr__atk_gather(const float *src, const size_t *act, size_t n, size_t D, float *dst);
 void rr__atk_scatter(const float *src, const size_t *act, size_t n, size_t D, float *dst);
+// The logits of rows act[0 .. n) at their current adversarial points, written to their rows of
+// z [B, K]: gathered into xs [n, D], forwarded into tmp [n, K], scattered.
+rr_status rr__atk_logits_at(rr__atk *a, const size_t *act, size_t n, float *xs, float *tmp,
+                            float *z);
 
 // order [K] = the classes by logit z [K], descending, ties lower index first (a stable sort;
 // order[0] is rr__atk_argmax). apgd_t and fab_t attack order[1 .. n].

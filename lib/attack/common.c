@@ -290,6 +290,16 @@ void rr__atk_scatter(const float *src, const size_t *act, size_t n, size_t D, fl
         memcpy(dst + act[j] * D, src + j * D, D * sizeof(float));
 }
 
+rr_status rr__atk_logits_at(rr__atk *a, const size_t *act, size_t n, float *xs, float *tmp,
+                            float *z)
+{
+    rr__atk_gather(a->out->adversarial, act, n, a->D, xs);
+    rr_status st = rr__atk_forward(a, xs, n, tmp);
+    if (st == RR_OK)
+        rr__atk_scatter(tmp, act, n, (size_t)a->K, z);
+    return st;
+}
+
 void rr__atk_rank(const float *z, int K, int *order)
 {
     // Insertion sort, descending, ties by index (K is small).

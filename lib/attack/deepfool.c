@@ -127,7 +127,6 @@ static size_t running(df *f, int it)
 static rr_status moved_logits(df *f, size_t n, size_t *moved)
 {
     rr__atk *a = f->a;
-    const size_t D = a->D, K = (size_t)a->K;
     size_t m2 = 0;
     for (size_t j = 0; j < n; j++)
         if (!f->done[f->act[j]])
@@ -135,13 +134,7 @@ static rr_status moved_logits(df *f, size_t n, size_t *moved)
     *moved = m2;
     if (m2 == 0)
         return RR_OK;
-    rr__atk_gather(a->out->adversarial, f->act, m2, D, f->xs);
-    rr_status st = rr__atk_forward(a, f->xs, m2, f->J); // J is free: reuse it for the logits
-    if (st != RR_OK)
-        return st;
-    for (size_t j = 0; j < m2; j++)
-        memcpy(f->z + f->act[j] * K, f->J + j * K, K * sizeof(float));
-    return RR_OK;
+    return rr__atk_logits_at(a, f->act, m2, f->xs, f->J, f->z); // J is free: scratch
 }
 
 rr_status rr__attack_deepfool(rr__atk *a)

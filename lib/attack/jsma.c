@@ -160,7 +160,6 @@ static bool step_row(jsma *s, size_t j, int it)
 static rr_status moved_logits(jsma *s, size_t n, size_t *moved)
 {
     rr__atk *a = s->a;
-    const size_t D = a->D, K = (size_t)a->K;
     size_t m2 = 0;
     for (size_t j = 0; j < n; j++)
         if (s->run[s->act[j]])
@@ -168,13 +167,7 @@ static rr_status moved_logits(jsma *s, size_t n, size_t *moved)
     *moved = m2;
     if (m2 == 0)
         return RR_OK;
-    rr__atk_gather(a->out->adversarial, s->act, m2, D, s->xs);
-    rr_status st = rr__atk_forward(a, s->xs, m2, s->J);
-    if (st != RR_OK)
-        return st;
-    for (size_t j = 0; j < m2; j++)
-        memcpy(s->z + s->act[j] * K, s->J + j * K, K * sizeof(float));
-    return RR_OK;
+    return rr__atk_logits_at(a, s->act, m2, s->xs, s->J, s->z);
 }
 
 rr_status rr__attack_jsma(rr__atk *a)
