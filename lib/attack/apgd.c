@@ -256,15 +256,18 @@ typedef struct bufs {
 
 static void *carve(rr__atk *a, bufs *s, size_t B, size_t D, size_t K)
 {
-    const rr__atk_part parts[] = {
-        RR__ATK_PART(s->xa, B * D),    RR__ATK_PART(s->xo, B * D),  RR__ATK_PART(s->xb, B * D),
-        RR__ATK_PART(s->g, B * D),     RR__ATK_PART(s->gb, B * D),  RR__ATK_PART(s->zc, B * K),
-        RR__ATK_PART(s->order, B * K), RR__ATK_PART(s->ys, B),      RR__ATK_PART(s->ts, B),
-        RR__ATK_PART(s->idx, B),       RR__ATK_PART(s->eta, B),     RR__ATK_PART(s->loss, B),
-        RR__ATK_PART(s->best, B),      RR__ATK_PART(s->prev, B),    RR__ATK_PART(s->last_best, B),
-        RR__ATK_PART(s->best_any, B),  RR__ATK_PART(s->ups, B),     RR__ATK_PART(s->wrong, B),
-        RR__ATK_PART(s->found, B),     RR__ATK_PART(s->reduced, B), RR__ATK_PART(s->done, B)};
-    return rr__atk_carve(a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {RR__CARVE_PART(s->xa, B * D),    RR__CARVE_PART(s->xo, B * D),
+                                    RR__CARVE_PART(s->xb, B * D),    RR__CARVE_PART(s->g, B * D),
+                                    RR__CARVE_PART(s->gb, B * D),    RR__CARVE_PART(s->zc, B * K),
+                                    RR__CARVE_PART(s->order, B * K), RR__CARVE_PART(s->ys, B),
+                                    RR__CARVE_PART(s->ts, B),        RR__CARVE_PART(s->idx, B),
+                                    RR__CARVE_PART(s->eta, B),       RR__CARVE_PART(s->loss, B),
+                                    RR__CARVE_PART(s->best, B),      RR__CARVE_PART(s->prev, B),
+                                    RR__CARVE_PART(s->last_best, B), RR__CARVE_PART(s->best_any, B),
+                                    RR__CARVE_PART(s->ups, B),       RR__CARVE_PART(s->wrong, B),
+                                    RR__CARVE_PART(s->found, B),     RR__CARVE_PART(s->reduced, B),
+                                    RR__CARVE_PART(s->done, B)};
+    return rr__carve(a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Row j after a step: a misclassified point is kept (found), the best loss's point and

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "attack/attack.h"
+#include "core/carve.h"
 #include "core/rng.h"
 
 // Test hooks (tests/probe/attack_probe.c drives them; not part of the public API): a start point
@@ -94,23 +95,6 @@ rr_status rr__atk_finalize(rr__atk *a);
 
 // Scratch of n floats (RR_ENOMEM into a->err when it fails); free with rr_aligned_free.
 float *rr__atk_alloc(rr__atk *a, size_t n);
-
-// One part of a carved scratch block: *ptr gets n elements of size bytes each.
-typedef struct rr__atk_part {
-    void **ptr;
-    size_t n, size;
-} rr__atk_part;
-// The part for pointer p (any object pointer type) of n elements of *p.
-#define RR__ATK_PART(p, count)                                                                     \
-    {                                                                                              \
-        (void **)&(p), (count), sizeof *(p)                                                        \
-    }
-// Carves every part from one allocation (llm.c style): sizes summed with each part rounded up
-// to RR__ATK_ALIGN bytes, one rr_aligned_alloc, each *ptr pointed at its aligned, disjoint
-// slice (a part of 0 elements gets a valid pointer too). Returns the block to free with
-// rr_aligned_free, or NULL with RR_ENOMEM in a->err (also when the sizes overflow).
-#define RR__ATK_ALIGN 64
-void *rr__atk_carve(rr__atk *a, const rr__atk_part *parts, size_t np);
 
 // act = the b in [0, B) with live[b] == want, in order; returns their number n.
 size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act);

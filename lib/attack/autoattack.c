@@ -50,12 +50,12 @@ typedef struct aa {
 
 static void *carve(aa *s, size_t B, size_t D, size_t K)
 {
-    const rr__atk_part parts[] = {
-        RR__ATK_PART(s->z, B * K),  RR__ATK_PART(s->xs, B * D), RR__ATK_PART(s->adv, B * D),
-        RR__ATK_PART(s->l2, B),     RR__ATK_PART(s->linf, B),   RR__ATK_PART(s->ys, B),
-        RR__ATK_PART(s->pred, B),   RR__ATK_PART(s->idx, B),    RR__ATK_PART(s->ids, B),
-        RR__ATK_PART(s->robust, B), RR__ATK_PART(s->succ, B),   RR__ATK_PART(s->iters, B)};
-    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {
+        RR__CARVE_PART(s->z, B * K),  RR__CARVE_PART(s->xs, B * D), RR__CARVE_PART(s->adv, B * D),
+        RR__CARVE_PART(s->l2, B),     RR__CARVE_PART(s->linf, B),   RR__CARVE_PART(s->ys, B),
+        RR__CARVE_PART(s->pred, B),   RR__CARVE_PART(s->idx, B),    RR__CARVE_PART(s->ids, B),
+        RR__CARVE_PART(s->robust, B), RR__CARVE_PART(s->succ, B),   RR__CARVE_PART(s->iters, B)};
+    return rr__carve(s->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Runs stage `name` on the n rows gathered in s (progress through pg).

@@ -238,35 +238,8 @@ float *rr__atk_alloc(rr__atk *a, size_t n)
 {
     float *p = rr_aligned_alloc((n ? n : 1) * sizeof(float));
     if (!p)
-        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu floats)", n);
+        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for scratch (%zu floats)", n);
     return p;
-}
-
-void *rr__atk_carve(rr__atk *a, const rr__atk_part *parts, size_t np)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < np; i++) {
-        const size_t bytes = parts[i].n * parts[i].size;
-        const size_t padded = (bytes + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
-        if ((parts[i].size && bytes / parts[i].size != parts[i].n) || padded < bytes ||
-            total + padded < total) {
-            rr_error_set(a->err, RR_ENOMEM, NULL, "attack scratch size overflows");
-            return NULL;
-        }
-        total += padded;
-    }
-    char *block = rr_aligned_alloc(total ? total : RR__ATK_ALIGN);
-    if (!block) {
-        rr_error_set(a->err, RR_ENOMEM, NULL, "out of memory for attack scratch (%zu bytes)",
-                     total);
-        return NULL;
-    }
-    char *p = block;
-    for (size_t i = 0; i < np; i++) {
-        *parts[i].ptr = p;
-        p += (parts[i].n * parts[i].size + RR__ATK_ALIGN - 1) & ~(size_t)(RR__ATK_ALIGN - 1);
-    }
-    return block;
 }
 
 size_t rr__atk_active(const bool *live, bool want, size_t B, size_t *act)

@@ -33,14 +33,14 @@ typedef struct cw {
 
 static void *carve(cw *s, size_t B, size_t D, size_t K)
 {
-    const rr__atk_part parts[] = {
-        RR__ATK_PART(s->w, B * D),  RR__ATK_PART(s->m1, B * D), RR__ATK_PART(s->m2, B * D),
-        RR__ATK_PART(s->xs, B * D), RR__ATK_PART(s->g, B * D),  RR__ATK_PART(s->z, B * K),
-        RR__ATK_PART(s->loss1, B),  RR__ATK_PART(s->cc, B),     RR__ATK_PART(s->lower, B),
-        RR__ATK_PART(s->upper, B),  RR__ATK_PART(s->obest, B),  RR__ATK_PART(s->best, B),
-        RR__ATK_PART(s->prev, B),   RR__ATK_PART(s->act, B),    RR__ATK_PART(s->live, B),
-        RR__ATK_PART(s->found, B)};
-    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {
+        RR__CARVE_PART(s->w, B * D),  RR__CARVE_PART(s->m1, B * D), RR__CARVE_PART(s->m2, B * D),
+        RR__CARVE_PART(s->xs, B * D), RR__CARVE_PART(s->g, B * D),  RR__CARVE_PART(s->z, B * K),
+        RR__CARVE_PART(s->loss1, B),  RR__CARVE_PART(s->cc, B),     RR__CARVE_PART(s->lower, B),
+        RR__CARVE_PART(s->upper, B),  RR__CARVE_PART(s->obest, B),  RR__CARVE_PART(s->best, B),
+        RR__CARVE_PART(s->prev, B),   RR__CARVE_PART(s->act, B),    RR__CARVE_PART(s->live, B),
+        RR__CARVE_PART(s->found, B)};
+    return rr__carve(s->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Seeds c * d hinge / dz, and the hinge per row.

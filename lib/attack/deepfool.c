@@ -28,11 +28,11 @@ typedef struct df {
 
 static void *carve(df *f, size_t B, size_t D, size_t K, size_t C)
 {
-    const rr__atk_part parts[] = {RR__ATK_PART(f->rtot, B * D),  RR__ATK_PART(f->xs, B * D),
-                                  RR__ATK_PART(f->J, B * K * D), RR__ATK_PART(f->z, B * K),
-                                  RR__ATK_PART(f->cand, B * C),  RR__ATK_PART(f->order, K),
-                                  RR__ATK_PART(f->act, B),       RR__ATK_PART(f->done, B)};
-    return rr__atk_carve(f->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {RR__CARVE_PART(f->rtot, B * D),  RR__CARVE_PART(f->xs, B * D),
+                                    RR__CARVE_PART(f->J, B * K * D), RR__CARVE_PART(f->z, B * K),
+                                    RR__CARVE_PART(f->cand, B * C),  RR__CARVE_PART(f->order, K),
+                                    RR__CARVE_PART(f->act, B),       RR__CARVE_PART(f->done, B)};
+    return rr__carve(f->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Sample b's candidates from its logits at x0: the label, then the C - 1 other classes with the

@@ -39,7 +39,7 @@
 
 // ---- the attack ----
 
-// Scratch, carved from one block (rr__atk_carve).
+// Scratch, carved from one block (rr__carve).
 typedef struct fab {
     rr__atk *a;
     float *x1, *xa, *best, *g; // [B, D] iterates, clean inputs, run's best, gradients of the rows
@@ -100,13 +100,15 @@ static void random_start(const rr__atk *a, size_t b, uint64_t run, const float *
 static void *carve(fab *f, size_t B, size_t D, size_t K)
 {
     const size_t T = (size_t)omp_get_max_threads();
-    const rr__atk_part parts[] = {
-        RR__ATK_PART(f->x1, B * D),    RR__ATK_PART(f->xa, B * D), RR__ATK_PART(f->best, B * D),
-        RR__ATK_PART(f->g, B * D),     RR__ATK_PART(f->z, B * K),  RR__ATK_PART(f->order, B * K),
-        RR__ATK_PART(f->tg, B),        RR__ATK_PART(f->res, B),    RR__ATK_PART(f->bestn, B),
-        RR__ATK_PART(f->act, B),       RR__ATK_PART(f->run, B),    RR__ATK_PART(f->brk, T * D),
-        RR__ATK_PART(f->dd, T * 2 * D)};
-    return rr__atk_carve(f->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {
+        RR__CARVE_PART(f->x1, B * D),    RR__CARVE_PART(f->xa, B * D),
+        RR__CARVE_PART(f->best, B * D),  RR__CARVE_PART(f->g, B * D),
+        RR__CARVE_PART(f->z, B * K),     RR__CARVE_PART(f->order, B * K),
+        RR__CARVE_PART(f->tg, B),        RR__CARVE_PART(f->res, B),
+        RR__CARVE_PART(f->bestn, B),     RR__CARVE_PART(f->act, B),
+        RR__CARVE_PART(f->run, B),       RR__CARVE_PART(f->brk, T * D),
+        RR__CARVE_PART(f->dd, T * 2 * D)};
+    return rr__carve(f->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // The clean logits: which samples run (classified right), and their classes by logit.

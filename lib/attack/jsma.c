@@ -28,11 +28,11 @@ typedef struct jsma {
 
 static void *carve(jsma *s, size_t B, size_t D, size_t K)
 {
-    const rr__atk_part parts[] = {RR__ATK_PART(s->xs, B * D),  RR__ATK_PART(s->J, B * K * D),
-                                  RR__ATK_PART(s->z, B * K),   RR__ATK_PART(s->tg, B * 2 * D),
-                                  RR__ATK_PART(s->dom, B * D), RR__ATK_PART(s->act, B),
-                                  RR__ATK_PART(s->target, B),  RR__ATK_PART(s->run, B)};
-    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {RR__CARVE_PART(s->xs, B * D),  RR__CARVE_PART(s->J, B * K * D),
+                                    RR__CARVE_PART(s->z, B * K),   RR__CARVE_PART(s->tg, B * 2 * D),
+                                    RR__CARVE_PART(s->dom, B * D), RR__CARVE_PART(s->act, B),
+                                    RR__CARVE_PART(s->target, B),  RR__CARVE_PART(s->run, B)};
+    return rr__carve(s->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Sample b's target and search domain (the features that can still move by theta).

@@ -123,10 +123,10 @@ rr_status rr__attack_pgd(rr__atk *a)
     const int64_t *cls = a->targets ? a->targets : a->labels;
     const double gsign = a->targets ? -1.0 : 1.0;
     float *cur, *g, *z, *best_loss, *loss;
-    const rr__atk_part parts[] = {RR__ATK_PART(cur, B * D), RR__ATK_PART(g, B * D),
-                                  RR__ATK_PART(z, B * K), RR__ATK_PART(best_loss, B),
-                                  RR__ATK_PART(loss, B)};
-    void *block = rr__atk_carve(a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {RR__CARVE_PART(cur, B * D), RR__CARVE_PART(g, B * D),
+                                    RR__CARVE_PART(z, B * K), RR__CARVE_PART(best_loss, B),
+                                    RR__CARVE_PART(loss, B)};
+    void *block = rr__carve(a->err, parts, sizeof parts / sizeof parts[0]);
     if (!block)
         return RR_ENOMEM;
     rr_status st = RR_OK;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attack/attack_impl.h" // rr__carve
 #include "core/tensor.h"
 #include "nn/forward.h"
 #include "nn/loss.h"
@@ -61,49 +62,35 @@ typedef struct report {
     int *iters, *bb;
     size_t *idx, *ids; // [n] their rows, and their global indices (RNG streams)
     double *cd, *cr;
+    void *block; // the scratch above, one allocation
 } report;
 
 static void report_free(report *r)
 {
-    free(r->adv);
-    free(r->xs);
-    free(r->g);
-    free(r->l2);
-    free(r->linf);
-    free(r->succ);
-    free(r->exact);
-    free(r->pred);
-    free(r->ys);
-    free(r->iters);
-    free(r->bb);
-    free(r->idx);
-    free(r->ids);
-    free(r->cd);
-    free(r->cr);
+    rr_aligned_free(r->block);
 }
 
+// The block's scratch, carved from one allocation (attack_impl.h, rr__carve).
 static rr_status report_alloc(report *r)
 {
     const size_t B = r->B, D = r->D, K = r->K;
-    r->adv = malloc(B * D * sizeof(float));
-    r->xs = malloc(B * D * sizeof(float));
-    r->g = malloc(B * (D > K ? D : K) * sizeof(float));
-    r->l2 = malloc(B * sizeof(float));
-    r->linf = malloc(B * sizeof(float));
-    r->succ = malloc(B * sizeof(bool));
-    r->exact = malloc(B * sizeof(bool));
-    r->pred = malloc(B * sizeof(int64_t));
-    r->ys = malloc(B * sizeof(int64_t));
-    r->iters = malloc(B * sizeof(int));
-    r->bb = malloc(B * sizeof(int));
-    r->idx = malloc(B * sizeof(size_t));
-    r->ids = malloc(B * sizeof(size_t));
-    r->cd = malloc(3 * B * sizeof(double));
-    r->cr = malloc(B * sizeof(double));
-    if (!r->adv || !r->xs || !r->g || !r->l2 || !r->linf || !r->succ || !r->exact || !r->pred ||
-        !r->ys || !r->iters || !r->bb || !r->idx || !r->ids || !r->cd || !r->cr)
-        return rr_error_set(r->err, RR_ENOMEM, NULL, "out of memory for the robustness report");
-    return RR_OK;
+    const rr__carve_part parts[] = {RR__CARVE_PART(r->adv, B * D),
+                                    RR__CARVE_PART(r->xs, B * D),
+                                    RR__CARVE_PART(r->g, B * (D > K ? D : K)),
+                                    RR__CARVE_PART(r->l2, B),
+                                    RR__CARVE_PART(r->linf, B),
+                                    RR__CARVE_PART(r->succ, B),
+                                    RR__CARVE_PART(r->exact, B),
+                                    RR__CARVE_PART(r->pred, B),
+                                    RR__CARVE_PART(r->ys, B),
+                                    RR__CARVE_PART(r->iters, B),
+                                    RR__CARVE_PART(r->bb, B),
+                                    RR__CARVE_PART(r->idx, B),
+                                    RR__CARVE_PART(r->ids, B),
+                                    RR__CARVE_PART(r->cd, 3 * B),
+                                    RR__CARVE_PART(r->cr, B)};
+    r->block = rr__carve(r->err, parts, sizeof parts / sizeof parts[0]);
+    return r->block ? RR_OK : RR_ENOMEM;
 }
 
 // Clean predictions and input gradients (the flags); gathers the correctly classified samples.

@@ -355,13 +355,13 @@ static void *carve(sq *q, size_t B, size_t D, size_t K, bool l2)
     // eta holds s^2 <= D values while stepping, and (H / 5)^2 at an l2 start.
     const size_t s0 = (size_t)(q->H / 5 > 0 ? q->H / 5 : 1);
     const size_t T = (size_t)omp_get_max_threads();
-    const rr__atk_part parts[] = {
-        RR__ATK_PART(q->xb, B * D), RR__ATK_PART(q->xs, B * D),
-        RR__ATK_PART(q->z, B * K),  RR__ATK_PART(q->mmin, B),
-        RR__ATK_PART(q->lmin, B),   RR__ATK_PART(q->eta_buf, D > s0 * s0 ? D : s0 * s0),
-        RR__ATK_PART(q->rng, B),    RR__ATK_PART(q->act, B),
-        RR__ATK_PART(q->run, B),    RR__ATK_PART(q->scratch, l2 ? T * q->scratch_n : 0)};
-    return rr__atk_carve(q->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {
+        RR__CARVE_PART(q->xb, B * D), RR__CARVE_PART(q->xs, B * D),
+        RR__CARVE_PART(q->z, B * K),  RR__CARVE_PART(q->mmin, B),
+        RR__CARVE_PART(q->lmin, B),   RR__CARVE_PART(q->eta_buf, D > s0 * s0 ? D : s0 * s0),
+        RR__CARVE_PART(q->rng, B),    RR__CARVE_PART(q->act, B),
+        RR__CARVE_PART(q->run, B),    RR__CARVE_PART(q->scratch, l2 ? T * q->scratch_n : 0)};
+    return rr__carve(q->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 // Restart r's start (stripes for linf, the grid of eta squares for l2) on the n running

@@ -30,21 +30,21 @@ typedef struct zoo {
 static void *carve(zoo *s, size_t B, size_t D, size_t K)
 {
     const size_t rows = s->sb * s->R;
-    const rr__atk_part parts[] = {RR__ATK_PART(s->cur, B * D),
-                                  RR__ATK_PART(s->m1, B * D),
-                                  RR__ATK_PART(s->m2, B * D),
-                                  RR__ATK_PART(s->ev, rows * D),
-                                  RR__ATK_PART(s->z, (rows > B ? rows : B) * K),
-                                  RR__ATK_PART(s->coords, s->sb * s->P),
-                                  RR__ATK_PART(s->tcount, B * D),
-                                  RR__ATK_PART(s->cc, B),
-                                  RR__ATK_PART(s->lower, B),
-                                  RR__ATK_PART(s->upper, B),
-                                  RR__ATK_PART(s->obest, B),
-                                  RR__ATK_PART(s->prev, B),
-                                  RR__ATK_PART(s->run, B),
-                                  RR__ATK_PART(s->found, B)};
-    return rr__atk_carve(s->a, parts, sizeof parts / sizeof parts[0]);
+    const rr__carve_part parts[] = {RR__CARVE_PART(s->cur, B * D),
+                                    RR__CARVE_PART(s->m1, B * D),
+                                    RR__CARVE_PART(s->m2, B * D),
+                                    RR__CARVE_PART(s->ev, rows * D),
+                                    RR__CARVE_PART(s->z, (rows > B ? rows : B) * K),
+                                    RR__CARVE_PART(s->coords, s->sb * s->P),
+                                    RR__CARVE_PART(s->tcount, B * D),
+                                    RR__CARVE_PART(s->cc, B),
+                                    RR__CARVE_PART(s->lower, B),
+                                    RR__CARVE_PART(s->upper, B),
+                                    RR__CARVE_PART(s->obest, B),
+                                    RR__CARVE_PART(s->prev, B),
+                                    RR__CARVE_PART(s->run, B),
+                                    RR__CARVE_PART(s->found, B)};
+    return rr__carve(s->a->err, parts, sizeof parts / sizeof parts[0]);
 }
 
 static double zoo_loss(const rr__atk *a, size_t b, const float *z, double l2, double c)

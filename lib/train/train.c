@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/carve.h"
 #include "core/rng.h"
 #include "nn/forward.h"
 #include "nn/loss.h"
@@ -61,6 +62,7 @@ typedef struct trainer {
     size_t *perm;
     float *x, *gce, *greg, *gsum, *logits;
     int64_t *y;
+    void *block;          // perm .. y, one allocation (core/carve.h)
     rr_reg_spec specs[2]; // cross-entropy, then the regularizer when there is one
     double loss_sum, reg_sum, t0;
     size_t correct, seen;
@@ -70,13 +72,7 @@ static void trainer_free(trainer *t)
 {
     rr_optim_free(t->opt);
     rr_workspace_free(t->ws);
-    free(t->y);
-    free(t->logits);
-    free(t->gsum);
-    free(t->greg);
-    free(t->gce);
-    free(t->x);
-    free(t->perm);
+    rr_aligned_free(t->block);
 }
 
 static rr_status trainer_init(trainer *t, rr_model *m, const rr_dataset *data,
@@ -87,15 +83,13 @@ static rr_status trainer_init(trainer *t, rr_model *m, const rr_dataset *data,
     t->NP = rr_model_param_array_size(m);
     t->B = p->batch ? p->batch : 128;
     t->steps = (data->n + t->B - 1) / t->B;
-    t->perm = malloc(data->n * sizeof(size_t));
-    t->x = malloc(t->B * t->D * sizeof(float));
-    t->gce = malloc(t->NP * sizeof(float));
-    t->greg = malloc(t->NP * sizeof(float));
-    t->gsum = malloc(t->NP * sizeof(float));
-    t->logits = malloc(t->B * t->K * sizeof(float));
-    t->y = malloc(t->B * sizeof(int64_t));
-    if (!t->perm || !t->x || !t->gce || !t->greg || !t->gsum || !t->logits || !t->y)
-        return rr_error_set(err, RR_ENOMEM, "", "out of memory");
+    const rr__carve_part parts[] = {
+        RR__CARVE_PART(t->perm, data->n), RR__CARVE_PART(t->x, t->B * t->D),
+        RR__CARVE_PART(t->gce, t->NP),    RR__CARVE_PART(t->greg, t->NP),
+        RR__CARVE_PART(t->gsum, t->NP),   RR__CARVE_PART(t->logits, t->B * t->K),
+        RR__CARVE_PART(t->y, t->B)};
+    if ((t->block = rr__carve(err, parts, sizeof parts / sizeof parts[0])) == NULL)
+        return RR_ENOMEM;
     rr_workspace_params wp = {.max_batch = t->B, .rows_per_sample = t->K};
     rr_status st;
     if ((st = rr_workspace_new(m, &wp, &t->ws, err)) ||
